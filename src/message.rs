@@ -1,0 +1,384 @@
+//! The HTTP heads inside JET packets: requests the relay accepts, responses it writes.
+
+use uuid::Uuid;
+
+/// The most headers a JET request head may carry; deployed peers send four.
+pub const MAX_HEADERS: usize = 32;
+
+/// The candidate id that version 1 associations use: that exchange has no
+/// candidates, so each association has exactly this one.
+pub const V1_CANDIDATE: Uuid = Uuid::nil();
+
+/// What a peer asks the relay to do with its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Park this connection until the other peer connects (server peer).
+    Accept,
+    /// Pair this connection with the parked accept (client peer).
+    Connect,
+    /// Answer whether the association exists, then close (version 2 only).
+    Test,
+}
+
+impl Method {
+    /// The lowercase name used in version 2 paths and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Accept => "accept",
+            Method::Connect => "connect",
+            Method::Test => "test",
+        }
+    }
+}
+
+/// A decoded JET request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Accept, connect or test.
+    pub method: Method,
+    /// The protocol version the peer speaks (1, 2 or 3); responses echo it.
+    pub version: u8,
+    /// The association; `None` only for a version 1 accept, which creates one.
+    pub association: Option<Uuid>,
+    /// The candidate; [`V1_CANDIDATE`] for version 1.
+    pub candidate: Uuid,
+}
+
+/// Why a request head was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// Not an HTTP head at all: the relay closes without an answer.
+    Malformed(String),
+    /// An HTTP head the relay understands but cannot serve: answered with 400.
+    BadRequest(String),
+}
+
+/// Parses an unmasked request payload.
+pub fn parse_request(payload: &[u8]) -> Result<Request, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(payload) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(RequestError::Malformed("incomplete HTTP head".into()))
+        }
+        Err(e) => return Err(RequestError::Malformed(format!("not an HTTP head: {e}"))),
+    }
+    let method = req.method.unwrap_or_default();
+    let path = req.path.unwrap_or_default();
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+    };
+    if method != "GET" {
+        return Err(RequestError::BadRequest(format!(
+            "method {method} is not GET"
+        )));
+    }
+    let version = match header("Jet-Version") {
+        None => None,
+        Some(v) => match v.parse::<u8>() {
+            Ok(n) => Some(n),
+            Err(_) => return Err(RequestError::BadRequest(format!("bad Jet-Version {v:?}"))),
+        },
+    };
+    if path == "/" {
+        if version.is_some_and(|v| v != 1) {
+            return Err(RequestError::BadRequest(format!(
+                "Jet-Version {} is not supported on path /",
+                version.unwrap_or_default()
+            )));
+        }
+        let jet_method = header("Jet-Method").unwrap_or_default();
+        let (method, association) = if jet_method.eq_ignore_ascii_case("accept") {
+            (Method::Accept, None)
+        } else if jet_method.eq_ignore_ascii_case("connect") {
+            let text = header("Jet-Association").ok_or_else(|| {
+                RequestError::BadRequest("connect without Jet-Association".into())
+            })?;
+            (Method::Connect, Some(parse_uuid(&text, "association")?))
+        } else {
+            return Err(RequestError::BadRequest(format!(
+                "unknown Jet-Method {jet_method:?}"
+            )));
+        };
+        return Ok(Request {
+            method,
+            version: 1,
+            association,
+            candidate: V1_CANDIDATE,
+        });
+    }
+    let (method, association, candidate) = parse_path(path)?;
+    let version = version.unwrap_or(2);
+    if !(2..=3).contains(&version) {
+        return Err(RequestError::BadRequest(format!(
+            "Jet-Version {version} is not supported on /jet paths"
+        )));
+    }
+    Ok(Request {
+        method,
+        version,
+        association: Some(association),
+        candidate,
+    })
+}
+
+/// Parses a version 2 path `/jet/<accept|connect|test>/<association>/<candidate>`
+/// (also used for WebSocket upgrades). A query string is ignored.
+pub fn parse_path(path: &str) -> Result<(Method, Uuid, Uuid), RequestError> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let mut parts = path.split('/');
+    let (Some(""), Some("jet"), Some(verb), Some(assoc), Some(cand), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(RequestError::BadRequest(format!("unknown path {path:?}")));
+    };
+    let method = match verb {
+        "accept" => Method::Accept,
+        "connect" => Method::Connect,
+        "test" => Method::Test,
+        _ => return Err(RequestError::BadRequest(format!("unknown path {path:?}"))),
+    };
+    Ok((
+        method,
+        parse_uuid(assoc, "association")?,
+        parse_uuid(cand, "candidate")?,
+    ))
+}
+
+fn parse_uuid(text: &str, what: &str) -> Result<Uuid, RequestError> {
+    Uuid::parse_str(text).map_err(|_| RequestError::BadRequest(format!("bad {what} id {text:?}")))
+}
+
+/// The reason phrase for the statuses the relay writes.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Builds a whole response packet (head masked with 0x73) with `Jet-Version`
+/// and any extra headers, ready for a single write.
+pub fn response_packet(status: u16, version: u8, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    for (name, value) in extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Jet-Version: {version}\r\n\r\n"));
+    crate::packet::encode(head.as_bytes(), crate::packet::WRITE_MASK)
+}
+
+/// A response as a peer reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status code (200 on success).
+    pub status: u16,
+    /// The headers, names as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Response {
+    /// The value of a header, compared without regard to case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses an unmasked response payload (any reason phrase, LF or CRLF).
+pub fn parse_response(payload: &[u8]) -> Result<Response, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(payload) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("incomplete response head".into()),
+        Err(e) => return Err(format!("not an HTTP response: {e}")),
+    }
+    Ok(Response {
+        status: resp.code.unwrap_or_default(),
+        headers: resp
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).trim().to_owned(),
+                )
+            })
+            .collect(),
+    })
+}
+
+/// Builds the request head a peer sends: version 2 paths, or the version 1
+/// `GET /` with `Jet-Method` when `version` is 1.
+pub fn request_head(
+    method: Method,
+    version: u8,
+    host: &str,
+    association: Option<Uuid>,
+    candidate: Uuid,
+) -> String {
+    if version == 1 {
+        let verb = match method {
+            Method::Accept => "Accept",
+            Method::Connect => "Connect",
+            Method::Test => "Test",
+        };
+        let assoc = association
+            .map(|a| format!("Jet-Association: {a}\r\n"))
+            .unwrap_or_default();
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: Keep-Alive\r\nJet-Method: {verb}\r\n{assoc}Jet-Version: 1\r\n\r\n")
+    } else {
+        let connection = if method == Method::Test {
+            "Close"
+        } else {
+            "Keep-Alive"
+        };
+        format!(
+            "GET /jet/{}/{}/{candidate} HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\nJet-Version: {version}\r\n\r\n",
+            method.as_str(),
+            association.unwrap_or_default(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "e6ec698c-5793-4c63-af79-bd644ccf022f";
+    const C: &str = "1ff84b5f-5a62-4124-bf61-381a5c55db89";
+
+    #[track_caller]
+    fn check(head: &str, expected: Result<(Method, u8), RequestError>) {
+        let got = parse_request(head.as_bytes()).map(|r| (r.method, r.version));
+        assert_eq!(got, expected, "head: {head:?}");
+    }
+
+    fn bad(text: &str) -> Result<(Method, u8), RequestError> {
+        Err(RequestError::BadRequest(text.into()))
+    }
+
+    #[test]
+    fn request_table() {
+        check(
+            "GET / HTTP/1.1\r\nHost: x\r\nJet-Method: Accept\r\nJet-Version: 1\r\n\r\n",
+            Ok((Method::Accept, 1)),
+        );
+        check(
+            "GET / HTTP/1.1\nhost: x\njet-method: accept\n\n",
+            Ok((Method::Accept, 1)),
+        );
+        check(
+            &format!("GET / HTTP/1.1\r\nJet-Method: CONNECT\r\nJet-Association: {A}\r\n\r\n"),
+            Ok((Method::Connect, 1)),
+        );
+        check(
+            &format!("GET /jet/accept/{A}/{C} HTTP/1.1\r\nJet-Version: 2\r\n\r\n"),
+            Ok((Method::Accept, 2)),
+        );
+        check(
+            &format!("GET /jet/connect/{A}/{C} HTTP/1.1\nJet-Version: 3\n\n"),
+            Ok((Method::Connect, 3)),
+        );
+        check(
+            &format!("GET /jet/test/{A}/{C} HTTP/1.1\r\n\r\n"),
+            Ok((Method::Test, 2)),
+        );
+        check(
+            &format!("GET /jet/accept/{A}/{C} HTTP/1.1\r\nJet-Version: 9\r\n\r\n"),
+            bad("Jet-Version 9 is not supported on /jet paths"),
+        );
+        check(
+            "GET / HTTP/1.1\r\nJet-Method: Accept\r\nJet-Version: 2\r\n\r\n",
+            bad("Jet-Version 2 is not supported on path /"),
+        );
+        check(
+            &format!("GET /jet/accept/not-a-uuid/{C} HTTP/1.1\r\n\r\n"),
+            bad("bad association id \"not-a-uuid\""),
+        );
+        check(
+            &format!("GET /jet/bounce/{A}/{C} HTTP/1.1\r\n\r\n"),
+            bad(&format!("unknown path \"/jet/bounce/{A}/{C}\"")),
+        );
+        check(
+            &format!("GET /jet/accept/{A}/{C}/x HTTP/1.1\r\n\r\n"),
+            bad(&format!("unknown path \"/jet/accept/{A}/{C}/x\"")),
+        );
+        check(
+            "GET / HTTP/1.1\r\nJet-Method: Connect\r\nJet-Association: nope\r\n\r\n",
+            bad("bad association id \"nope\""),
+        );
+        check(
+            "GET / HTTP/1.1\r\nJet-Method: Dance\r\n\r\n",
+            bad("unknown Jet-Method \"Dance\""),
+        );
+        check("POST / HTTP/1.1\r\n\r\n", bad("method POST is not GET"));
+        assert!(matches!(
+            parse_request(b"\x01\x02garbage\r\n\r\n"),
+            Err(RequestError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            Err(RequestError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn response_packet_is_masked_and_parses_back() {
+        let bytes = response_packet(200, 1, &[("Jet-Association", A)]);
+        assert_eq!(bytes[7], 0x73);
+        let packet = crate::packet::read_packet(&bytes[..]).unwrap();
+        let resp = parse_response(&packet.payload).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("jet-association"), Some(A));
+        assert_eq!(resp.header("Jet-Version"), Some("1"));
+    }
+
+    #[test]
+    fn parses_the_old_relays_status_line() {
+        let resp = parse_response(b"HTTP/1.1 200 OK 200\r\nJet-Version: 2\r\n\r\n").unwrap();
+        assert_eq!(resp.status, 200);
+    }
+
+    #[test]
+    fn request_heads_parse_back() {
+        let a = Uuid::parse_str(A).unwrap();
+        let c = Uuid::parse_str(C).unwrap();
+        for method in [Method::Accept, Method::Connect, Method::Test] {
+            let head = request_head(method, 2, "relay", Some(a), c);
+            let req = parse_request(head.as_bytes()).unwrap();
+            assert_eq!(
+                (req.method, req.association, req.candidate),
+                (method, Some(a), c)
+            );
+        }
+        let head = request_head(Method::Connect, 1, "relay", Some(a), V1_CANDIDATE);
+        let req = parse_request(head.as_bytes()).unwrap();
+        assert_eq!(
+            (req.method, req.version, req.association),
+            (Method::Connect, 1, Some(a))
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! Process-wide counters, updated lock-free on the hot paths and read by the metrics endpoint.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How a handshake ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// An accept parked its connection.
+    Parked,
+    /// A connect paired with a parked accept.
+    Paired,
+    /// A test was answered.
+    Tested,
+    /// A well-formed request was refused with a status.
+    Rejected,
+    /// The bytes were not a JET request; closed without an answer.
+    Malformed,
+    /// The handshake timeout passed first.
+    Timeout,
+    /// The peer went away during the handshake.
+    Closed,
+}
+
+impl Outcome {
+    /// Every outcome, in exposition order.
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Parked,
+        Outcome::Paired,
+        Outcome::Tested,
+        Outcome::Rejected,
+        Outcome::Malformed,
+        Outcome::Timeout,
+        Outcome::Closed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Parked => "parked",
+            Outcome::Paired => "paired",
+            Outcome::Tested => "tested",
+            Outcome::Rejected => "rejected",
+            Outcome::Malformed => "malformed",
+            Outcome::Timeout => "timeout",
+            Outcome::Closed => "closed",
+        }
+    }
+}
+
+/// Counters of the whole relay.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections accepted on every listener.
+    pub connections_accepted: AtomicU64,
+    handshakes: [AtomicU64; 7],
+    /// Rejections answered 400 (bad request, version, id or path).
+    pub rejected_400: AtomicU64,
+    /// Rejections answered 404 (unknown association, nothing parked).
+    pub rejected_404: AtomicU64,
+    /// Rejections answered 409 (candidate taken).
+    pub rejected_409: AtomicU64,
+    /// Pairs formed.
+    pub pairs_started: AtomicU64,
+    /// Pairs whose relay ended.
+    pub pairs_ended: AtomicU64,
+    /// Bytes relayed from accepting peers to connecting peers.
+    pub bytes_accept_to_connect: AtomicU64,
+    /// Bytes relayed from connecting peers to accepting peers.
+    pub bytes_connect_to_accept: AtomicU64,
+    /// Associations removed unselected after their TTL.
+    pub associations_expired: AtomicU64,
+    /// Pairs closed by the idle timeout.
+    pub idle_closed: AtomicU64,
+    /// Connections refused because a thread could not be started.
+    pub spawn_failures: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a handshake outcome.
+    pub fn handshake(&self, outcome: Outcome) {
+        self.handshakes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many handshakes ended this way.
+    pub fn handshakes(&self, outcome: Outcome) -> u64 {
+        self.handshakes[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a rejection by its status.
+    pub fn rejected(&self, status: u16) {
+        let counter = match status {
+            404 => &self.rejected_404,
+            409 => &self.rejected_409,
+            _ => &self.rejected_400,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

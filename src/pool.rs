@@ -1,0 +1,207 @@
+//! Connection threads: one per connection (and one more per relaying pair), reused
+//! when they finish so a new connection does not pay for a thread spawn.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// Stack size of connection threads. Handlers keep their buffers on the heap;
+/// this is address space, and only the pages a thread touches become memory.
+pub const STACK_SIZE: usize = 256 * 1024;
+/// How long a finished thread waits for new work before it exits.
+pub const IDLE_KEEPALIVE: Duration = Duration::from_secs(5);
+/// The most finished threads kept waiting for work.
+pub const MAX_IDLE: usize = 64;
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A set of threads that each run one job at a time and wait briefly for the next.
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    work: Condvar,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    idle: usize,
+    threads: usize,
+    closed: bool,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool::new()
+    }
+}
+
+impl Pool {
+    /// An empty pool; threads start on demand.
+    pub fn new() -> Pool {
+        Pool {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                work: Condvar::new(),
+                done: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Runs `job` on a waiting thread, or on a new one when none waits.
+    /// Fails only when the system refuses a new thread; the job is then dropped
+    /// (closing whatever sockets it owned).
+    pub fn spawn(&self, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        if state.idle > state.queue.len() {
+            state.queue.push_back(Box::new(job));
+            drop(state);
+            self.shared.work.notify_one();
+            return Ok(());
+        }
+        state.threads += 1;
+        drop(state);
+        let shared = Arc::clone(&self.shared);
+        let spawned = thread::Builder::new()
+            .name("jet-conn".into())
+            .stack_size(STACK_SIZE)
+            .spawn(move || worker(shared, Box::new(job)));
+        if let Err(e) = spawned {
+            let mut state = self.shared.lock();
+            state.threads -= 1;
+            self.shared.done.notify_all();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Threads alive (running a job or waiting for one).
+    pub fn threads(&self) -> usize {
+        self.shared.lock().threads
+    }
+
+    /// Waits up to `limit` until at least `count` threads wait for work.
+    pub fn wait_idle(&self, count: usize, limit: Duration) -> bool {
+        let state = self.shared.lock();
+        let (state, _) = self
+            .shared
+            .done
+            .wait_timeout_while(state, limit, |s| s.idle < count)
+            .unwrap_or_else(|e| e.into_inner());
+        state.idle >= count
+    }
+
+    /// Tells waiting threads to exit and waits up to `limit` for every thread
+    /// to finish its job. Returns the number still running.
+    pub fn close(&self, limit: Duration) -> usize {
+        let mut state = self.shared.lock();
+        state.closed = true;
+        self.shared.work.notify_all();
+        let deadline = std::time::Instant::now() + limit;
+        while state.threads > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self
+                .shared
+                .done
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        state.threads
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Jobs run outside the lock, so a panicking job cannot poison it
+        // mid-update; recover rather than cascade.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn worker(shared: Arc<Shared>, first: Job) {
+    // If a job panics the thread unwinds through here: the guard keeps the
+    // thread count right so shutdown does not wait for a thread that is gone.
+    struct Exit(Arc<Shared>);
+    impl Drop for Exit {
+        fn drop(&mut self) {
+            let mut state = self.0.lock();
+            state.threads -= 1;
+            self.0.done.notify_all();
+        }
+    }
+    let _exit = Exit(Arc::clone(&shared));
+    first();
+    loop {
+        let job = {
+            let mut state = shared.lock();
+            if state.closed || state.idle >= MAX_IDLE {
+                return;
+            }
+            state.idle += 1;
+            shared.done.notify_all();
+            let (mut state, _) = shared
+                .work
+                .wait_timeout_while(state, IDLE_KEEPALIVE, |s| s.queue.is_empty() && !s.closed)
+                .unwrap_or_else(|e| e.into_inner());
+            state.idle -= 1;
+            match state.queue.pop_front() {
+                Some(job) => job,
+                None => return,
+            }
+        };
+        job();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn finished_threads_run_the_next_job() {
+        let pool = Pool::new();
+        let (tx, rx) = mpsc::channel();
+        for round in 0..20 {
+            let tx = tx.clone();
+            pool.spawn(move || tx.send((round, thread::current().id())).unwrap())
+                .unwrap();
+            let (got, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(got, round);
+            assert!(pool.wait_idle(1, Duration::from_secs(5)));
+        }
+        // One job at a time, each started once the last thread waits: one thread.
+        assert_eq!(pool.threads(), 1);
+        assert_eq!(pool.close(Duration::from_secs(5)), 0);
+    }
+
+    #[test]
+    fn concurrent_jobs_get_their_own_threads() {
+        let pool = Pool::new();
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..4 {
+            let barrier = Arc::clone(&barrier);
+            let tx = tx.clone();
+            pool.spawn(move || {
+                barrier.wait();
+                tx.send(()).unwrap();
+            })
+            .unwrap();
+        }
+        for _ in 0..4 {
+            rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        }
+        assert_eq!(pool.close(Duration::from_secs(5)), 0);
+    }
+}

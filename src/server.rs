@@ -1,0 +1,245 @@
+//! Listeners, the accept loop and the server's life: start, local addresses, shutdown.
+
+use crate::config::{Config, ListenUrl};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use crate::table::Table;
+use crate::transport::{Registry, TcpDuplex};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// How long shutdown waits for connection threads to finish after closing
+/// their sockets (the process must be gone within 2 seconds of a signal).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// Pause after `accept` fails for lack of descriptors or memory, so a full
+/// file table does not turn the accept loop into a busy loop.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// State shared by every thread of one server.
+pub struct Context {
+    /// The validated configuration.
+    pub config: Config,
+    /// The association table.
+    pub table: Table,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Every open socket, for shutdown.
+    pub registry: Arc<Registry>,
+    /// Connection and copy threads.
+    pub pool: Pool,
+    stopping: AtomicBool,
+    stop_signal: (Mutex<bool>, Condvar),
+}
+
+impl Context {
+    /// True once shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Waits up to `timeout` for shutdown; true if it began.
+    pub fn wait_stop(&self, timeout: Duration) -> bool {
+        let (lock, cond) = &self.stop_signal;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = cond
+            .wait_timeout_while(guard, timeout, |stopped| !*stopped)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+/// A running relay.
+pub struct Server {
+    ctx: Arc<Context>,
+    listeners: Vec<Listener>,
+    reaper: Option<JoinHandle<()>>,
+}
+
+struct Listener {
+    url: ListenUrl,
+    local: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every listener and starts the accept loops and the reaper.
+    pub fn start(config: Config) -> Result<Server> {
+        config.validate()?;
+        let mut bound = Vec::new();
+        for listener in &config.listeners {
+            let addrs: Vec<SocketAddr> = listener
+                .url
+                .address
+                .to_socket_addrs()
+                .map_err(|e| Error::io(format!("resolving {}", listener.url), e))?
+                .collect();
+            let socket = TcpListener::bind(&addrs[..])
+                .map_err(|e| Error::io(format!("binding {}", listener.url), e))?;
+            let local = socket
+                .local_addr()
+                .map_err(|e| Error::io(format!("reading the address of {}", listener.url), e))?;
+            bound.push((listener.url.clone(), socket, local));
+        }
+        let ctx = Arc::new(Context {
+            config,
+            table: Table::new(),
+            metrics: Metrics::default(),
+            registry: Arc::new(Registry::default()),
+            pool: Pool::new(),
+            stopping: AtomicBool::new(false),
+            stop_signal: (Mutex::new(false), Condvar::new()),
+        });
+        let mut listeners = Vec::new();
+        for (url, socket, local) in bound {
+            let loop_ctx = Arc::clone(&ctx);
+            let thread = thread::Builder::new()
+                .name(format!("jet-listen-{}", local.port()))
+                .spawn(move || accept_loop(loop_ctx, socket))
+                .map_err(|e| Error::io("starting a listener thread", e))?;
+            listeners.push(Listener {
+                url,
+                local,
+                thread: Some(thread),
+            });
+        }
+        let reaper_ctx = Arc::clone(&ctx);
+        let reaper = thread::Builder::new()
+            .name("jet-reaper".into())
+            .spawn(move || crate::reaper::run(reaper_ctx))
+            .map_err(|e| Error::io("starting the reaper thread", e))?;
+        Ok(Server {
+            ctx,
+            listeners,
+            reaper: Some(reaper),
+        })
+    }
+
+    /// The address each listener actually bound (port 0 resolved), in config order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.local).collect()
+    }
+
+    /// The bound URL of each listener, such as `tcp://127.0.0.1:41234`.
+    pub fn local_urls(&self) -> Vec<String> {
+        self.listeners
+            .iter()
+            .map(|l| {
+                let scheme = l.url.to_string();
+                let scheme = scheme.split("://").next().unwrap_or("tcp");
+                format!("{scheme}://{}", l.local)
+            })
+            .collect()
+    }
+
+    /// The shared state, for tests and the REST API.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Stops accepting, closes every connection and waits (bounded) for the
+    /// threads to finish. Called by `Drop` too.
+    pub fn shutdown(&mut self) {
+        if self.ctx.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        {
+            let (lock, cond) = &self.ctx.stop_signal;
+            *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cond.notify_all();
+        }
+        for listener in &mut self.listeners {
+            // The accept loop checks the flag after each accept: wake it with a
+            // connection of our own. If that fails the thread stays blocked in
+            // accept, harmless at process exit, so do not wait for it.
+            let wake = wake_address(listener.local);
+            if TcpStream::connect_timeout(&wake, Duration::from_millis(200)).is_ok() {
+                if let Some(thread) = listener.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
+        for victim in self.ctx.table.drain() {
+            victim.kill();
+        }
+        self.ctx.registry.kill_all();
+        if let Some(reaper) = self.reaper.take() {
+            let _ = reaper.join();
+        }
+        let left = self.ctx.pool.close(SHUTDOWN_GRACE);
+        if left > 0 {
+            crate::warn!("{left} connection thread(s) still running at shutdown");
+        }
+        crate::info!("stopped");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Where to connect to reach a listener bound to `local` (a wildcard address
+/// is reached through loopback).
+fn wake_address(local: SocketAddr) -> SocketAddr {
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        match addr {
+            SocketAddr::V4(ref mut a) => a.set_ip(std::net::Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(ref mut a) => a.set_ip(std::net::Ipv6Addr::LOCALHOST),
+        }
+    }
+    addr
+}
+
+fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
+    loop {
+        let accepted = listener.accept();
+        if ctx.stopping() {
+            return;
+        }
+        match accepted {
+            Ok((sock, peer)) => {
+                ctx.metrics
+                    .connections_accepted
+                    .fetch_add(1, Ordering::Relaxed);
+                let conn_ctx = Arc::clone(&ctx);
+                if let Err(e) = ctx
+                    .pool
+                    .spawn(move || crate::handshake::handle(conn_ctx, sock, peer))
+                {
+                    // The socket went down with the job: closed, nothing else touched.
+                    ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                    crate::warn!("peer={peer} refused: cannot start a thread: {e}");
+                }
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                crate::warn!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?}");
+                thread::sleep(ACCEPT_BACKOFF);
+            }
+            Err(e) => {
+                // ECONNABORTED and friends: one failed connection, not the listener.
+                crate::debug!("accept failed: {e}");
+            }
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+/// Wraps an accepted socket: no Nagle delay, registered for shutdown.
+pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> (Arc<TcpDuplex>, u64) {
+    let _ = sock.set_nodelay(true);
+    let sock = Arc::new(sock);
+    let registration = ctx.registry.register(&sock);
+    let id = registration.id();
+    (Arc::new(TcpDuplex::new(sock, registration)), id)
+}

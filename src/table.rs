@@ -1,0 +1,675 @@
+//! The association table: the only place that locks it, and the rules of pairing,
+//! selection and expiry. Methods return owned values and never do I/O under the lock.
+
+use crate::message::V1_CANDIDATE;
+use crate::transport::{Duplex, Kind, Stream};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime};
+use uuid::Uuid;
+
+/// Who created an association.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A JET accept named it (version 2) or asked for one (version 1).
+    Jet,
+    /// The REST API created it.
+    Api,
+}
+
+/// Where an association is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssociationState {
+    /// No candidate selected yet: it expires after the association TTL.
+    Created,
+    /// A candidate carried application data and is relaying.
+    Active,
+    /// The selected candidate's relay has ended; removed after the retention time.
+    Ended,
+}
+
+/// Where a candidate is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateState {
+    /// Known (gathered) but nobody has accepted on it.
+    Gathered,
+    /// A server peer's accept is waiting for its connect.
+    Parked,
+    /// Both peers are there; no application byte yet.
+    Paired,
+    /// Application bytes flow.
+    Relaying,
+    /// The pair has ended (or never formed and was closed).
+    Closed,
+}
+
+/// Why the table refused a request; `status` is the code the peer gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Unknown association, candidate, or no parked accept (404).
+    NotFound(&'static str),
+    /// The candidate is taken or the association already chose another (409).
+    Conflict(&'static str),
+}
+
+impl Reject {
+    /// The HTTP status for this rejection.
+    pub fn status(self) -> u16 {
+        match self {
+            Reject::NotFound(_) => 404,
+            Reject::Conflict(_) => 409,
+        }
+    }
+    /// The reason, for logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reject::NotFound(r) | Reject::Conflict(r) => r,
+        }
+    }
+}
+
+/// Byte counters and activity of one pair, shared by its two copy threads,
+/// the table and the reaper. Lock-free: updated on every chunk relayed.
+#[derive(Debug)]
+pub struct PairStats {
+    /// Bytes relayed from the accepting peer to the connecting peer.
+    pub accept_to_connect: AtomicU64,
+    /// Bytes relayed from the connecting peer to the accepting peer.
+    pub connect_to_accept: AtomicU64,
+    last_active_ms: AtomicU64,
+    closing: AtomicBool,
+    epoch: Instant,
+}
+
+impl PairStats {
+    fn new(epoch: Instant) -> PairStats {
+        let stats = PairStats {
+            accept_to_connect: AtomicU64::new(0),
+            connect_to_accept: AtomicU64::new(0),
+            last_active_ms: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            epoch,
+        };
+        stats.touch();
+        stats
+    }
+
+    /// Records that bytes moved now (for the idle timeout).
+    pub fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Total bytes both ways.
+    pub fn total(&self) -> u64 {
+        self.accept_to_connect.load(Ordering::Relaxed)
+            + self.connect_to_accept.load(Ordering::Relaxed)
+    }
+
+    fn idle_for(&self, now: Instant) -> Duration {
+        let last = Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(self.epoch + last)
+    }
+}
+
+/// A socket the caller must close, outside the lock.
+pub enum Victim {
+    /// A parked connection the table owned: killing it and dropping it closes it.
+    Owned(Stream),
+    /// A relaying connection owned by its copy threads: killing it ends them.
+    Live(Weak<dyn Duplex>),
+}
+
+impl Victim {
+    /// Shuts the socket down both ways (and closes it if this was the last owner).
+    pub fn kill(self) {
+        match self {
+            Victim::Owned(stream) => stream.kill(),
+            Victim::Live(weak) => {
+                if let Some(stream) = weak.upgrade() {
+                    stream.kill();
+                }
+            }
+        }
+    }
+}
+
+/// A snapshot of one candidate, for the REST API and logs.
+#[derive(Debug, Clone)]
+pub struct CandidateInfo {
+    /// Candidate id.
+    pub id: Uuid,
+    /// Its state.
+    pub state: CandidateState,
+    /// Transport the accepting peer used, once it came.
+    pub accept_transport: Option<Kind>,
+    /// Transport the connecting peer used, once it came.
+    pub connect_transport: Option<Kind>,
+    /// Bytes from the accepting peer to the connecting peer (live).
+    pub accept_to_connect: u64,
+    /// Bytes from the connecting peer to the accepting peer (live).
+    pub connect_to_accept: u64,
+}
+
+/// A snapshot of one association.
+#[derive(Debug, Clone)]
+pub struct AssociationInfo {
+    /// Association id.
+    pub id: Uuid,
+    /// Its state.
+    pub state: AssociationState,
+    /// Who created it.
+    pub origin: Origin,
+    /// When it was created (wall clock).
+    pub created_at: SystemTime,
+    /// The selected candidate, once one carried data.
+    pub selected: Option<Uuid>,
+    /// Its candidates in creation order.
+    pub candidates: Vec<CandidateInfo>,
+}
+
+/// What one reaper pass did.
+#[derive(Default)]
+pub struct Sweep {
+    /// Sockets to close.
+    pub victims: Vec<Victim>,
+    /// Associations removed because none of their candidates was selected in time.
+    pub expired: Vec<Uuid>,
+    /// Associations removed after their relays ended.
+    pub ended: Vec<Uuid>,
+    /// Pairs closed by the idle timeout.
+    pub idle_closed: usize,
+}
+
+/// The association table.
+pub struct Table {
+    inner: Mutex<HashMap<Uuid, Association>>,
+    published: Condvar,
+    epoch: Instant,
+}
+
+struct Association {
+    created: Instant,
+    created_at: SystemTime,
+    origin: Origin,
+    selected: Option<Uuid>,
+    ended_at: Option<Instant>,
+    /// Once candidates were gathered, only those ids may be used.
+    gathered: bool,
+    candidates: Vec<Candidate>,
+}
+
+struct Candidate {
+    id: Uuid,
+    slot: Slot,
+    accept_kind: Option<Kind>,
+    connect_kind: Option<Kind>,
+    stats: Option<Arc<PairStats>>,
+}
+
+enum Slot {
+    Gathered,
+    /// An accept is writing its 200; it becomes `Parked` right after.
+    Reserved,
+    Parked(Stream),
+    Paired {
+        accept: Weak<dyn Duplex>,
+        connect: Weak<dyn Duplex>,
+        stats: Arc<PairStats>,
+    },
+    Closed,
+}
+
+impl Association {
+    fn new(origin: Origin) -> Association {
+        Association {
+            created: Instant::now(),
+            created_at: SystemTime::now(),
+            origin,
+            selected: None,
+            ended_at: None,
+            gathered: false,
+            candidates: Vec::new(),
+        }
+    }
+
+    fn candidate(&mut self, id: Uuid) -> Option<&mut Candidate> {
+        self.candidates.iter_mut().find(|c| c.id == id)
+    }
+
+    fn has_candidate(&self, id: Uuid) -> bool {
+        self.candidates.iter().any(|c| c.id == id)
+    }
+
+    fn in_use(&self) -> bool {
+        self.candidates.iter().any(|c| {
+            matches!(
+                c.slot,
+                Slot::Reserved | Slot::Parked(_) | Slot::Paired { .. }
+            )
+        })
+    }
+
+    fn state(&self) -> AssociationState {
+        match (self.selected, self.ended_at) {
+            (None, _) => AssociationState::Created,
+            (Some(_), None) => AssociationState::Active,
+            (Some(_), Some(_)) => AssociationState::Ended,
+        }
+    }
+
+    /// Every socket of the association, for removal.
+    fn take_victims(&mut self, victims: &mut Vec<Victim>) {
+        for c in &mut self.candidates {
+            match std::mem::replace(&mut c.slot, Slot::Closed) {
+                Slot::Parked(stream) => victims.push(Victim::Owned(stream)),
+                Slot::Paired {
+                    accept, connect, ..
+                } => {
+                    victims.push(Victim::Live(accept));
+                    victims.push(Victim::Live(connect));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn info(&self, id: Uuid) -> AssociationInfo {
+        AssociationInfo {
+            id,
+            state: self.state(),
+            origin: self.origin,
+            created_at: self.created_at,
+            selected: self.selected,
+            candidates: self
+                .candidates
+                .iter()
+                .map(|c| {
+                    let (a2c, c2a) = c.stats.as_ref().map_or((0, 0), |s| {
+                        (
+                            s.accept_to_connect.load(Ordering::Relaxed),
+                            s.connect_to_accept.load(Ordering::Relaxed),
+                        )
+                    });
+                    let state = match &c.slot {
+                        Slot::Gathered => CandidateState::Gathered,
+                        Slot::Reserved | Slot::Parked(_) => CandidateState::Parked,
+                        Slot::Paired { .. } if a2c + c2a > 0 => CandidateState::Relaying,
+                        Slot::Paired { .. } => CandidateState::Paired,
+                        Slot::Closed => CandidateState::Closed,
+                    };
+                    CandidateInfo {
+                        id: c.id,
+                        state,
+                        accept_transport: c.accept_kind,
+                        connect_transport: c.connect_kind,
+                        accept_to_connect: a2c,
+                        connect_to_accept: c2a,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Default for Table {
+    fn default() -> Table {
+        Table::new()
+    }
+}
+
+impl Table {
+    /// An empty table.
+    pub fn new() -> Table {
+        Table {
+            inner: Mutex::new(HashMap::new()),
+            published: Condvar::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Association>> {
+        // Nothing under this lock can panic halfway through an update (no I/O,
+        // no unwraps), so a poisoned lock only means a panic elsewhere: go on.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates an association for the REST API. Returns false (and changes
+    /// nothing: its sockets stay) when it already exists.
+    pub fn create(&self, id: Uuid) -> bool {
+        let mut map = self.lock();
+        if map.contains_key(&id) {
+            return false;
+        }
+        map.insert(id, Association::new(Origin::Api));
+        true
+    }
+
+    /// Version 1 accept: a new association with a fresh id and its single
+    /// candidate reserved. Publish the stream after writing the 200.
+    pub fn reserve_v1(&self, kind: Kind) -> Uuid {
+        let mut map = self.lock();
+        let id = loop {
+            let id = Uuid::new_v4();
+            if !map.contains_key(&id) {
+                break id;
+            }
+        };
+        let mut assoc = Association::new(Origin::Jet);
+        assoc.candidates.push(Candidate {
+            id: V1_CANDIDATE,
+            slot: Slot::Reserved,
+            accept_kind: Some(kind),
+            connect_kind: None,
+            stats: None,
+        });
+        map.insert(id, assoc);
+        id
+    }
+
+    /// Version 2 accept: reserves the candidate so no second accept can take it.
+    /// Creates the association when `create_missing` (the REST API is optional
+    /// for the binary protocol unless the API-key policy says otherwise).
+    pub fn reserve_accept(
+        &self,
+        id: Uuid,
+        cand: Uuid,
+        kind: Kind,
+        create_missing: bool,
+    ) -> Result<(), Reject> {
+        let mut map = self.lock();
+        let assoc = match map.entry(id) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(_) if !create_missing => {
+                return Err(Reject::NotFound("unknown association"))
+            }
+            Entry::Vacant(entry) => entry.insert(Association::new(Origin::Jet)),
+        };
+        if assoc.selected.is_some_and(|s| s != cand) {
+            return Err(Reject::Conflict(
+                "association already selected another candidate",
+            ));
+        }
+        let gathered = assoc.gathered;
+        match assoc.candidate(cand) {
+            Some(c) => match c.slot {
+                Slot::Gathered | Slot::Closed => {
+                    c.slot = Slot::Reserved;
+                    c.accept_kind = Some(kind);
+                    c.connect_kind = None;
+                }
+                Slot::Reserved | Slot::Parked(_) => {
+                    return Err(Reject::Conflict("candidate already has a parked accept"))
+                }
+                Slot::Paired { .. } => return Err(Reject::Conflict("candidate already paired")),
+            },
+            None if gathered => return Err(Reject::NotFound("unknown candidate")),
+            None => assoc.candidates.push(Candidate {
+                id: cand,
+                slot: Slot::Reserved,
+                accept_kind: Some(kind),
+                connect_kind: None,
+                stats: None,
+            }),
+        }
+        assoc.ended_at = None;
+        Ok(())
+    }
+
+    /// Parks the accepting stream on its reserved candidate, once its 200 is
+    /// on the wire. Gives the stream back if the association went away meanwhile.
+    pub fn publish(&self, id: Uuid, cand: Uuid, stream: Stream) -> Result<(), Stream> {
+        let mut map = self.lock();
+        let slot = map
+            .get_mut(&id)
+            .and_then(|a| a.candidate(cand))
+            .map(|c| &mut c.slot);
+        match slot {
+            Some(slot @ Slot::Reserved) => {
+                *slot = Slot::Parked(stream);
+                drop(map);
+                self.published.notify_all();
+                Ok(())
+            }
+            _ => Err(stream),
+        }
+    }
+
+    /// Gives up a reservation whose 200 could not be written.
+    pub fn unreserve(&self, id: Uuid, cand: Uuid) {
+        let mut map = self.lock();
+        if let Some(c) = map.get_mut(&id).and_then(|a| a.candidate(cand)) {
+            if matches!(c.slot, Slot::Reserved) {
+                c.slot = Slot::Closed;
+            }
+        }
+        drop(map);
+        self.published.notify_all();
+    }
+
+    /// Connect: takes the parked accept of this candidate and records the pair.
+    /// If the accept is still writing its 200, waits up to `wait` for it.
+    pub fn pair(
+        &self,
+        id: Uuid,
+        cand: Uuid,
+        connect: &Stream,
+        wait: Duration,
+    ) -> Result<(Stream, Arc<PairStats>), Reject> {
+        let deadline = Instant::now() + wait;
+        let mut map = self.lock();
+        loop {
+            let assoc = map
+                .get_mut(&id)
+                .ok_or(Reject::NotFound("unknown association"))?;
+            if assoc.selected.is_some_and(|s| s != cand) {
+                return Err(Reject::Conflict(
+                    "association already selected another candidate",
+                ));
+            }
+            let c = assoc
+                .candidate(cand)
+                .ok_or(Reject::NotFound("no parked accept on this candidate"))?;
+            match &c.slot {
+                Slot::Parked(_) => {
+                    let Slot::Parked(accept) = std::mem::replace(&mut c.slot, Slot::Closed) else {
+                        unreachable!("matched Parked above")
+                    };
+                    let stats = Arc::new(PairStats::new(self.epoch));
+                    c.slot = Slot::Paired {
+                        accept: Arc::downgrade(&accept),
+                        connect: Arc::downgrade(connect),
+                        stats: Arc::clone(&stats),
+                    };
+                    c.connect_kind = Some(connect.kind());
+                    c.stats = Some(Arc::clone(&stats));
+                    return Ok((accept, stats));
+                }
+                Slot::Reserved => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Reject::NotFound("no parked accept on this candidate"));
+                    }
+                    map = self
+                        .published
+                        .wait_timeout(map, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                Slot::Paired { .. } => return Err(Reject::Conflict("candidate already paired")),
+                Slot::Gathered | Slot::Closed => {
+                    return Err(Reject::NotFound("no parked accept on this candidate"))
+                }
+            }
+        }
+    }
+
+    /// Test: succeeds when the association exists.
+    pub fn test(&self, id: Uuid, cand: Uuid) -> Result<(), Reject> {
+        let map = self.lock();
+        match map.get(&id) {
+            Some(a) if a.gathered && !a.has_candidate(cand) => {
+                Err(Reject::NotFound("unknown candidate"))
+            }
+            Some(_) => Ok(()),
+            None => Err(Reject::NotFound("unknown association")),
+        }
+    }
+
+    /// Adds `count` fresh candidate ids to an association (created if
+    /// missing); from then on only gathered ids may be used on it.
+    pub fn gather(&self, id: Uuid, count: usize) -> Vec<Uuid> {
+        let mut map = self.lock();
+        let assoc = map
+            .entry(id)
+            .or_insert_with(|| Association::new(Origin::Api));
+        assoc.gathered = true;
+        let mut ids = Vec::with_capacity(count);
+        while ids.len() < count {
+            let cand = Uuid::new_v4();
+            if !assoc.has_candidate(cand) {
+                assoc.candidates.push(Candidate {
+                    id: cand,
+                    slot: Slot::Gathered,
+                    accept_kind: None,
+                    connect_kind: None,
+                    stats: None,
+                });
+                ids.push(cand);
+            }
+        }
+        ids
+    }
+
+    /// The first application byte on a candidate selects it (unless another
+    /// was selected first) and closes every other candidate that carried nothing.
+    pub fn select(&self, id: Uuid, cand: Uuid) -> Vec<Victim> {
+        let mut victims = Vec::new();
+        let mut map = self.lock();
+        let Some(assoc) = map.get_mut(&id) else {
+            return victims;
+        };
+        if assoc.selected.is_some() {
+            return victims;
+        }
+        assoc.selected = Some(cand);
+        for c in assoc.candidates.iter_mut().filter(|c| c.id != cand) {
+            match &c.slot {
+                Slot::Parked(_) | Slot::Reserved | Slot::Gathered => {
+                    if let Slot::Parked(stream) = std::mem::replace(&mut c.slot, Slot::Closed) {
+                        victims.push(Victim::Owned(stream));
+                    }
+                }
+                Slot::Paired {
+                    accept,
+                    connect,
+                    stats,
+                } if stats.total() == 0 => {
+                    victims.push(Victim::Live(accept.clone()));
+                    victims.push(Victim::Live(connect.clone()));
+                }
+                _ => {}
+            }
+        }
+        victims
+    }
+
+    /// A pair's copy threads have both ended: the candidate is closed and
+    /// keeps its byte counts.
+    pub fn release(&self, id: Uuid, cand: Uuid, stats: &Arc<PairStats>) {
+        let mut map = self.lock();
+        let Some(assoc) = map.get_mut(&id) else {
+            return;
+        };
+        if let Some(c) = assoc.candidate(cand) {
+            if matches!(&c.slot, Slot::Paired { stats: s, .. } if Arc::ptr_eq(s, stats)) {
+                c.slot = Slot::Closed;
+            }
+        }
+        if assoc.selected.is_some() && !assoc.in_use() {
+            assoc.ended_at = Some(Instant::now());
+        }
+    }
+
+    /// One reaper pass: expires unselected associations older than `ttl`,
+    /// removes ended ones older than `retention`, and closes pairs idle for
+    /// `idle` (zero: never).
+    pub fn sweep(&self, now: Instant, ttl: Duration, idle: Duration, retention: Duration) -> Sweep {
+        let mut sweep = Sweep::default();
+        let mut map = self.lock();
+        map.retain(|id, assoc| {
+            let expired = assoc.selected.is_none() && now.duration_since(assoc.created) >= ttl;
+            let ended = assoc
+                .ended_at
+                .is_some_and(|at| now.duration_since(at) >= retention);
+            if expired || ended {
+                assoc.take_victims(&mut sweep.victims);
+                if expired {
+                    sweep.expired.push(*id);
+                } else {
+                    sweep.ended.push(*id);
+                }
+                return false;
+            }
+            if !idle.is_zero() {
+                for c in &assoc.candidates {
+                    if let Slot::Paired {
+                        accept,
+                        connect,
+                        stats,
+                    } = &c.slot
+                    {
+                        if stats.idle_for(now) >= idle
+                            && !stats.closing.swap(true, Ordering::Relaxed)
+                        {
+                            sweep.victims.push(Victim::Live(accept.clone()));
+                            sweep.victims.push(Victim::Live(connect.clone()));
+                            sweep.idle_closed += 1;
+                        }
+                    }
+                }
+            }
+            true
+        });
+        sweep
+    }
+
+    /// Removes an association and returns its sockets to close; `None` if unknown.
+    pub fn remove(&self, id: Uuid) -> Option<Vec<Victim>> {
+        let mut assoc = self.lock().remove(&id)?;
+        let mut victims = Vec::new();
+        assoc.take_victims(&mut victims);
+        Some(victims)
+    }
+
+    /// Empties the table (shutdown) and returns every socket to close.
+    pub fn drain(&self) -> Vec<Victim> {
+        let mut victims = Vec::new();
+        for (_, mut assoc) in self.lock().drain() {
+            assoc.take_victims(&mut victims);
+        }
+        victims
+    }
+
+    /// A snapshot of one association.
+    pub fn info(&self, id: Uuid) -> Option<AssociationInfo> {
+        self.lock().get(&id).map(|a| a.info(id))
+    }
+
+    /// Snapshots of every association.
+    pub fn list(&self) -> Vec<AssociationInfo> {
+        self.lock().iter().map(|(id, a)| a.info(*id)).collect()
+    }
+
+    /// Number of associations.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when there is no association.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

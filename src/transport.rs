@@ -1,0 +1,171 @@
+//! One face for every transport a peer can use: a full-duplex byte stream that
+//! two threads can read and write at the same time without a shared lock.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// The transport a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// JET over plain TCP.
+    Tcp,
+}
+
+impl Kind {
+    /// The candidate URL scheme for this transport.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+        }
+    }
+}
+
+/// A connection's byte stream after the transport's own handshake.
+///
+/// All methods take `&self`: one thread reads while another writes, and a
+/// third (the reaper, shutdown) may `kill` it. Implementations never hold a
+/// lock across a blocking socket read, so neither direction can stall the other.
+pub trait Duplex: Send + Sync + 'static {
+    /// Reads relayed bytes; `Ok(0)` is the end of the peer's stream.
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes all of `buf`.
+    fn write_all(&self, buf: &[u8]) -> io::Result<()>;
+    /// Ends our side of the stream (half-close) while the peer may still send.
+    fn shutdown_write(&self) -> io::Result<()>;
+    /// The TCP socket underneath: timeouts, addresses and `kill`.
+    fn socket(&self) -> &TcpStream;
+    /// The transport kind.
+    fn kind(&self) -> Kind;
+    /// The socket, when bytes can be moved with zero-copy system calls
+    /// (plain TCP with nothing buffered in user space).
+    fn raw_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+    /// Shuts the socket down both ways: every blocked read and write on it
+    /// returns at once. The descriptor is closed when the last owner drops it.
+    fn kill(&self) {
+        let _ = self.socket().shutdown(Shutdown::Both);
+    }
+}
+
+/// A shared handle to a connection's stream.
+pub type Stream = Arc<dyn Duplex>;
+
+/// Lets `&dyn Duplex` be used wherever `Read` is expected (packet decoding).
+pub struct Reader<'a>(pub &'a dyn Duplex);
+
+impl Read for Reader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+/// Plain TCP: the socket is shared by reference, no lock and no duplicate descriptor.
+pub struct TcpDuplex {
+    sock: Arc<TcpStream>,
+    _registration: Registration,
+}
+
+impl TcpDuplex {
+    /// Wraps an accepted socket registered for shutdown.
+    pub fn new(sock: Arc<TcpStream>, registration: Registration) -> TcpDuplex {
+        TcpDuplex {
+            sock,
+            _registration: registration,
+        }
+    }
+}
+
+impl Duplex for TcpDuplex {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.sock).read(buf)
+    }
+    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        (&*self.sock).write_all(buf)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.sock.shutdown(Shutdown::Write)
+    }
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+    fn kind(&self) -> Kind {
+        Kind::Tcp
+    }
+    fn raw_tcp(&self) -> Option<&TcpStream> {
+        Some(&self.sock)
+    }
+}
+
+/// Sets a read timeout, where zero means "already past": the smallest timeout
+/// the OS takes, so the next read fails at once instead of blocking forever.
+pub fn set_read_deadline(sock: &TcpStream, left: Duration) -> io::Result<()> {
+    sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+}
+
+/// Every open connection, so shutdown can close them all, whatever state they are in.
+#[derive(Default)]
+pub struct Registry {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Weak<TcpStream>>>,
+}
+
+/// A connection's entry in the [`Registry`]; dropping it removes the entry.
+pub struct Registration {
+    id: u64,
+    registry: Arc<Registry>,
+}
+
+impl Registration {
+    /// The connection's number, used in log lines.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Registry {
+    /// Registers a connection's socket. The registry keeps only a weak
+    /// reference: the descriptor closes when its owners drop it.
+    pub fn register(self: &Arc<Self>, sock: &Arc<TcpStream>) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock().insert(id, Arc::downgrade(sock));
+        Registration {
+            id,
+            registry: Arc::clone(self),
+        }
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Shuts down every open connection both ways.
+    pub fn kill_all(&self) {
+        let socks: Vec<_> = self.lock().values().filter_map(Weak::upgrade).collect();
+        for sock in socks {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<TcpStream>>> {
+        // A panic elsewhere cannot leave the map inconsistent (single inserts
+        // and removes), so a poisoned lock is still usable.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
