@@ -133,5 +133,11 @@ fn peer(method: Method, args: &[String]) -> Result<(), Error> {
     let association = parse(association, "association")?;
     let candidate = parse(candidate, "candidate")?;
     let (sock, _) = client::open(&url, method, 2, Some(association), candidate)?;
+    // One line on stderr once the relay answered 200: for an accept, the
+    // moment the other peer may connect.
+    eprintln!(
+        "jet-relay: {} {association} {candidate}: 200",
+        method.as_str()
+    );
     client::bridge_stdio(sock)
 }

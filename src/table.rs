@@ -186,7 +186,7 @@ pub struct Sweep {
 /// The association table.
 pub struct Table {
     inner: Mutex<HashMap<Uuid, Association>>,
-    published: Condvar,
+    changed: Condvar,
     epoch: Instant,
 }
 
@@ -325,7 +325,7 @@ impl Table {
     pub fn new() -> Table {
         Table {
             inner: Mutex::new(HashMap::new()),
-            published: Condvar::new(),
+            changed: Condvar::new(),
             epoch: Instant::now(),
         }
     }
@@ -430,7 +430,7 @@ impl Table {
             Some(slot @ Slot::Reserved) => {
                 *slot = Slot::Parked(stream);
                 drop(map);
-                self.published.notify_all();
+                self.changed.notify_all();
                 Ok(())
             }
             _ => Err(stream),
@@ -446,7 +446,7 @@ impl Table {
             }
         }
         drop(map);
-        self.published.notify_all();
+        self.changed.notify_all();
     }
 
     /// Connect: takes the parked accept of this candidate and records the pair.
@@ -493,7 +493,7 @@ impl Table {
                         return Err(Reject::NotFound("no parked accept on this candidate"));
                     }
                     map = self
-                        .published
+                        .changed
                         .wait_timeout(map, left)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
@@ -591,6 +591,8 @@ impl Table {
         if assoc.selected.is_some() && !assoc.in_use() {
             assoc.ended_at = Some(Instant::now());
         }
+        drop(map);
+        self.changed.notify_all();
     }
 
     /// One reaper pass: expires unselected associations older than `ttl`,
@@ -633,12 +635,52 @@ impl Table {
             }
             true
         });
+        drop(map);
+        if !sweep.expired.is_empty() || !sweep.ended.is_empty() {
+            self.changed.notify_all();
+        }
         sweep
+    }
+
+    /// Waits up to `limit` until the association's snapshot satisfies `done`
+    /// (`None`: it does not exist). Returns the last snapshot seen.
+    pub fn wait_for(
+        &self,
+        id: Uuid,
+        limit: Duration,
+        mut done: impl FnMut(Option<&AssociationInfo>) -> bool,
+    ) -> Option<AssociationInfo> {
+        let deadline = Instant::now() + limit;
+        let mut map = self.lock();
+        loop {
+            let info = map.get(&id).map(|a| a.info(id));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if done(info.as_ref()) || left.is_zero() {
+                return info;
+            }
+            map = self
+                .changed
+                .wait_timeout(map, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits up to `limit` for an association to be removed; true if it is gone.
+    pub fn wait_removed(&self, id: Uuid, limit: Duration) -> bool {
+        let map = self.lock();
+        let (map, _) = self
+            .changed
+            .wait_timeout_while(map, limit, |m| m.contains_key(&id))
+            .unwrap_or_else(|e| e.into_inner());
+        !map.contains_key(&id)
     }
 
     /// Removes an association and returns its sockets to close; `None` if unknown.
     pub fn remove(&self, id: Uuid) -> Option<Vec<Victim>> {
-        let mut assoc = self.lock().remove(&id)?;
+        let assoc = self.lock().remove(&id);
+        self.changed.notify_all();
+        let mut assoc = assoc?;
         let mut victims = Vec::new();
         assoc.take_victims(&mut victims);
         Some(victims)

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 /// The transport a connection arrived on.
@@ -112,6 +112,7 @@ pub fn set_read_deadline(sock: &TcpStream, left: Duration) -> io::Result<()> {
 pub struct Registry {
     next: AtomicU64,
     live: Mutex<HashMap<u64, Weak<TcpStream>>>,
+    closed: Condvar,
 }
 
 /// A connection's entry in the [`Registry`]; dropping it removes the entry.
@@ -149,6 +150,16 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Waits up to `limit` until at most `count` connections are open.
+    pub fn wait_at_most(&self, count: usize, limit: Duration) -> bool {
+        let live = self.lock();
+        let (live, _) = self
+            .closed
+            .wait_timeout_while(live, limit, |l| l.len() > count)
+            .unwrap_or_else(|e| e.into_inner());
+        live.len() <= count
+    }
+
     /// Shuts down every open connection both ways.
     pub fn kill_all(&self) {
         let socks: Vec<_> = self.lock().values().filter_map(Weak::upgrade).collect();
@@ -167,5 +178,6 @@ impl Registry {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.id);
+        self.registry.closed.notify_all();
     }
 }

@@ -1,0 +1,210 @@
+//! The `jet-relay` binary: arguments, configuration errors, the listening line,
+//! signals, and the minimal peer mode.
+
+use crate::support::{pattern, WAIT};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_jet-relay");
+
+fn config_file(text: &str) -> tempfile_path::TempPath {
+    tempfile_path::write(text)
+}
+
+/// A minimal temporary file, removed on drop (no extra crate for one helper).
+mod tempfile_path {
+    use std::path::PathBuf;
+    pub struct TempPath(pub PathBuf);
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    pub fn write(text: &str) -> TempPath {
+        let path =
+            std::env::temp_dir().join(format!("jet-relay-test-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, text).unwrap();
+        TempPath(path)
+    }
+}
+
+/// The relay binary running on a free port; killed on drop if still running.
+struct RelayProcess {
+    child: Child,
+    url: String,
+}
+
+impl RelayProcess {
+    fn start(config: &str) -> (RelayProcess, tempfile_path::TempPath) {
+        let file = config_file(config);
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&file.0)
+            .env("JET_RELAY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim()
+            .to_owned();
+        (RelayProcess { child, url }, file)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit, bounded; returns the status and how long it took.
+    fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the relay did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ON_PORT_0: &str = "[[listeners]]\nurl = \"tcp://127.0.0.1:0\"\n";
+
+#[test]
+fn help_and_version() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("--config PATH") && text.contains("--listen URL"));
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("jet-relay {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_exit_non_zero() {
+    for (text, key) in [
+        ("handshake_timeot = 1\n", "handshake_timeot"),
+        ("idle_timeout = \"never\"\n", "idle_timeout"),
+        ("[[listeners]]\nurl = \"tcp://127.0.0.1\"\n", "url"),
+    ] {
+        let file = config_file(text);
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&file.0)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "for {text:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(key), "{err:?} should name {key}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = Command::new(BIN).arg("--frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["--listen", "udp://x:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("--listen"));
+}
+
+#[test]
+fn prints_the_bound_address_and_stops_on_sigterm_within_two_seconds() {
+    let (mut relay, _file) = RelayProcess::start(ON_PORT_0);
+    assert!(relay.url.starts_with("tcp://127.0.0.1:"));
+    assert!(!relay.url.ends_with(":0"), "the real port is printed");
+    // A parked connection and an idle one must not delay the exit.
+    let addr = relay.url.trim_start_matches("tcp://").to_owned();
+    let _idle = std::net::TcpStream::connect(&addr).unwrap();
+    relay.signal("TERM");
+    let (status, took) = relay.wait_exit(WAIT);
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn stops_on_sigint_with_status_zero() {
+    let (mut relay, _file) = RelayProcess::start(ON_PORT_0);
+    relay.signal("INT");
+    let (status, _) = relay.wait_exit(WAIT);
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn peer_mode_bridges_stdin_and_stdout_through_the_relay() {
+    let (relay, _file) = RelayProcess::start(ON_PORT_0);
+    let a = Uuid::new_v4().to_string();
+    let c = Uuid::new_v4().to_string();
+    let peer = |method: &str| {
+        Command::new(BIN)
+            .args([method, &relay.url, &a, &c])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut server = peer("accept");
+    // The accept peer reports its 200 on stderr: from then on it is parked.
+    let mut line = String::new();
+    BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), format!("jet-relay: accept {a} {c}: 200"));
+    let mut client = peer("connect");
+    let to_server = pattern(7, 1 << 20);
+    let to_client = pattern(8, 1 << 19);
+    let mut server_in = server.stdin.take().unwrap();
+    let mut client_in = client.stdin.take().unwrap();
+    let (a_data, b_data) = (to_server.clone(), to_client.clone());
+    let w1 = std::thread::spawn(move || client_in.write_all(&a_data).unwrap());
+    let w2 = std::thread::spawn(move || server_in.write_all(&b_data).unwrap());
+    let mut got_server = Vec::new();
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut got_server)
+        .unwrap();
+    let mut got_client = Vec::new();
+    client
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut got_client)
+        .unwrap();
+    w1.join().unwrap();
+    w2.join().unwrap();
+    assert_eq!(got_server.len(), to_server.len());
+    assert!(got_server == to_server);
+    assert!(got_client == to_client);
+    assert!(server.wait().unwrap().success());
+    assert!(client.wait().unwrap().success());
+}

@@ -1,0 +1,5 @@
+//! Integration tests: one binary, one module per feature.
+
+mod cli;
+mod core;
+mod support;
