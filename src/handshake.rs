@@ -59,24 +59,27 @@ pub fn read_exact_by(
 pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
     let (stream, conn) = crate::server::tcp_stream(&ctx, sock);
     crate::info!("conn={conn} peer={peer} accepted");
-    let stream: Stream = stream;
     let deadline = Instant::now() + ctx.config.handshake_timeout;
-    let mut header = [0; HEADER_LEN];
-    if let Err(e) = read_exact_by(&*stream, &mut header, deadline) {
-        return read_failed(&ctx, conn, e);
-    }
-    if header[..4] != SIGNATURE {
-        ctx.metrics.handshake(Outcome::Malformed);
-        crate::warn!(
-            "conn={conn} closed: not a JET packet (first bytes {:02x?})",
-            &header[..4]
-        );
-        return;
-    }
-    serve_jet(&ctx, conn, stream, &header, deadline);
+    dispatch(&ctx, conn, stream, deadline);
 }
 
-fn read_failed(ctx: &Context, conn: u64, e: ReadError) {
+/// Reads the first bytes of a connection's stream (plain TCP, or TLS after its
+/// handshake) and serves it: `JET\0` is the binary protocol, anything else
+/// HTTP (the REST API and WebSocket upgrades). Everything must arrive before
+/// `deadline`.
+pub fn dispatch(ctx: &Arc<Context>, conn: u64, stream: Stream, deadline: Instant) {
+    let mut header = [0; HEADER_LEN];
+    if let Err(e) = read_exact_by(&*stream, &mut header, deadline) {
+        return read_failed(ctx, conn, e);
+    }
+    if header[..4] != SIGNATURE {
+        return crate::http::serve(ctx, conn, stream, &header, deadline);
+    }
+    serve_jet(ctx, conn, stream, &header, deadline);
+}
+
+/// Counts and logs a handshake that ended before a whole request arrived.
+pub fn read_failed(ctx: &Context, conn: u64, e: ReadError) {
     match e {
         ReadError::Timeout => {
             ctx.metrics.handshake(Outcome::Timeout);

@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod handshake;
+pub mod http;
 pub mod message;
 pub mod metrics;
 pub mod packet;
