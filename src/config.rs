@@ -36,6 +36,43 @@ pub struct Config {
     pub ended_retention: Duration,
     /// Where the relay listens.
     pub listeners: Vec<ListenerConfig>,
+    /// When set, every REST call but `/health` needs `Authorization: Bearer <key>`.
+    pub api_key: Option<ApiKey>,
+    /// When true, a JET accept may only use an association created through the
+    /// REST API. Defaults to true when `api_key` is set, false otherwise.
+    pub accept_requires_api: Option<bool>,
+    /// `Access-Control-Allow-Origin` for REST answers (`*` or an origin), so a
+    /// browser page can create associations before opening a WebSocket.
+    pub cors_origin: Option<String>,
+}
+
+/// The REST API key. Never printed: `Debug` shows a mask.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> ApiKey {
+        ApiKey(key.into())
+    }
+
+    /// Compares with a presented key in time that does not depend on where
+    /// they differ (only on the presented length).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let key = self.0.as_bytes();
+        let mut diff = key.len() ^ presented.len();
+        for (i, b) in presented.iter().enumerate() {
+            diff |= usize::from(b ^ key.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
 }
 
 /// One listening socket.
@@ -113,6 +150,9 @@ impl Default for Config {
                 url: ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),
                 external_url: None,
             }],
+            api_key: None,
+            accept_requires_api: None,
+            cors_origin: None,
         }
     }
 }
@@ -132,6 +172,11 @@ impl Config {
         Config::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
+    /// Whether JET accepts must name an association created through the API.
+    pub fn accept_requires_api(&self) -> bool {
+        self.accept_requires_api.unwrap_or(self.api_key.is_some())
+    }
+
     /// Checks the rules serde cannot express.
     pub fn validate(&self) -> Result<()> {
         if self.handshake_timeout.is_zero() {
@@ -144,6 +189,27 @@ impl Config {
             return Err(Error::Config(
                 "instance must be a non-empty name without control characters".into(),
             ));
+        }
+        if self.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
+            return Err(Error::Config(
+                "api_key must be at least 16 characters long".into(),
+            ));
+        }
+        if let Some(origin) = &self.cors_origin {
+            if origin.is_empty() || origin.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(Error::Config(
+                    "cors_origin must be `*` or an origin like https://app.example.com".into(),
+                ));
+            }
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if let Some(url) = &listener.external_url {
+                if ListenUrl::parse(url).is_err() && url.split_once("://").is_none() {
+                    return Err(Error::Config(format!(
+                        "listeners[{i}].external_url {url:?} must look like tcp://HOST:PORT"
+                    )));
+                }
+            }
         }
         if self.listeners.is_empty() {
             return Err(Error::Config(
@@ -231,6 +297,24 @@ mod tests {
     }
 
     #[test]
+    fn api_key_is_masked_and_compared_exactly() {
+        let config = Config::from_toml("api_key = \"0123456789abcdef-secret\"").unwrap();
+        let key = config.api_key.as_ref().unwrap();
+        assert!(!format!("{config:?}").contains("secret"));
+        assert!(key.matches(b"0123456789abcdef-secret"));
+        assert!(!key.matches(b"0123456789abcdef-secreT"));
+        assert!(!key.matches(b"0123456789abcdef-secret2"));
+        assert!(!key.matches(b""));
+        assert!(config.accept_requires_api());
+        check_err("api_key = \"short\"", "api_key");
+        let open =
+            Config::from_toml("api_key = \"0123456789abcdef-secret\"\naccept_requires_api = false")
+                .unwrap();
+        assert!(!open.accept_requires_api());
+        assert!(!Config::default().accept_requires_api());
+    }
+
+    #[test]
     fn shipped_relay_toml_parses_and_sets_every_key() {
         let text = include_str!("../relay.toml");
         let config = Config::from_toml(text).unwrap();
@@ -242,6 +326,10 @@ mod tests {
             "association_ttl",
             "idle_timeout",
             "ended_retention",
+            "api_key",
+            "accept_requires_api",
+            "cors_origin",
+            "external_url",
             "[[listeners]]",
             "url",
         ] {

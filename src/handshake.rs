@@ -140,6 +140,16 @@ pub fn serve_jet(
 
 fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request) {
     let (association, response) = match request.association {
+        None if ctx.config.accept_requires_api() => {
+            return reject(
+                ctx,
+                conn,
+                &stream,
+                404,
+                1,
+                "version 1 accepts cannot name an association created through the API",
+            );
+        }
         None => {
             let association = ctx.table.reserve_v1(stream.kind());
             let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
@@ -155,10 +165,12 @@ fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request) {
             (association, response)
         }
         Some(association) => {
-            if let Err(reject_why) =
-                ctx.table
-                    .reserve_accept(association, request.candidate, stream.kind(), true)
-            {
+            if let Err(reject_why) = ctx.table.reserve_accept(
+                association,
+                request.candidate,
+                stream.kind(),
+                !ctx.config.accept_requires_api(),
+            ) {
                 return reject(
                     ctx,
                     conn,

@@ -1,23 +1,413 @@
-//! HTTP/1.1 on the relay's listeners: the REST API and WebSocket upgrades.
+//! HTTP/1.1 on the relay's listeners: request framing with limits, keep-alive,
+//! and the hand-off of WebSocket upgrades. Routes live in `api.rs`.
 
+use crate::handshake::{read_failed, ReadError};
 use crate::metrics::Outcome;
 use crate::packet::HEADER_LEN;
 use crate::server::Context;
-use crate::transport::Stream;
+use crate::transport::{set_read_deadline, Duplex, Stream};
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Serves a connection whose first bytes (`prefix`) are not a JET packet.
+/// The largest request head accepted (431 beyond).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// The largest request body accepted (413 beyond).
+pub const MAX_BODY: usize = 64 * 1024;
+/// The most headers in one request (431 beyond).
+pub const MAX_HEADERS: usize = 64;
+/// The most requests served on one keep-alive connection.
+pub const MAX_REQUESTS: usize = 1000;
+
+/// One parsed request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `GET`, `POST`...
+    pub method: String,
+    /// The path without its query string.
+    pub path: String,
+    /// Headers as sent, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (Content-Length bytes).
+    pub body: Vec<u8>,
+    /// True for HTTP/1.1, false for HTTP/1.0.
+    pub http11: bool,
+}
+
+impl Request {
+    /// The first value of a header, compared without regard to case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True when a comma-separated header contains `token` (any case).
+    pub fn header_has(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    fn keep_alive(&self) -> bool {
+        if self.header_has("Connection", "close") {
+            false
+        } else {
+            self.http11 || self.header_has("Connection", "keep-alive")
+        }
+    }
+}
+
+/// A response before it is written.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers (Content-Type, Allow...).
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", "application/json".into())],
+            body: value.to_string().into_bytes(),
+        }
+    }
+
+    /// `{"error": "..."}` with a status.
+    pub fn error(status: u16, message: &str) -> Response {
+        Response::json(status, &serde_json::json!({ "error": message }))
+    }
+
+    /// A plain text response.
+    pub fn text(status: u16, text: String, content_type: &str) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.into())],
+            body: text.into_bytes(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn encode(&self, keep_alive: bool, cors: Option<&str>) -> Vec<u8> {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
+            self.status,
+            crate::message::reason(self.status),
+            self.body.len(),
+            if keep_alive { "keep-alive" } else { "close" },
+        );
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(origin) = cors {
+            head.push_str(&format!("Access-Control-Allow-Origin: {origin}\r\n"));
+            if origin != "*" {
+                head.push_str("Vary: Origin\r\n");
+            }
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// Why no request could be read.
+enum Failure {
+    /// The connection ended or timed out: close silently.
+    Read(ReadError),
+    /// The bytes are not an acceptable request: answer this, then close.
+    Reject(Response),
+}
+
+/// Serves a connection whose first bytes (`prefix`) are not a JET packet:
+/// requests until the peer closes, asks to close, or is idle past the
+/// handshake timeout.
 pub fn serve(
     ctx: &Arc<Context>,
     conn: u64,
-    _stream: Stream,
+    stream: Stream,
     prefix: &[u8; HEADER_LEN],
+    deadline: Instant,
+) {
+    if !looks_like_http(prefix) {
+        ctx.metrics.handshake(Outcome::Malformed);
+        crate::warn!(
+            "conn={conn} closed: neither a JET packet nor HTTP (first bytes {:02x?})",
+            &prefix[..]
+        );
+        return;
+    }
+    let mut buf = prefix.to_vec();
+    let mut deadline = deadline;
+    for served in 0..MAX_REQUESTS {
+        let request = match read_request(&*stream, &mut buf, deadline) {
+            Ok(request) => request,
+            Err(Failure::Read(ReadError::Closed(_))) if served > 0 && buf.is_empty() => return,
+            Err(Failure::Read(ReadError::Timeout)) if served > 0 && buf.is_empty() => {
+                crate::debug!("conn={conn} keep-alive connection idle, closed");
+                return;
+            }
+            Err(Failure::Read(e)) => return read_failed(ctx, conn, e),
+            Err(Failure::Reject(response)) => {
+                ctx.metrics.handshake(Outcome::Malformed);
+                crate::warn!(
+                    "conn={conn} bad HTTP request: {} {}",
+                    response.status,
+                    String::from_utf8_lossy(&response.body)
+                );
+                let _ = write(ctx, &*stream, &response, false);
+                crate::handshake::linger_close(stream.socket());
+                return;
+            }
+        };
+        if request.method == "GET" && request.header_has("Upgrade", "websocket") {
+            let leftover = std::mem::take(&mut buf);
+            return upgrade(ctx, conn, stream, &request, leftover, deadline);
+        }
+        let keep_alive = request.keep_alive() && served + 1 < MAX_REQUESTS;
+        let response = crate::api::route(ctx, &request);
+        crate::info!(
+            "conn={conn} http {} {} -> {}",
+            request.method,
+            request.path,
+            response.status
+        );
+        ctx.metrics.http_response(response.status);
+        if write(ctx, &*stream, &response, keep_alive).is_err() || !keep_alive {
+            if !keep_alive {
+                crate::handshake::linger_close(stream.socket());
+            }
+            return;
+        }
+        if ctx.stopping() {
+            return;
+        }
+        deadline = Instant::now() + ctx.config.handshake_timeout;
+    }
+}
+
+/// True when the first bytes start an HTTP request line: an uppercase method
+/// token of 3 to 7 letters and a space. Anything else is neither JET nor HTTP
+/// and is closed without an answer, like a malformed JET packet.
+pub fn looks_like_http(prefix: &[u8]) -> bool {
+    let method_len = prefix.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    (3..=7).contains(&method_len) && prefix.get(method_len) == Some(&b' ')
+}
+
+/// Hands a WebSocket upgrade to the WebSocket transport.
+fn upgrade(
+    ctx: &Arc<Context>,
+    conn: u64,
+    stream: Stream,
+    _request: &Request,
+    _leftover: Vec<u8>,
     _deadline: Instant,
 ) {
-    ctx.metrics.handshake(Outcome::Malformed);
-    crate::warn!(
-        "conn={conn} closed: not a JET packet (first bytes {:02x?})",
-        &prefix[..4]
-    );
+    let response = Response::error(404, "WebSocket candidates are not served by this build");
+    let _ = write(ctx, &*stream, &response, false);
+    crate::handshake::linger_close(stream.socket());
+    crate::warn!("conn={conn} WebSocket upgrade refused");
+}
+
+fn write(
+    ctx: &Context,
+    stream: &dyn Duplex,
+    response: &Response,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let bytes = response.encode(keep_alive, ctx.config.cors_origin.as_deref());
+    stream
+        .socket()
+        .set_write_timeout(Some(ctx.config.handshake_timeout))?;
+    stream.write_all(&bytes)
+}
+
+/// Reads one request out of `buf` plus whatever more the stream sends before
+/// `deadline`. On success `buf` keeps the bytes after the request.
+fn read_request(
+    stream: &dyn Duplex,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<Request, Failure> {
+    let head_len = loop {
+        if !buf.is_empty() {
+            match head_length(buf)? {
+                Some(len) => break len,
+                None if buf.len() >= MAX_HEAD => {
+                    return Err(Failure::Reject(Response::error(
+                        431,
+                        "request head over 16 KiB",
+                    )))
+                }
+                None => {}
+            }
+        }
+        fill(stream, buf, MAX_HEAD, deadline)?;
+    };
+    if head_len > MAX_HEAD {
+        return Err(Failure::Reject(Response::error(
+            431,
+            "request head over 16 KiB",
+        )));
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    parsed
+        .parse(&buf[..head_len])
+        .map_err(|e| Failure::Reject(Response::error(400, &format!("malformed request: {e}"))))?;
+    let method = parsed.method.unwrap_or_default().to_owned();
+    let target = parsed.path.unwrap_or_default();
+    let path = target.split_once('?').map_or(target, |(p, _)| p).to_owned();
+    let http11 = parsed.version == Some(1);
+    let headers: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).trim().to_owned(),
+            )
+        })
+        .collect();
+    fn find<'a>(
+        headers: &'a [(String, String)],
+        name: &'static str,
+    ) -> impl Iterator<Item = &'a (String, String)> {
+        headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+    }
+    if find(&headers, "Transfer-Encoding").next().is_some() {
+        let why = if find(&headers, "Content-Length").next().is_some() {
+            "Transfer-Encoding together with Content-Length"
+        } else {
+            "Transfer-Encoding is not supported; send Content-Length"
+        };
+        return Err(Failure::Reject(Response::error(400, why)));
+    }
+    let lengths: Vec<&String> = find(&headers, "Content-Length").map(|(_, v)| v).collect();
+    let body_len = match lengths.as_slice() {
+        [] => 0,
+        [one] => one
+            .parse::<usize>()
+            .map_err(|_| Failure::Reject(Response::error(400, "bad Content-Length")))?,
+        [first, rest @ ..] if rest.iter().all(|v| v == first) => first
+            .parse::<usize>()
+            .map_err(|_| Failure::Reject(Response::error(400, "bad Content-Length")))?,
+        _ => {
+            return Err(Failure::Reject(Response::error(
+                400,
+                "conflicting Content-Length headers",
+            )))
+        }
+    };
+    if body_len > MAX_BODY {
+        return Err(Failure::Reject(Response::error(
+            413,
+            "request body over 64 KiB",
+        )));
+    }
+    while buf.len() < head_len + body_len {
+        fill(stream, buf, head_len + body_len, deadline)?;
+    }
+    let body = buf[head_len..head_len + body_len].to_vec();
+    buf.drain(..head_len + body_len);
+    Ok(Request {
+        method,
+        path,
+        headers,
+        body,
+        http11,
+    })
+}
+
+/// The length of the head at the start of `buf` once it is complete.
+fn head_length(buf: &[u8]) -> Result<Option<usize>, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::Request::new(&mut headers).parse(buf) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(Failure::Reject(Response::error(
+            431,
+            "too many request headers",
+        ))),
+        Err(e) => Err(Failure::Reject(Response::error(
+            400,
+            &format!("malformed request: {e}"),
+        ))),
+    }
+}
+
+/// Reads more bytes (at most up to `limit` buffered) before `deadline`.
+fn fill(
+    stream: &dyn Duplex,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    deadline: Instant,
+) -> Result<(), Failure> {
+    let mut chunk = [0u8; 4096];
+    let want = limit.saturating_sub(buf.len()).clamp(1, chunk.len());
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::Read(ReadError::Timeout));
+        }
+        set_read_deadline(stream.socket(), left)
+            .map_err(|e| Failure::Read(ReadError::Closed(e)))?;
+        match stream.read(&mut chunk[..want]) {
+            Ok(0) => {
+                return Err(Failure::Read(ReadError::Closed(
+                    io::ErrorKind::UnexpectedEof.into(),
+                )))
+            }
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if crate::error::is_timeout(&e) => {}
+            Err(e) => return Err(Failure::Read(ReadError::Closed(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_http;
+
+    #[test]
+    fn request_lines_are_told_from_other_bytes() {
+        for yes in [
+            &b"GET / HT"[..],
+            b"POST /je",
+            b"DELETE /",
+            b"OPTIONS ",
+            b"PUT /x H",
+        ] {
+            assert!(looks_like_http(yes), "{yes:?}");
+        }
+        for no in [
+            &b"JEX\0\x00\x10\x00\x00"[..],
+            b"hello re",
+            b"GE / HTT",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01",
+        ] {
+            assert!(!looks_like_http(no), "{no:?}");
+        }
+    }
 }

@@ -10,6 +10,7 @@
 
 pub mod log;
 
+pub mod api;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -73,6 +73,12 @@ pub struct Metrics {
     pub idle_closed: AtomicU64,
     /// Connections refused because a thread could not be started.
     pub spawn_failures: AtomicU64,
+    /// REST answers with a 2xx status.
+    pub http_2xx: AtomicU64,
+    /// REST answers with a 4xx status.
+    pub http_4xx: AtomicU64,
+    /// REST answers with a 5xx status.
+    pub http_5xx: AtomicU64,
 }
 
 impl Metrics {
@@ -84,6 +90,16 @@ impl Metrics {
     /// How many handshakes ended this way.
     pub fn handshakes(&self, outcome: Outcome) -> u64 {
         self.handshakes[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a REST answer by its status class.
+    pub fn http_response(&self, status: u16) {
+        let counter = match status {
+            500.. => &self.http_5xx,
+            400.. => &self.http_4xx,
+            _ => &self.http_2xx,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a rejection by its status.

@@ -32,6 +32,8 @@ pub struct Context {
     pub registry: Arc<Registry>,
     /// Connection and copy threads.
     pub pool: Pool,
+    /// The listeners as bound (port 0 resolved), in configuration order.
+    pub listeners: Vec<BoundListener>,
     stopping: AtomicBool,
     stop_signal: (Mutex<bool>, Condvar),
 }
@@ -51,6 +53,17 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner());
         *guard
     }
+}
+
+/// A listener as bound, for building candidate URLs.
+#[derive(Debug, Clone)]
+pub struct BoundListener {
+    /// The configured URL.
+    pub url: ListenUrl,
+    /// The address actually bound.
+    pub local: SocketAddr,
+    /// The configured external URL, if any.
+    pub external_url: Option<String>,
 }
 
 /// A running relay.
@@ -83,9 +96,22 @@ impl Server {
             let local = socket
                 .local_addr()
                 .map_err(|e| Error::io(format!("reading the address of {}", listener.url), e))?;
-            bound.push((listener.url.clone(), socket, local));
+            bound.push((listener, socket, local));
         }
+        let bound_info = bound
+            .iter()
+            .map(|(listener, _, local)| BoundListener {
+                url: listener.url.clone(),
+                local: *local,
+                external_url: listener.external_url.clone(),
+            })
+            .collect();
+        let bound: Vec<_> = bound
+            .into_iter()
+            .map(|(listener, socket, local)| (listener.url.clone(), socket, local))
+            .collect();
         let ctx = Arc::new(Context {
+            listeners: bound_info,
             config,
             table: Table::new(),
             metrics: Metrics::default(),

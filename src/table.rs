@@ -141,6 +141,8 @@ impl Victim {
 pub struct CandidateInfo {
     /// Candidate id.
     pub id: Uuid,
+    /// The URL it was gathered with, if it was gathered.
+    pub url: Option<String>,
     /// Its state.
     pub state: CandidateState,
     /// Transport the accepting peer used, once it came.
@@ -168,6 +170,23 @@ pub struct AssociationInfo {
     pub selected: Option<Uuid>,
     /// Its candidates in creation order.
     pub candidates: Vec<CandidateInfo>,
+}
+
+/// Associations by state and candidates by slot, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableCounts {
+    /// Associations with no candidate selected.
+    pub created: usize,
+    /// Associations relaying on their selected candidate.
+    pub active: usize,
+    /// Associations whose relays have ended.
+    pub ended: usize,
+    /// Candidates with a parked accept.
+    pub parked: usize,
+    /// Pairs that have not carried a byte yet.
+    pub paired: usize,
+    /// Pairs that carried bytes and are still open.
+    pub relaying: usize,
 }
 
 /// What one reaper pass did.
@@ -203,6 +222,8 @@ struct Association {
 
 struct Candidate {
     id: Uuid,
+    /// The URL handed out when the candidate was gathered.
+    url: Option<String>,
     slot: Slot,
     accept_kind: Option<Kind>,
     connect_kind: Option<Kind>,
@@ -302,6 +323,7 @@ impl Association {
                     };
                     CandidateInfo {
                         id: c.id,
+                        url: c.url.clone(),
                         state,
                         accept_transport: c.accept_kind,
                         connect_transport: c.connect_kind,
@@ -360,6 +382,7 @@ impl Table {
         let mut assoc = Association::new(Origin::Jet);
         assoc.candidates.push(Candidate {
             id: V1_CANDIDATE,
+            url: None,
             slot: Slot::Reserved,
             accept_kind: Some(kind),
             connect_kind: None,
@@ -408,6 +431,7 @@ impl Table {
             None if gathered => return Err(Reject::NotFound("unknown candidate")),
             None => assoc.candidates.push(Candidate {
                 id: cand,
+                url: None,
                 slot: Slot::Reserved,
                 accept_kind: Some(kind),
                 connect_kind: None,
@@ -518,29 +542,55 @@ impl Table {
         }
     }
 
-    /// Adds `count` fresh candidate ids to an association (created if
-    /// missing); from then on only gathered ids may be used on it.
-    pub fn gather(&self, id: Uuid, count: usize) -> Vec<Uuid> {
+    /// Adds one fresh candidate per URL to an association (created if
+    /// missing) and returns their ids in order; from then on only gathered
+    /// ids may be used on it.
+    pub fn gather(&self, id: Uuid, urls: &[String]) -> Vec<Uuid> {
         let mut map = self.lock();
         let assoc = map
             .entry(id)
             .or_insert_with(|| Association::new(Origin::Api));
         assoc.gathered = true;
-        let mut ids = Vec::with_capacity(count);
-        while ids.len() < count {
-            let cand = Uuid::new_v4();
-            if !assoc.has_candidate(cand) {
-                assoc.candidates.push(Candidate {
-                    id: cand,
-                    slot: Slot::Gathered,
-                    accept_kind: None,
-                    connect_kind: None,
-                    stats: None,
-                });
-                ids.push(cand);
-            }
+        let mut ids = Vec::with_capacity(urls.len());
+        for url in urls {
+            let cand = loop {
+                let cand = Uuid::new_v4();
+                if !assoc.has_candidate(cand) {
+                    break cand;
+                }
+            };
+            assoc.candidates.push(Candidate {
+                id: cand,
+                url: Some(url.clone()),
+                slot: Slot::Gathered,
+                accept_kind: None,
+                connect_kind: None,
+                stats: None,
+            });
+            ids.push(cand);
         }
         ids
+    }
+
+    /// Counts for the metrics endpoint, in one pass under the lock.
+    pub fn counts(&self) -> TableCounts {
+        let mut counts = TableCounts::default();
+        for assoc in self.lock().values() {
+            match assoc.state() {
+                AssociationState::Created => counts.created += 1,
+                AssociationState::Active => counts.active += 1,
+                AssociationState::Ended => counts.ended += 1,
+            }
+            for c in &assoc.candidates {
+                match &c.slot {
+                    Slot::Reserved | Slot::Parked(_) => counts.parked += 1,
+                    Slot::Paired { stats, .. } if stats.total() > 0 => counts.relaying += 1,
+                    Slot::Paired { .. } => counts.paired += 1,
+                    Slot::Gathered | Slot::Closed => {}
+                }
+            }
+        }
+        counts
     }
 
     /// The first application byte on a candidate selects it (unless another

@@ -1,0 +1,511 @@
+//! The REST API: associations, gathering, health, metrics, the API key, and
+//! HTTP framing limits.
+
+use crate::support::*;
+use jet_relay::config::ApiKey;
+use std::io::Write;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const KEY: &str = "test-key-0123456789abcdef";
+
+fn bearer() -> (&'static str, String) {
+    ("Authorization", format!("Bearer {KEY}"))
+}
+
+#[test]
+fn create_get_list_and_delete_an_association() {
+    let relay = TestRelay::start();
+    let a = Uuid::new_v4();
+    let path = format!("/jet/association/{a}");
+    let reply = relay.http("POST", &path, &[], b"");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["id"], a.to_string());
+
+    let info = relay.http("GET", &path, &[], b"").json();
+    assert_eq!(info["id"], a.to_string());
+    assert_eq!(info["state"], "created");
+    assert_eq!(info["origin"], "api");
+    assert!(info["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(info["candidates"], serde_json::json!([]));
+
+    let list = relay.http("GET", "/jet/association", &[], b"").json();
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["id"] == a.to_string()));
+
+    assert_eq!(relay.http("DELETE", &path, &[], b"").status, 200);
+    assert_eq!(relay.http("GET", &path, &[], b"").status, 404);
+    assert_eq!(relay.http("DELETE", &path, &[], b"").status, 404);
+}
+
+#[test]
+fn creating_an_existing_association_answers_409_and_keeps_its_sockets() {
+    let relay = TestRelay::start();
+    let a = Uuid::new_v4();
+    let c = Uuid::new_v4();
+    let path = format!("/jet/association/{a}");
+    assert_eq!(relay.http("POST", &path, &[], b"").status, 200);
+    let mut server = relay.accept(a, c);
+    let reply = relay.http("POST", &path, &[], b"");
+    assert_eq!(reply.status, 409);
+    assert_eq!(reply.json()["error"], "association already exists");
+    // The parked accept is untouched: a connect still pairs with it.
+    let mut client = relay.connect(a, c);
+    client.write_all(b"alive").unwrap();
+    assert_eq!(read_n(&mut server, 5), b"alive");
+}
+
+#[test]
+fn delete_closes_every_connection_of_the_association() {
+    let relay = TestRelay::start();
+    let (a, mut server, mut client) = relay.pair();
+    let mut parked = relay.accept(a, Uuid::new_v4());
+    assert_eq!(
+        relay
+            .http("DELETE", &format!("/jet/association/{a}"), &[], b"")
+            .status,
+        200
+    );
+    assert_closed(&mut server);
+    assert_closed(&mut client);
+    assert_closed(&mut parked);
+}
+
+#[test]
+fn byte_counters_are_live_while_data_flows() {
+    let relay = TestRelay::start();
+    let (a, mut server, mut client) = relay.pair();
+    client.write_all(&pattern(1, 5000)).unwrap();
+    assert_eq!(read_n(&mut server, 5000), pattern(1, 5000));
+    server.write_all(&pattern(2, 70)).unwrap();
+    assert_eq!(read_n(&mut client, 70), pattern(2, 70));
+    let info = relay
+        .http("GET", &format!("/jet/association/{a}"), &[], b"")
+        .json();
+    assert_eq!(info["state"], "active");
+    let cand = &info["candidates"][0];
+    assert_eq!(cand["state"], "relaying");
+    assert_eq!(cand["transport"], "tcp");
+    assert_eq!(cand["bytes_connect_to_accept"], 5000);
+    assert_eq!(cand["bytes_accept_to_connect"], 70);
+    // More data, same pair: the counters move while it is still open.
+    client.write_all(&pattern(3, 1000)).unwrap();
+    assert_eq!(read_n(&mut server, 1000).len(), 1000);
+    let info = relay
+        .http("GET", &format!("/jet/association/{a}"), &[], b"")
+        .json();
+    assert_eq!(info["candidates"][0]["bytes_connect_to_accept"], 6000);
+}
+
+#[test]
+fn gather_lists_one_usable_candidate_per_transport() {
+    let relay = TestRelay::start();
+    for spelling in ["/jet/gather/{}", "/jet/association/{}/candidates"] {
+        let a = Uuid::new_v4();
+        let reply = relay.http("POST", &spelling.replace("{}", &a.to_string()), &[], b"");
+        assert_eq!(reply.status, 200, "{spelling}");
+        let body = reply.json();
+        assert_eq!(body["id"], a.to_string());
+        let candidates = body["candidates"].as_array().unwrap();
+        let urls: Vec<&str> = candidates
+            .iter()
+            .map(|c| c["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                format!("tcp://{}", relay.addr),
+                format!("ws://{}", relay.addr)
+            ]
+        );
+        let ids: std::collections::HashSet<&str> = candidates
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), candidates.len(), "candidate ids are unique");
+        // The association now exists, with the gathered candidates.
+        let info = relay
+            .http("GET", &format!("/jet/association/{a}"), &[], b"")
+            .json();
+        assert_eq!(info["candidates"].as_array().unwrap().len(), 2);
+        assert_eq!(info["candidates"][0]["state"], "gathered");
+
+        // The tcp:// URL works as is, with a peer that knows nothing else.
+        let c: Uuid = candidates[0]["id"].as_str().unwrap().parse().unwrap();
+        let url = jet_relay::client::CandidateUrl::parse(urls[0]).unwrap();
+        let (mut server, _) =
+            jet_relay::client::open(&url, jet_relay::message::Method::Accept, 2, Some(a), c)
+                .unwrap();
+        let (mut client, _) =
+            jet_relay::client::open(&url, jet_relay::message::Method::Connect, 2, Some(a), c)
+                .unwrap();
+        client.write_all(b"via gathered url").unwrap();
+        server.set_read_timeout(Some(WAIT)).unwrap();
+        assert_eq!(read_n(&mut server, 16), b"via gathered url");
+    }
+}
+
+#[test]
+fn gathered_urls_use_the_external_url_when_set() {
+    let relay = TestRelay::with(|c| {
+        c.listeners[0].external_url = Some("tcp://relay.example.net:443".into());
+    });
+    let reply = relay.http("POST", &format!("/jet/gather/{}", Uuid::new_v4()), &[], b"");
+    let urls: Vec<String> = reply.json()["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["url"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        urls,
+        ["tcp://relay.example.net:443", "ws://relay.example.net:443"]
+    );
+}
+
+#[test]
+fn after_gathering_unknown_candidate_ids_are_rejected() {
+    let relay = TestRelay::start();
+    let a = Uuid::new_v4();
+    let body = relay
+        .http("POST", &format!("/jet/gather/{a}"), &[], b"")
+        .json();
+    let known: Uuid = body["candidates"][0]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stranger = Uuid::new_v4();
+    for method in ["accept", "connect", "test"] {
+        let (mut sock, resp) = relay.request(&v2(method, a, stranger), 0x73, b"");
+        assert_eq!(resp.status, 404, "{method} with an unknown candidate");
+        assert_closed(&mut sock);
+    }
+    let (_sock, resp) = relay.request(&v2("test", a, known), 0x73, b"");
+    assert_eq!(resp.status, 200);
+    let _server = relay.accept(a, known);
+}
+
+#[test]
+fn health_is_plain_text_or_json_and_never_needs_the_key() {
+    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY)));
+    let reply = relay.http("GET", "/health", &[], b"");
+    assert_eq!(reply.status, 200);
+    assert!(reply
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(reply.text().contains("test-instance"));
+    assert!(reply.text().contains(env!("CARGO_PKG_VERSION")));
+    let reply = relay.http("GET", "/health", &[("Accept", "application/json")], b"");
+    assert_eq!(reply.status, 200);
+    let body = reply.json();
+    assert_eq!(body["instance"], "test-instance");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn api_key_guards_every_call_but_health() {
+    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY)));
+    let a = Uuid::new_v4();
+    let path = format!("/jet/association/{a}");
+    let wrong = (
+        "Authorization",
+        "Bearer test-key-0123456789abcdeX".to_owned(),
+    );
+    for (method, path) in [
+        ("POST", path.as_str()),
+        ("GET", path.as_str()),
+        ("DELETE", path.as_str()),
+        ("GET", "/jet/association"),
+        ("POST", &format!("/jet/gather/{a}")),
+        ("GET", "/metrics"),
+    ] {
+        let reply = relay.http(method, path, &[], b"");
+        assert_eq!(reply.status, 401, "{method} {path} without a key");
+        assert_eq!(reply.header("WWW-Authenticate"), Some("Bearer"));
+        assert!(reply.json()["error"].is_string());
+        let reply = relay.http(method, path, &[(wrong.0, &wrong.1)], b"");
+        assert_eq!(reply.status, 401, "{method} {path} with a wrong key");
+    }
+    let (name, value) = bearer();
+    assert_eq!(
+        relay.http("POST", &path, &[(name, &value)], b"").status,
+        200
+    );
+    assert_eq!(relay.http("GET", &path, &[(name, &value)], b"").status, 200);
+    assert_eq!(
+        relay.http("GET", "/metrics", &[(name, &value)], b"").status,
+        200
+    );
+}
+
+#[test]
+fn with_a_key_jet_accepts_need_an_api_created_association() {
+    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY)));
+    // Unknown association: refused, and nothing is created.
+    let unknown = Uuid::new_v4();
+    let (mut sock, resp) = relay.request(&v2("accept", unknown, Uuid::new_v4()), 0x73, b"");
+    assert_eq!(resp.status, 404);
+    assert_closed(&mut sock);
+    assert!(relay.table().info(unknown).is_none());
+    // Version 1 accepts would create one: refused too.
+    let v1 = "GET / HTTP/1.1\r\nJet-Method: Accept\r\nJet-Version: 1\r\n\r\n";
+    let (_sock, resp) = relay.request(v1, 0x73, b"");
+    assert_eq!(resp.status, 404);
+    assert!(relay.table().is_empty());
+    // Created through the authenticated API: accepted.
+    let a = Uuid::new_v4();
+    let (name, value) = bearer();
+    assert_eq!(
+        relay
+            .http(
+                "POST",
+                &format!("/jet/association/{a}"),
+                &[(name, &value)],
+                b""
+            )
+            .status,
+        200
+    );
+    let c = Uuid::new_v4();
+    let mut server = relay.accept(a, c);
+    let mut client = relay.connect(a, c);
+    client.write_all(b"ok").unwrap();
+    assert_eq!(read_n(&mut server, 2), b"ok");
+}
+
+#[test]
+fn metrics_are_prometheus_text_and_counters_increase() {
+    let relay = TestRelay::start();
+    let before = parse_metrics(&relay.http("GET", "/metrics", &[], b"").text());
+    let (_a, mut server, mut client) = relay.pair();
+    client.write_all(&pattern(9, 4096)).unwrap();
+    assert_eq!(read_n(&mut server, 4096).len(), 4096);
+    let (_s, resp) = relay.request(&v2("connect", Uuid::new_v4(), Uuid::new_v4()), 0x73, b"");
+    assert_eq!(resp.status, 404);
+    let reply = relay.http("GET", "/metrics", &[], b"");
+    assert!(reply
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("text/plain"));
+    let after = parse_metrics(&reply.text());
+    let get = |m: &std::collections::HashMap<String, f64>, k: &str| {
+        *m.get(k).unwrap_or_else(|| panic!("missing {k}"))
+    };
+    for (name, delta) in [
+        (
+            "jet_relay_bytes_relayed_total{direction=\"connect_to_accept\"}",
+            4096.0,
+        ),
+        ("jet_relay_handshakes_total{outcome=\"paired\"}", 1.0),
+        ("jet_relay_handshakes_total{outcome=\"parked\"}", 1.0),
+        (
+            "jet_relay_rejections_total{reason=\"not_found\",status=\"404\"}",
+            1.0,
+        ),
+        ("jet_relay_pairs_started_total", 1.0),
+    ] {
+        assert_eq!(get(&after, name) - get(&before, name), delta, "{name}");
+    }
+    assert_eq!(get(&after, "jet_relay_pairs_relaying"), 1.0);
+    assert_eq!(get(&after, "jet_relay_associations{state=\"active\"}"), 1.0);
+    assert_eq!(
+        get(&after, "jet_relay_connections_open{kind=\"paired\"}"),
+        2.0
+    );
+    // Counters never go down between two scrapes.
+    for (name, value) in &before {
+        if name.contains("_total") {
+            assert!(get(&after, name) >= *value, "{name} decreased");
+        }
+    }
+}
+
+/// Parses the text exposition format strictly: every line is a `# HELP`, a
+/// `# TYPE` with a known type naming a family whose samples follow, or a sample
+/// `name{labels} value` of a declared family.
+fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut samples = std::collections::HashMap::new();
+    let mut declared = std::collections::HashSet::new();
+    assert!(text.ends_with('\n'));
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP has a name and text");
+            assert!(name.starts_with("jet_relay_") && !help.is_empty(), "{line}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE has a name and a type");
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert!(
+                !kind.is_empty() && declared.insert(name.to_owned()),
+                "{line}"
+            );
+        } else {
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let name = series.split('{').next().unwrap();
+            assert!(declared.contains(name), "sample before its TYPE: {line}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+            if let Some(labels) = series.strip_prefix(name) {
+                if !labels.is_empty() {
+                    assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                    for pair in labels[1..labels.len() - 1].split(',') {
+                        let (k, v) = pair.split_once('=').expect("label k=v");
+                        assert!(
+                            !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
+                            "{line}"
+                        );
+                    }
+                }
+            }
+            let value: f64 = value.parse().expect("numeric value");
+            assert!(
+                samples.insert(series.to_owned(), value).is_none(),
+                "duplicate {line}"
+            );
+        }
+    }
+    assert!(!samples.is_empty());
+    samples
+}
+
+#[test]
+fn http_errors_have_the_right_status_and_a_json_body() {
+    let relay = TestRelay::start();
+    let a = Uuid::new_v4();
+    let reply = relay.http("GET", "/nowhere", &[], b"");
+    assert_eq!(reply.status, 404);
+    assert!(reply.json()["error"].is_string());
+    let reply = relay.http("PUT", &format!("/jet/association/{a}"), &[], b"");
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("Allow"), Some("GET, POST, DELETE"));
+    let reply = relay.http("GET", &format!("/jet/gather/{a}"), &[], b"");
+    assert_eq!((reply.status, reply.header("Allow")), (405, Some("POST")));
+    let reply = relay.http("GET", "/jet/association/not-a-uuid", &[], b"");
+    assert_eq!(reply.status, 400);
+    assert!(reply.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("not a UUID"));
+
+    let raw = |bytes: &[u8]| {
+        let mut sock = relay.dial();
+        sock.write_all(bytes).unwrap();
+        let reply = read_http(&mut sock);
+        assert!(reply.json()["error"].is_string());
+        reply.status
+    };
+    assert_eq!(raw(b"GET /health HTTP/1.1\r\nBad Header\r\n\r\n"), 400);
+    assert_eq!(raw(b"POST /jet/association/x HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+    assert_eq!(
+        raw(b"POST /jet/association/x HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        raw(b"POST /jet/association/x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
+        413
+    );
+    let mut big = b"GET /health HTTP/1.1\r\nX-Filler: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 17 * 1024));
+    big.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(raw(&big), 431);
+}
+
+#[test]
+fn keep_alive_serves_pipelined_requests_and_reads_bodies_exactly() {
+    let relay = TestRelay::start();
+    let a = Uuid::new_v4();
+    let mut sock = relay.dial();
+    // A body (ignored by the route, but it must be consumed exactly), then two
+    // more requests in the same write.
+    let requests = format!(
+        "POST /jet/association/{a} HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
+         GET /jet/association/{a} HTTP/1.1\r\n\r\n\
+         GET /health HTTP/1.1\r\nConnection: close\r\n\r\n"
+    );
+    sock.write_all(requests.as_bytes()).unwrap();
+    let first = read_http(&mut sock);
+    assert_eq!(
+        (first.status, first.header("Connection")),
+        (200, Some("keep-alive"))
+    );
+    let second = read_http(&mut sock);
+    assert_eq!(second.status, 200);
+    assert_eq!(second.json()["id"], a.to_string());
+    let third = read_http(&mut sock);
+    assert_eq!(
+        (third.status, third.header("Connection")),
+        (200, Some("close"))
+    );
+    assert_closed(&mut sock);
+}
+
+#[test]
+fn slow_http_clients_hit_the_handshake_timeout() {
+    let relay = TestRelay::with(|c| c.handshake_timeout = Duration::from_millis(300));
+    let mut sock = relay.dial();
+    sock.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    assert_closed(&mut sock);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // An idle keep-alive connection is closed the same way.
+    let mut sock = relay.dial();
+    sock.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_http(&mut sock).status, 200);
+    assert_closed(&mut sock);
+}
+
+#[test]
+fn cors_origin_is_sent_and_preflight_answered() {
+    let relay = TestRelay::with(|c| {
+        c.cors_origin = Some("https://app.example.com".into());
+        c.api_key = Some(ApiKey::new(KEY));
+    });
+    let reply = relay.http(
+        "GET",
+        "/health",
+        &[("Origin", "https://app.example.com")],
+        b"",
+    );
+    assert_eq!(
+        reply.header("Access-Control-Allow-Origin"),
+        Some("https://app.example.com")
+    );
+    // Preflight never carries credentials, so it needs no key.
+    let reply = relay.http(
+        "OPTIONS",
+        &format!("/jet/association/{}", Uuid::new_v4()),
+        &[
+            ("Origin", "https://app.example.com"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    );
+    assert_eq!(reply.status, 204);
+    assert!(reply
+        .header("Access-Control-Allow-Methods")
+        .unwrap()
+        .contains("POST"));
+    assert!(reply
+        .header("Access-Control-Allow-Headers")
+        .unwrap()
+        .contains("Authorization"));
+    assert_eq!(
+        reply.header("Access-Control-Allow-Origin"),
+        Some("https://app.example.com")
+    );
+    // Without the setting, no CORS header.
+    let plain = TestRelay::start();
+    assert_eq!(
+        plain
+            .http("GET", "/health", &[], b"")
+            .header("Access-Control-Allow-Origin"),
+        None
+    );
+}
