@@ -20,6 +20,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// file table does not turn the accept loop into a busy loop.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
+/// The shortest interval between two warnings about exhausted descriptors.
+pub const RESOURCE_WARNING_INTERVAL: Duration = Duration::from_secs(5);
+
 /// State shared by every thread of one server.
 pub struct Context {
     /// The validated configuration.
@@ -224,6 +227,9 @@ fn wake_address(local: SocketAddr) -> SocketAddr {
 }
 
 fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
+    // While descriptors are exhausted accept fails every few milliseconds;
+    // say so once per interval, not once per failure.
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         let accepted = listener.accept();
         if ctx.stopping() {
@@ -245,7 +251,10 @@ fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
                 }
             }
             Err(e) if is_resource_exhaustion(&e) => {
-                crate::warn!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?}");
+                if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
+                    crate::warn!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?} between tries");
+                    last_warning = Some(std::time::Instant::now());
+                }
                 thread::sleep(ACCEPT_BACKOFF);
             }
             Err(e) => {

@@ -59,6 +59,27 @@ impl RelayProcess {
         (RelayProcess { child, url }, file)
     }
 
+    /// Starts the relay under `ulimit -n limit`.
+    fn start_with_fd_limit(config: &str, limit: u32) -> (RelayProcess, tempfile_path::TempPath) {
+        let file = config_file(config);
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" --config \"$1\""))
+            .arg(BIN)
+            .arg(&file.0)
+            .env("JET_RELAY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.strip_prefix("listening ").unwrap().trim().to_owned();
+        (RelayProcess { child, url }, file)
+    }
+
     fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
@@ -207,4 +228,55 @@ fn peer_mode_bridges_stdin_and_stdout_through_the_relay() {
     assert!(got_client == to_client);
     assert!(server.wait().unwrap().success());
     assert!(client.wait().unwrap().success());
+}
+
+#[test]
+fn a_full_file_table_neither_crashes_nor_wedges_the_relay() {
+    let (mut relay, _file) = RelayProcess::start_with_fd_limit(ON_PORT_0, 32);
+    let addr = relay.url.trim_start_matches("tcp://").to_owned();
+    // Far more connections than the relay has descriptors: the kernel still
+    // completes them (backlog), the relay cannot accept them all.
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(sock) => held.push(sock),
+            Err(_) => break,
+        }
+    }
+    assert!(held.len() > 32, "only {} connections opened", held.len());
+    // Let them go: the relay must come back and serve a full pair.
+    drop(held);
+    let a = Uuid::new_v4();
+    let c = Uuid::new_v4();
+    let open = |method: jet_relay::message::Method| {
+        let url = jet_relay::client::CandidateUrl::parse(&relay.url).unwrap();
+        jet_relay::client::open(&url, method, 2, Some(a), c)
+    };
+    let (mut server, _) =
+        open(jet_relay::message::Method::Accept).expect("accept after exhaustion");
+    let (mut client, _) =
+        open(jet_relay::message::Method::Connect).expect("connect after exhaustion");
+    client.write_all(b"recovered").unwrap();
+    server.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0; 9];
+    server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"recovered");
+    assert!(
+        relay.child.try_wait().unwrap().is_none(),
+        "the relay is still running"
+    );
+    relay.signal("TERM");
+    let (status, _) = relay.wait_exit(WAIT);
+    assert!(status.success());
+    let mut err = String::new();
+    relay
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    // The limit was really hit (and reported once, not once per retry).
+    assert_eq!(err.matches("accept failed").count(), 1, "{err}");
 }
