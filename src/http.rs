@@ -32,6 +32,8 @@ pub struct Request {
     pub body: Vec<u8>,
     /// True for HTTP/1.1, false for HTTP/1.0.
     pub http11: bool,
+    /// The head as received, through its blank line (for WebSocket upgrades).
+    pub head: Vec<u8>,
 }
 
 impl Request {
@@ -325,6 +327,7 @@ fn read_request(
     while buf.len() < head_len + body_len {
         fill(stream, buf, head_len + body_len, deadline)?;
     }
+    let head = buf[..head_len].to_vec();
     let body = buf[head_len..head_len + body_len].to_vec();
     buf.drain(..head_len + body_len);
     Ok(Request {
@@ -333,6 +336,7 @@ fn read_request(
         headers,
         body,
         http11,
+        head,
     })
 }
 
