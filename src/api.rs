@@ -130,11 +130,12 @@ fn health(ctx: &Context, req: &Request) -> Response {
 }
 
 fn create(ctx: &Context, id: Uuid) -> Response {
-    if ctx.table.create(id) {
-        crate::info!("association={id} created through the API");
-        Response::json(200, &json!({ "id": id, "state": "created" }))
-    } else {
-        Response::error(409, "association already exists")
+    match ctx.table.create(id) {
+        Ok(()) => {
+            crate::info!("association={id} created through the API");
+            Response::json(200, &json!({ "id": id, "state": "created" }))
+        }
+        Err(why) => Response::error(why.status(), why.reason()),
     }
 }
 
@@ -156,7 +157,10 @@ fn delete(ctx: &Context, id: Uuid) -> Response {
 
 fn gather(ctx: &Context, req: &Request, id: Uuid) -> Response {
     let urls = candidate_urls(ctx, req);
-    let ids = ctx.table.gather(id, &urls);
+    let ids = match ctx.table.gather(id, &urls) {
+        Ok(ids) => ids,
+        Err(why) => return Response::error(why.status(), why.reason()),
+    };
     let candidates: Vec<Value> = ids
         .iter()
         .zip(&urls)
@@ -166,8 +170,8 @@ fn gather(ctx: &Context, req: &Request, id: Uuid) -> Response {
 }
 
 /// One URL per transport each listener serves, from its external URL, else
-/// its bound address (a wildcard address is replaced by the host the client
-/// reached us at).
+/// its bound address. A wildcard bind uses the address the request came in on
+/// (never the client's `Host` header, which it can set to anything).
 pub fn candidate_urls(ctx: &Context, req: &Request) -> Vec<String> {
     let mut urls = Vec::new();
     for listener in &ctx.listeners {
@@ -178,12 +182,12 @@ pub fn candidate_urls(ctx: &Context, req: &Request) -> Vec<String> {
                 .trim_end_matches('/')
                 .to_owned(),
             None if listener.local.ip().is_unspecified() => {
-                let host = req
-                    .header("Host")
-                    .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host))
-                    .filter(|h| !h.is_empty())
-                    .unwrap_or("localhost");
-                format!("{host}:{}", listener.local.port())
+                let ip = req
+                    .local
+                    .map(|a| a.ip())
+                    .filter(|ip| ip.is_ipv4() == listener.local.is_ipv4())
+                    .unwrap_or(listener.local.ip());
+                std::net::SocketAddr::new(ip, listener.local.port()).to_string()
             }
             None => listener.local.to_string(),
         };
@@ -345,6 +349,10 @@ pub fn metrics(ctx: &Context) -> String {
             ),
             ("reason=\"not_found\",status=\"404\"", load(&m.rejected_404)),
             ("reason=\"conflict\",status=\"409\"", load(&m.rejected_409)),
+            (
+                "reason=\"unavailable\",status=\"503\"",
+                load(&m.rejected_503),
+            ),
         ],
     );
     family(

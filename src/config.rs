@@ -13,6 +13,10 @@ pub const DEFAULT_ASSOCIATION_TTL: Duration = Duration::from_secs(300);
 /// How long an ended association stays visible when the file does not say.
 pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(10);
 
+/// The longest duration any setting takes: far beyond any sensible timeout,
+/// and far from the overflow of `Instant` arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The whole configuration. Every field has a default, so an empty file is valid.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,6 +38,8 @@ pub struct Config {
     /// An association whose relays have all ended stays visible this long.
     #[serde(deserialize_with = "seconds")]
     pub ended_retention: Duration,
+    /// The most associations held at once; more are refused with 503.
+    pub max_associations: usize,
     /// Where the relay listens.
     pub listeners: Vec<ListenerConfig>,
     /// When set, every REST call but `/health` needs `Authorization: Bearer <key>`.
@@ -146,6 +152,7 @@ impl Default for Config {
             association_ttl: DEFAULT_ASSOCIATION_TTL,
             idle_timeout: Duration::ZERO,
             ended_retention: DEFAULT_ENDED_RETENTION,
+            max_associations: crate::table::DEFAULT_MAX_ASSOCIATIONS,
             listeners: vec![ListenerConfig {
                 url: ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),
                 external_url: None,
@@ -179,6 +186,22 @@ impl Config {
 
     /// Checks the rules serde cannot express.
     pub fn validate(&self) -> Result<()> {
+        for (key, value) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("association_ttl", self.association_ttl),
+            ("idle_timeout", self.idle_timeout),
+            ("ended_retention", self.ended_retention),
+        ] {
+            if value > MAX_DURATION {
+                return Err(Error::Config(format!(
+                    "{key} must be at most {} seconds (one year)",
+                    MAX_DURATION.as_secs()
+                )));
+            }
+        }
+        if self.max_associations == 0 {
+            return Err(Error::Config("max_associations must be above zero".into()));
+        }
         if self.handshake_timeout.is_zero() {
             return Err(Error::Config("handshake_timeout must be above zero".into()));
         }
@@ -294,6 +317,10 @@ mod tests {
         check_err("[[listeners]]\nurl = \"tcp://host\"", "numeric port");
         check_err("[[listeners]]\nurl = \"tcp://h:1\"\ncolour = 1", "colour");
         check_err("listeners = []", "listeners");
+        check_err("handshake_timeout = 1e19", "handshake_timeout");
+        check_err("association_ttl = 31536001", "association_ttl");
+        check_err("max_associations = 0", "max_associations");
+        check_err("max_associations = -3", "max_associations");
     }
 
     #[test]
@@ -326,6 +353,7 @@ mod tests {
             "association_ttl",
             "idle_timeout",
             "ended_retention",
+            "max_associations",
             "api_key",
             "accept_requires_api",
             "cors_origin",

@@ -6,6 +6,7 @@ use crate::metrics::Outcome;
 use crate::packet::{self, HEADER_LEN, SIGNATURE};
 use crate::pump::{self, Pair};
 use crate::server::Context;
+use crate::table::Reject;
 use crate::transport::{set_read_deadline, Duplex, Stream};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -57,7 +58,9 @@ pub fn read_exact_by(
 
 /// Serves one accepted TCP connection from its first byte on.
 pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
-    let (stream, conn) = crate::server::tcp_stream(&ctx, sock);
+    let Some((stream, conn)) = crate::server::tcp_stream(&ctx, sock) else {
+        return;
+    };
     crate::info!("conn={conn} peer={peer} accepted");
     let deadline = Instant::now() + ctx.config.handshake_timeout;
     dispatch(&ctx, conn, stream, deadline);
@@ -122,7 +125,7 @@ pub fn serve_jet(
             return;
         }
         Err(RequestError::BadRequest(why)) => {
-            let version = if payload.starts_with(b"GET / ") { 1 } else { 2 };
+            let version = message::requested_version(&payload);
             return reject(ctx, conn, &stream, 400, version, &why);
         }
     };
@@ -139,67 +142,62 @@ pub fn serve_jet(
 }
 
 fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request) {
-    let (association, response) = match request.association {
-        None if ctx.config.accept_requires_api() => {
+    let reserved = match request.association {
+        None if ctx.config.accept_requires_api() => Err(Reject::NotFound(
+            "version 1 accepts cannot name an association created through the API",
+        )),
+        None => ctx.table.reserve_v1(stream.kind()),
+        Some(association) => ctx.table.reserve_accept(
+            association,
+            request.candidate,
+            stream.kind(),
+            !ctx.config.accept_requires_api(),
+        ),
+    };
+    let reservation = match reserved {
+        Ok(reservation) => reservation,
+        Err(why) => {
             return reject(
                 ctx,
                 conn,
                 &stream,
-                404,
-                1,
-                "version 1 accepts cannot name an association created through the API",
+                why.status(),
+                request.version,
+                why.reason(),
             );
-        }
-        None => {
-            let association = ctx.table.reserve_v1(stream.kind());
-            let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
-            let response = message::response_packet(
-                200,
-                1,
-                &[
-                    ("Jet-Association", &association.to_string()),
-                    ("Jet-Instance", &ctx.config.instance),
-                    ("Jet-Timeout", &timeout),
-                ],
-            );
-            (association, response)
-        }
-        Some(association) => {
-            if let Err(reject_why) = ctx.table.reserve_accept(
-                association,
-                request.candidate,
-                stream.kind(),
-                !ctx.config.accept_requires_api(),
-            ) {
-                return reject(
-                    ctx,
-                    conn,
-                    &stream,
-                    reject_why.status(),
-                    request.version,
-                    reject_why.reason(),
-                );
-            }
-            (
-                association,
-                message::response_packet(200, request.version, &[]),
-            )
         }
     };
-    let candidate = request.candidate;
+    let (association, candidate) = (reservation.association, reservation.candidate);
+    let response = if request.version == 1 {
+        let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
+        message::response_packet(
+            200,
+            1,
+            &[
+                ("Jet-Association", &association.to_string()),
+                ("Jet-Instance", &ctx.config.instance),
+                ("Jet-Timeout", &timeout),
+            ],
+        )
+    } else {
+        message::response_packet(200, request.version, &[])
+    };
     // The 200 goes out before the candidate is visible to connects, so a
     // fast connect can never relay bytes ahead of it.
     if let Err(e) = write_response(ctx, &*stream, &response) {
-        ctx.table.unreserve(association, candidate);
+        ctx.table.unreserve(reservation);
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
-    match ctx.table.publish(association, candidate, stream) {
+    match ctx.table.publish(reservation, stream) {
         Ok(()) => {
             ctx.metrics.handshake(Outcome::Parked);
-            crate::info!("conn={conn} association={association} candidate={candidate} parked (accept, version {})", request.version);
+            crate::info!(
+                "conn={conn} association={association} candidate={candidate} parked (accept, version {})",
+                request.version
+            );
         }
         Err(stream) => {
-            // Deleted or expired while we wrote the 200.
+            // Deleted or expired while we wrote the 200, or shutting down.
             ctx.metrics.handshake(Outcome::Closed);
             crate::info!(
                 "conn={conn} association={association} went away before the accept parked"

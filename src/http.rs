@@ -19,8 +19,9 @@ pub const MAX_HEADERS: usize = 64;
 /// The most requests served on one keep-alive connection.
 pub const MAX_REQUESTS: usize = 1000;
 
-/// One parsed request.
-#[derive(Debug, Clone)]
+/// One parsed request. Its `Debug` leaves out the `Authorization` value and
+/// the raw head, so the API key can never reach a log.
+#[derive(Clone)]
 pub struct Request {
     /// `GET`, `POST`...
     pub method: String,
@@ -34,6 +35,31 @@ pub struct Request {
     pub http11: bool,
     /// The head as received, through its blank line (for WebSocket upgrades).
     pub head: Vec<u8>,
+    /// The address the connection came in on (for candidate URLs).
+    pub local: Option<std::net::SocketAddr>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let shown = if n.eq_ignore_ascii_case("Authorization") {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (n.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("headers", &headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Request {
@@ -104,7 +130,7 @@ impl Response {
         self
     }
 
-    fn encode(&self, keep_alive: bool, cors: Option<&str>) -> Vec<u8> {
+    fn encode(&self, keep_alive: bool, cors: Option<&str>, head_only: bool) -> Vec<u8> {
         let mut head = format!(
             "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
             self.status,
@@ -123,7 +149,10 @@ impl Response {
         }
         head.push_str("\r\n");
         let mut out = head.into_bytes();
-        out.extend_from_slice(&self.body);
+        // A HEAD answer announces the body's length but carries no body.
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
         out
     }
 }
@@ -158,7 +187,10 @@ pub fn serve(
     let mut deadline = deadline;
     for served in 0..MAX_REQUESTS {
         let request = match read_request(&*stream, &mut buf, deadline) {
-            Ok(request) => request,
+            Ok(mut request) => {
+                request.local = stream.socket().local_addr().ok();
+                request
+            }
             Err(Failure::Read(ReadError::Closed(_))) if served > 0 && buf.is_empty() => return,
             Err(Failure::Read(ReadError::Timeout)) if served > 0 && buf.is_empty() => {
                 crate::debug!("conn={conn} keep-alive connection idle, closed");
@@ -172,7 +204,7 @@ pub fn serve(
                     response.status,
                     String::from_utf8_lossy(&response.body)
                 );
-                let _ = write(ctx, &*stream, &response, false);
+                let _ = write(ctx, &*stream, &response, false, false);
                 crate::handshake::linger_close(stream.socket());
                 return;
             }
@@ -190,7 +222,8 @@ pub fn serve(
             response.status
         );
         ctx.metrics.http_response(response.status);
-        if write(ctx, &*stream, &response, keep_alive).is_err() || !keep_alive {
+        let head_only = request.method == "HEAD";
+        if write(ctx, &*stream, &response, keep_alive, head_only).is_err() || !keep_alive {
             if !keep_alive {
                 crate::handshake::linger_close(stream.socket());
             }
@@ -221,7 +254,7 @@ fn upgrade(
     _deadline: Instant,
 ) {
     let response = Response::error(404, "WebSocket candidates are not served by this build");
-    let _ = write(ctx, &*stream, &response, false);
+    let _ = write(ctx, &*stream, &response, false, false);
     crate::handshake::linger_close(stream.socket());
     crate::warn!("conn={conn} WebSocket upgrade refused");
 }
@@ -231,8 +264,9 @@ fn write(
     stream: &dyn Duplex,
     response: &Response,
     keep_alive: bool,
+    head_only: bool,
 ) -> io::Result<()> {
-    let bytes = response.encode(keep_alive, ctx.config.cors_origin.as_deref());
+    let bytes = response.encode(keep_alive, ctx.config.cors_origin.as_deref(), head_only);
     stream
         .socket()
         .set_write_timeout(Some(ctx.config.handshake_timeout))?;
@@ -303,14 +337,18 @@ fn read_request(
         return Err(Failure::Reject(Response::error(400, why)));
     }
     let lengths: Vec<&String> = find(&headers, "Content-Length").map(|(_, v)| v).collect();
+    // Digits only: `+3` or `0x3` parse as numbers in some stacks and not in
+    // others, which is how requests get smuggled past proxies.
+    let parse_length = |v: &str| {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Failure::Reject(Response::error(400, "bad Content-Length")));
+        }
+        v.parse::<usize>()
+            .map_err(|_| Failure::Reject(Response::error(413, "request body over 64 KiB")))
+    };
     let body_len = match lengths.as_slice() {
         [] => 0,
-        [one] => one
-            .parse::<usize>()
-            .map_err(|_| Failure::Reject(Response::error(400, "bad Content-Length")))?,
-        [first, rest @ ..] if rest.iter().all(|v| v == first) => first
-            .parse::<usize>()
-            .map_err(|_| Failure::Reject(Response::error(400, "bad Content-Length")))?,
+        [first, rest @ ..] if rest.iter().all(|v| v == first) => parse_length(first)?,
         _ => {
             return Err(Failure::Reject(Response::error(
                 400,
@@ -337,6 +375,7 @@ fn read_request(
         body,
         http11,
         head,
+        local: None,
     })
 }
 
@@ -393,6 +432,26 @@ fn fill(
 #[cfg(test)]
 mod tests {
     use super::looks_like_http;
+
+    #[test]
+    fn request_debug_hides_the_api_key() {
+        let request = super::Request {
+            method: "GET".into(),
+            path: "/metrics".into(),
+            headers: vec![(
+                "Authorization".into(),
+                "Bearer sekrit-key-0123456789".into(),
+            )],
+            body: Vec::new(),
+            http11: true,
+            head: b"GET /metrics HTTP/1.1\r\nAuthorization: Bearer sekrit-key-0123456789\r\n\r\n"
+                .to_vec(),
+            local: None,
+        };
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("sekrit"), "{shown}");
+        assert!(shown.contains("/metrics"));
+    }
 
     #[test]
     fn request_lines_are_told_from_other_bytes() {

@@ -1,7 +1,8 @@
 //! Line logging to stderr with a global level (`log_level` in relay.toml or `JET_RELAY_LOG`).
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{mpsc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How much the relay says. Each level includes the ones before it.
@@ -55,7 +56,57 @@ pub fn enabled(level: Level) -> bool {
     level != Level::Off && level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
-/// Writes one line; use the `error!`..`debug!` macros instead.
+/// Lines waiting for the writer thread; past this, new lines are dropped.
+pub const QUEUE_LINES: usize = 4096;
+
+enum Message {
+    Line(String),
+    Flush(mpsc::SyncSender<()>),
+}
+
+static QUEUE: OnceLock<Option<mpsc::SyncSender<Message>>> = OnceLock::new();
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Connection threads never write to stderr themselves: a stalled reader of
+/// stderr (a full pipe) would block them all. They queue lines for one writer
+/// thread and drop lines when the queue is full.
+fn queue() -> Option<&'static mpsc::SyncSender<Message>> {
+    QUEUE
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
+            std::thread::Builder::new()
+                .name("jet-log".into())
+                .spawn(move || writer(rx))
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+}
+
+fn writer(rx: mpsc::Receiver<Message>) {
+    for message in rx {
+        match message {
+            Message::Line(line) => {
+                let dropped = DROPPED.swap(0, Ordering::Relaxed);
+                let mut err = std::io::stderr().lock();
+                if dropped > 0 {
+                    let _ = writeln!(
+                        err,
+                        "{} WARN  {dropped} log line(s) dropped: stderr was not keeping up",
+                        timestamp(SystemTime::now())
+                    );
+                }
+                // A closed stderr is not a reason to disturb a relay.
+                let _ = err.write_all(line.as_bytes());
+            }
+            Message::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Queues one line; use the `error!`..`debug!` macros instead.
 pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
     let line = format!(
         "{} {:5} {}\n",
@@ -63,9 +114,28 @@ pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
         level.label(),
         args
     );
-    // One write per line so lines from different threads never interleave;
-    // a closed stderr is not a reason to disturb a relay.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    match queue() {
+        Some(queue) => {
+            if queue.try_send(Message::Line(line)).is_err() {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // No writer thread could be started: write directly.
+        None => {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Waits (at most `limit`) until every line queued so far is written. Gives
+/// up at once if the queue is full: shutdown must not wait on a stalled stderr.
+pub fn flush(limit: std::time::Duration) {
+    if let Some(queue) = QUEUE.get().and_then(Option::as_ref) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if queue.try_send(Message::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(limit);
+        }
+    }
 }
 
 /// RFC 3339 UTC time with milliseconds.

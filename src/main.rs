@@ -116,6 +116,7 @@ fn relay(args: &[String]) -> Result<(), Error> {
     let _ = stop_rx.recv();
     jet_relay::info!("stopping on signal");
     server.shutdown();
+    log::flush(std::time::Duration::from_millis(200));
     Ok(())
 }
 

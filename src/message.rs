@@ -126,6 +126,21 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, RequestError> {
     })
 }
 
+/// The version to echo in an answer to a request that could not be served:
+/// its `Jet-Version` when that is a number, else 1 for `/` and 2 otherwise.
+pub fn requested_version(payload: &[u8]) -> u8 {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let _ = req.parse(payload);
+    let declared = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Jet-Version"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.trim().parse::<u8>().ok());
+    declared.unwrap_or(if req.path == Some("/") { 1 } else { 2 })
+}
+
 /// Parses a version 2 path `/jet/<accept|connect|test>/<association>/<candidate>`
 /// (also used for WebSocket upgrades). A query string is ignored.
 pub fn parse_path(path: &str) -> Result<(Method, Uuid, Uuid), RequestError> {
@@ -343,6 +358,17 @@ mod tests {
             parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n"),
             Err(RequestError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn refusals_echo_the_declared_version() {
+        let v3 = format!("GET /jet/accept/nope/{C} HTTP/1.1\r\nJet-Version: 3\r\n\r\n");
+        assert_eq!(requested_version(v3.as_bytes()), 3);
+        assert_eq!(
+            requested_version(b"GET / HTTP/1.1\r\nJet-Method: x\r\n\r\n"),
+            1
+        );
+        assert_eq!(requested_version(b"GET /jet/x HTTP/1.1\r\n\r\n"), 2);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub rejected_404: AtomicU64,
     /// Rejections answered 409 (candidate taken).
     pub rejected_409: AtomicU64,
+    /// Rejections answered 503 (table full, shutting down).
+    pub rejected_503: AtomicU64,
     /// Pairs formed.
     pub pairs_started: AtomicU64,
     /// Pairs whose relay ended.
@@ -107,6 +109,7 @@ impl Metrics {
         let counter = match status {
             404 => &self.rejected_404,
             409 => &self.rejected_409,
+            503 => &self.rejected_503,
             _ => &self.rejected_400,
         };
         counter.fetch_add(1, Ordering::Relaxed);

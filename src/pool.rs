@@ -59,6 +59,9 @@ impl Pool {
     /// (closing whatever sockets it owned).
     pub fn spawn(&self, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
         let mut state = self.shared.lock();
+        if state.closed {
+            return Err(io::Error::other("the pool is closed"));
+        }
         if state.idle > state.queue.len() {
             state.queue.push_back(Box::new(job));
             drop(state);
@@ -155,6 +158,9 @@ fn worker(shared: Arc<Shared>, first: Job) {
                 .unwrap_or_else(|e| e.into_inner());
             state.idle -= 1;
             match state.queue.pop_front() {
+                // Closed while this job waited: drop it unrun (closing the
+                // sockets it owns) rather than start work during shutdown.
+                Some(_) if state.closed => return,
                 Some(job) => job,
                 None => return,
             }

@@ -154,10 +154,10 @@ impl Running {
     fn moved(&self) {
         self.pair.stats.touch();
         if !self.selected.swap(true, Ordering::Relaxed) {
-            let victims = self
-                .ctx
-                .table
-                .select(self.pair.association, self.pair.candidate);
+            let victims =
+                self.ctx
+                    .table
+                    .select(self.pair.association, self.pair.candidate, &self.pair.stats);
             if !victims.is_empty() {
                 crate::info!(
                     "association={} candidate={} selected; closing {} unused connection(s)",

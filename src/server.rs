@@ -115,37 +115,41 @@ impl Server {
             .collect();
         let ctx = Arc::new(Context {
             listeners: bound_info,
+            table: Table::new(config.max_associations),
             config,
-            table: Table::new(),
             metrics: Metrics::default(),
             registry: Arc::new(Registry::default()),
             pool: Pool::new(),
             stopping: AtomicBool::new(false),
             stop_signal: (Mutex::new(false), Condvar::new()),
         });
-        let mut listeners = Vec::new();
+        // Built before its threads start: if one fails to start, dropping the
+        // half-started server shuts down the ones already running.
+        let mut server = Server {
+            ctx,
+            listeners: Vec::new(),
+            reaper: None,
+        };
         for (url, socket, local) in bound {
-            let loop_ctx = Arc::clone(&ctx);
+            let loop_ctx = Arc::clone(&server.ctx);
             let thread = thread::Builder::new()
                 .name(format!("jet-listen-{}", local.port()))
                 .spawn(move || accept_loop(loop_ctx, socket))
                 .map_err(|e| Error::io("starting a listener thread", e))?;
-            listeners.push(Listener {
+            server.listeners.push(Listener {
                 url,
                 local,
                 thread: Some(thread),
             });
         }
-        let reaper_ctx = Arc::clone(&ctx);
-        let reaper = thread::Builder::new()
-            .name("jet-reaper".into())
-            .spawn(move || crate::reaper::run(reaper_ctx))
-            .map_err(|e| Error::io("starting the reaper thread", e))?;
-        Ok(Server {
-            ctx,
-            listeners,
-            reaper: Some(reaper),
-        })
+        let reaper_ctx = Arc::clone(&server.ctx);
+        server.reaper = Some(
+            thread::Builder::new()
+                .name("jet-reaper".into())
+                .spawn(move || crate::reaper::run(reaper_ctx))
+                .map_err(|e| Error::io("starting the reaper thread", e))?,
+        );
+        Ok(server)
     }
 
     /// The address each listener actually bound (port 0 resolved), in config order.
@@ -271,10 +275,18 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 }
 
 /// Wraps an accepted socket: no Nagle delay, registered for shutdown.
-pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> (Arc<TcpDuplex>, u64) {
+/// `None` when shutdown has begun: the socket is closed at once.
+///
+/// Shutdown sets its flag before it takes the registry's snapshot, and both
+/// registering and the snapshot take the registry lock: a socket registered
+/// after the snapshot therefore sees the flag here.
+pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> Option<(Arc<TcpDuplex>, u64)> {
     let _ = sock.set_nodelay(true);
     let sock = Arc::new(sock);
     let registration = ctx.registry.register(&sock);
+    if ctx.stopping() {
+        return None;
+    }
     let id = registration.id();
-    (Arc::new(TcpDuplex::new(sock, registration)), id)
+    Some((Arc::new(TcpDuplex::new(sock, registration)), id))
 }

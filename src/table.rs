@@ -52,6 +52,8 @@ pub enum Reject {
     NotFound(&'static str),
     /// The candidate is taken or the association already chose another (409).
     Conflict(&'static str),
+    /// The relay is full or shutting down (503).
+    Unavailable(&'static str),
 }
 
 impl Reject {
@@ -60,12 +62,13 @@ impl Reject {
         match self {
             Reject::NotFound(_) => 404,
             Reject::Conflict(_) => 409,
+            Reject::Unavailable(_) => 503,
         }
     }
     /// The reason, for logs.
     pub fn reason(self) -> &'static str {
         match self {
-            Reject::NotFound(r) | Reject::Conflict(r) => r,
+            Reject::NotFound(r) | Reject::Conflict(r) | Reject::Unavailable(r) => r,
         }
     }
 }
@@ -207,7 +210,28 @@ pub struct Table {
     inner: Mutex<HashMap<Uuid, Association>>,
     changed: Condvar,
     epoch: Instant,
+    /// Set by `drain` at shutdown: nothing new may enter the table after it.
+    closed: AtomicBool,
+    /// Source of reservation tokens.
+    next_token: AtomicU64,
+    /// The most associations the table holds.
+    max_associations: usize,
 }
+
+/// A reserved accept slot, to publish once the 200 is written (or give up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// The association.
+    pub association: Uuid,
+    /// The candidate.
+    pub candidate: Uuid,
+    token: u64,
+}
+
+/// The most candidates one association may have (gathered or named by accepts).
+pub const MAX_CANDIDATES: usize = 64;
+/// The most associations a table holds unless configured otherwise.
+pub const DEFAULT_MAX_ASSOCIATIONS: usize = 100_000;
 
 struct Association {
     created: Instant,
@@ -232,8 +256,9 @@ struct Candidate {
 
 enum Slot {
     Gathered,
-    /// An accept is writing its 200; it becomes `Parked` right after.
-    Reserved,
+    /// An accept is writing its 200; it becomes `Parked` right after. The
+    /// token tells this reservation from a later one on the same ids.
+    Reserved(u64),
     Parked(Stream),
     Paired {
         accept: Weak<dyn Duplex>,
@@ -268,7 +293,7 @@ impl Association {
         self.candidates.iter().any(|c| {
             matches!(
                 c.slot,
-                Slot::Reserved | Slot::Parked(_) | Slot::Paired { .. }
+                Slot::Reserved(_) | Slot::Parked(_) | Slot::Paired { .. }
             )
         })
     }
@@ -316,7 +341,7 @@ impl Association {
                     });
                     let state = match &c.slot {
                         Slot::Gathered => CandidateState::Gathered,
-                        Slot::Reserved | Slot::Parked(_) => CandidateState::Parked,
+                        Slot::Reserved(_) | Slot::Parked(_) => CandidateState::Parked,
                         Slot::Paired { .. } if a2c + c2a > 0 => CandidateState::Relaying,
                         Slot::Paired { .. } => CandidateState::Paired,
                         Slot::Closed => CandidateState::Closed,
@@ -338,17 +363,31 @@ impl Association {
 
 impl Default for Table {
     fn default() -> Table {
-        Table::new()
+        Table::new(DEFAULT_MAX_ASSOCIATIONS)
     }
 }
 
 impl Table {
-    /// An empty table.
-    pub fn new() -> Table {
+    /// An empty table that holds at most `max_associations`.
+    pub fn new(max_associations: usize) -> Table {
         Table {
             inner: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
             epoch: Instant::now(),
+            closed: AtomicBool::new(false),
+            next_token: AtomicU64::new(1),
+            max_associations,
+        }
+    }
+
+    /// Refuses new associations when the table is closed or full.
+    fn admit(&self, map: &HashMap<Uuid, Association>) -> Result<(), Reject> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Reject::Unavailable("the relay is shutting down"))
+        } else if map.len() >= self.max_associations {
+            Err(Reject::Unavailable("too many associations"))
+        } else {
+            Ok(())
         }
     }
 
@@ -358,21 +397,24 @@ impl Table {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Creates an association for the REST API. Returns false (and changes
-    /// nothing: its sockets stay) when it already exists.
-    pub fn create(&self, id: Uuid) -> bool {
+    /// Creates an association for the REST API. A conflict (and no change:
+    /// its sockets stay) when it already exists.
+    pub fn create(&self, id: Uuid) -> Result<(), Reject> {
         let mut map = self.lock();
         if map.contains_key(&id) {
-            return false;
+            return Err(Reject::Conflict("association already exists"));
         }
+        self.admit(&map)?;
         map.insert(id, Association::new(Origin::Api));
-        true
+        Ok(())
     }
 
     /// Version 1 accept: a new association with a fresh id and its single
     /// candidate reserved. Publish the stream after writing the 200.
-    pub fn reserve_v1(&self, kind: Kind) -> Uuid {
+    pub fn reserve_v1(&self, kind: Kind) -> Result<Reservation, Reject> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let mut map = self.lock();
+        self.admit(&map)?;
         let id = loop {
             let id = Uuid::new_v4();
             if !map.contains_key(&id) {
@@ -383,13 +425,17 @@ impl Table {
         assoc.candidates.push(Candidate {
             id: V1_CANDIDATE,
             url: None,
-            slot: Slot::Reserved,
+            slot: Slot::Reserved(token),
             accept_kind: Some(kind),
             connect_kind: None,
             stats: None,
         });
         map.insert(id, assoc);
-        id
+        Ok(Reservation {
+            association: id,
+            candidate: V1_CANDIDATE,
+            token,
+        })
     }
 
     /// Version 2 accept: reserves the candidate so no second accept can take it.
@@ -401,13 +447,20 @@ impl Table {
         cand: Uuid,
         kind: Kind,
         create_missing: bool,
-    ) -> Result<(), Reject> {
+    ) -> Result<Reservation, Reject> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let mut map = self.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Reject::Unavailable("the relay is shutting down"));
+        }
+        if !map.contains_key(&id) {
+            if !create_missing {
+                return Err(Reject::NotFound("unknown association"));
+            }
+            self.admit(&map)?;
+        }
         let assoc = match map.entry(id) {
             Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(_) if !create_missing => {
-                return Err(Reject::NotFound("unknown association"))
-            }
             Entry::Vacant(entry) => entry.insert(Association::new(Origin::Jet)),
         };
         if assoc.selected.is_some_and(|s| s != cand) {
@@ -416,61 +469,80 @@ impl Table {
             ));
         }
         let gathered = assoc.gathered;
+        let full = assoc.candidates.len() >= MAX_CANDIDATES;
         match assoc.candidate(cand) {
             Some(c) => match c.slot {
                 Slot::Gathered | Slot::Closed => {
-                    c.slot = Slot::Reserved;
+                    c.slot = Slot::Reserved(token);
                     c.accept_kind = Some(kind);
                     c.connect_kind = None;
                 }
-                Slot::Reserved | Slot::Parked(_) => {
+                Slot::Reserved(_) | Slot::Parked(_) => {
                     return Err(Reject::Conflict("candidate already has a parked accept"))
                 }
                 Slot::Paired { .. } => return Err(Reject::Conflict("candidate already paired")),
             },
             None if gathered => return Err(Reject::NotFound("unknown candidate")),
+            None if full => {
+                return Err(Reject::Unavailable(
+                    "too many candidates on this association",
+                ))
+            }
             None => assoc.candidates.push(Candidate {
                 id: cand,
                 url: None,
-                slot: Slot::Reserved,
+                slot: Slot::Reserved(token),
                 accept_kind: Some(kind),
                 connect_kind: None,
                 stats: None,
             }),
         }
         assoc.ended_at = None;
-        Ok(())
+        Ok(Reservation {
+            association: id,
+            candidate: cand,
+            token,
+        })
     }
 
     /// Parks the accepting stream on its reserved candidate, once its 200 is
-    /// on the wire. Gives the stream back if the association went away meanwhile.
-    pub fn publish(&self, id: Uuid, cand: Uuid, stream: Stream) -> Result<(), Stream> {
+    /// on the wire. Gives the stream back if the reservation is gone (the
+    /// association was deleted or expired meanwhile, or the table closed).
+    pub fn publish(&self, reservation: Reservation, stream: Stream) -> Result<(), Stream> {
         let mut map = self.lock();
-        let slot = map
-            .get_mut(&id)
-            .and_then(|a| a.candidate(cand))
-            .map(|c| &mut c.slot);
-        match slot {
-            Some(slot @ Slot::Reserved) => {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(stream);
+        }
+        match Self::reserved_slot(&mut map, reservation) {
+            Some(slot) => {
                 *slot = Slot::Parked(stream);
                 drop(map);
                 self.changed.notify_all();
                 Ok(())
             }
-            _ => Err(stream),
+            None => Err(stream),
         }
     }
 
     /// Gives up a reservation whose 200 could not be written.
-    pub fn unreserve(&self, id: Uuid, cand: Uuid) {
+    pub fn unreserve(&self, reservation: Reservation) {
         let mut map = self.lock();
-        if let Some(c) = map.get_mut(&id).and_then(|a| a.candidate(cand)) {
-            if matches!(c.slot, Slot::Reserved) {
-                c.slot = Slot::Closed;
-            }
+        if let Some(slot) = Self::reserved_slot(&mut map, reservation) {
+            *slot = Slot::Closed;
         }
         drop(map);
         self.changed.notify_all();
+    }
+
+    fn reserved_slot(
+        map: &mut HashMap<Uuid, Association>,
+        reservation: Reservation,
+    ) -> Option<&mut Slot> {
+        let slot = &mut map
+            .get_mut(&reservation.association)?
+            .candidate(reservation.candidate)?
+            .slot;
+        matches!(slot, Slot::Reserved(t) if *t == reservation.token).then_some(slot)
     }
 
     /// Connect: takes the parked accept of this candidate and records the pair.
@@ -511,7 +583,7 @@ impl Table {
                     c.stats = Some(Arc::clone(&stats));
                     return Ok((accept, stats));
                 }
-                Slot::Reserved => {
+                Slot::Reserved(_) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(Reject::NotFound("no parked accept on this candidate"));
@@ -544,12 +616,24 @@ impl Table {
 
     /// Adds one fresh candidate per URL to an association (created if
     /// missing) and returns their ids in order; from then on only gathered
-    /// ids may be used on it.
-    pub fn gather(&self, id: Uuid, urls: &[String]) -> Vec<Uuid> {
+    /// ids may be used on it. Refused once a candidate is selected (409) and
+    /// past [`MAX_CANDIDATES`] (503).
+    pub fn gather(&self, id: Uuid, urls: &[String]) -> Result<Vec<Uuid>, Reject> {
         let mut map = self.lock();
+        if !map.contains_key(&id) {
+            self.admit(&map)?;
+        }
         let assoc = map
             .entry(id)
             .or_insert_with(|| Association::new(Origin::Api));
+        if assoc.selected.is_some() {
+            return Err(Reject::Conflict("association already selected a candidate"));
+        }
+        if assoc.candidates.len() + urls.len() > MAX_CANDIDATES {
+            return Err(Reject::Unavailable(
+                "too many candidates on this association",
+            ));
+        }
         assoc.gathered = true;
         let mut ids = Vec::with_capacity(urls.len());
         for url in urls {
@@ -569,7 +653,7 @@ impl Table {
             });
             ids.push(cand);
         }
-        ids
+        Ok(ids)
     }
 
     /// Counts for the metrics endpoint, in one pass under the lock.
@@ -583,7 +667,7 @@ impl Table {
             }
             for c in &assoc.candidates {
                 match &c.slot {
-                    Slot::Reserved | Slot::Parked(_) => counts.parked += 1,
+                    Slot::Reserved(_) | Slot::Parked(_) => counts.parked += 1,
                     Slot::Paired { stats, .. } if stats.total() > 0 => counts.relaying += 1,
                     Slot::Paired { .. } => counts.paired += 1,
                     Slot::Gathered | Slot::Closed => {}
@@ -595,19 +679,25 @@ impl Table {
 
     /// The first application byte on a candidate selects it (unless another
     /// was selected first) and closes every other candidate that carried nothing.
-    pub fn select(&self, id: Uuid, cand: Uuid) -> Vec<Victim> {
+    pub fn select(&self, id: Uuid, cand: Uuid, stats: &Arc<PairStats>) -> Vec<Victim> {
         let mut victims = Vec::new();
         let mut map = self.lock();
         let Some(assoc) = map.get_mut(&id) else {
             return victims;
         };
-        if assoc.selected.is_some() {
+        // Only the pair that is really on this candidate (not a pair of an
+        // association deleted and re-created with the same ids) may select.
+        let ours = assoc.candidates.iter().any(|c| {
+            c.id == cand
+                && matches!(&c.slot, Slot::Paired { stats: s, .. } if Arc::ptr_eq(s, stats))
+        });
+        if assoc.selected.is_some() || !ours {
             return victims;
         }
         assoc.selected = Some(cand);
         for c in assoc.candidates.iter_mut().filter(|c| c.id != cand) {
             match &c.slot {
-                Slot::Parked(_) | Slot::Reserved | Slot::Gathered => {
+                Slot::Parked(_) | Slot::Reserved(_) | Slot::Gathered => {
                     if let Slot::Parked(stream) = std::mem::replace(&mut c.slot, Slot::Closed) {
                         victims.push(Victim::Owned(stream));
                     }
@@ -739,9 +829,13 @@ impl Table {
     /// Empties the table (shutdown) and returns every socket to close.
     pub fn drain(&self) -> Vec<Victim> {
         let mut victims = Vec::new();
-        for (_, mut assoc) in self.lock().drain() {
+        let mut map = self.lock();
+        self.closed.store(true, Ordering::Release);
+        for (_, mut assoc) in map.drain() {
             assoc.take_victims(&mut victims);
         }
+        drop(map);
+        self.changed.notify_all();
         victims
     }
 
@@ -763,5 +857,90 @@ impl Table {
     /// True when there is no association.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{Registry, TcpDuplex};
+    use std::net::{TcpListener, TcpStream};
+
+    /// A real loopback socket wrapped as a stream (the table only stores it).
+    fn stream() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (theirs, _) = listener.accept().unwrap();
+        let registry = Arc::new(Registry::default());
+        let theirs = Arc::new(theirs);
+        let registration = registry.register(&theirs);
+        (Arc::new(TcpDuplex::new(theirs, registration)), ours)
+    }
+
+    #[test]
+    fn a_stale_reservation_cannot_publish_into_a_newer_one() {
+        let table = Table::new(10);
+        let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = table.reserve_accept(a, c, Kind::Tcp, true).unwrap();
+        // The association is deleted while the first accept writes its 200,
+        // then re-created by a second accept on the same ids.
+        assert!(table.remove(a).is_some());
+        let second = table.reserve_accept(a, c, Kind::Tcp, true).unwrap();
+        let (s1, _k1) = stream();
+        assert!(
+            table.publish(first, s1).is_err(),
+            "the stale accept is refused"
+        );
+        let (s2, _k2) = stream();
+        assert!(table.publish(second, s2).is_ok());
+        table.unreserve(first);
+        let (connect, _k3) = stream();
+        assert!(
+            table.pair(a, c, &connect, Duration::ZERO).is_ok(),
+            "the second accept is parked"
+        );
+    }
+
+    #[test]
+    fn a_connect_waits_for_a_reserved_accept_to_publish() {
+        let table = Arc::new(Table::new(10));
+        let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
+        let reservation = table.reserve_accept(a, c, Kind::Tcp, true).unwrap();
+        let (connect, _k) = stream();
+        // Nothing pairs with a reserved slot.
+        assert_eq!(
+            table.pair(a, c, &connect, Duration::ZERO).err(),
+            Some(Reject::NotFound("no parked accept on this candidate"))
+        );
+        let waiter = {
+            let table = Arc::clone(&table);
+            let connect = Arc::clone(&connect);
+            std::thread::spawn(move || table.pair(a, c, &connect, Duration::from_secs(10)).is_ok())
+        };
+        let (accept, _k2) = stream();
+        assert!(table.publish(reservation, accept).is_ok());
+        assert!(
+            waiter.join().unwrap(),
+            "the waiting connect paired once published"
+        );
+    }
+
+    #[test]
+    fn a_closed_table_admits_nothing() {
+        let table = Table::new(10);
+        let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
+        let reservation = table.reserve_accept(a, c, Kind::Tcp, true).unwrap();
+        assert!(table.drain().is_empty());
+        let (s, _k) = stream();
+        assert!(table.publish(reservation, s).is_err());
+        assert_eq!(table.create(a).err().map(Reject::status), Some(503));
+        assert_eq!(
+            table
+                .reserve_accept(a, c, Kind::Tcp, true)
+                .err()
+                .map(Reject::status),
+            Some(503)
+        );
+        assert!(table.is_empty());
     }
 }

@@ -509,3 +509,114 @@ fn cors_origin_is_sent_and_preflight_answered() {
         None
     );
 }
+
+#[test]
+fn gathering_is_bounded_and_closed_once_a_candidate_is_selected() {
+    let relay = TestRelay::start();
+    let a = Uuid::new_v4();
+    let path = format!("/jet/gather/{a}");
+    // Two candidates per gather on one TCP listener: 32 gathers fill the 64.
+    for round in 0..32 {
+        assert_eq!(
+            relay.http("POST", &path, &[], b"").status,
+            200,
+            "gather {round}"
+        );
+    }
+    let reply = relay.http("POST", &path, &[], b"");
+    assert_eq!(reply.status, 503);
+    assert!(reply.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("too many candidates"));
+
+    // An association that selected a candidate gathers no more.
+    let b = Uuid::new_v4();
+    let body = relay
+        .http("POST", &format!("/jet/gather/{b}"), &[], b"")
+        .json();
+    let c: Uuid = body["candidates"][0]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut server = relay.accept(b, c);
+    let mut client = relay.connect(b, c);
+    client.write_all(b"select").unwrap();
+    assert_eq!(read_n(&mut server, 6), b"select");
+    assert_eq!(
+        relay
+            .http("POST", &format!("/jet/gather/{b}"), &[], b"")
+            .status,
+        409
+    );
+}
+
+#[test]
+fn a_full_table_refuses_new_associations_with_503() {
+    let relay = TestRelay::with(|c| c.max_associations = 2);
+    let _one = relay.accept(Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(
+        relay
+            .http(
+                "POST",
+                &format!("/jet/association/{}", Uuid::new_v4()),
+                &[],
+                b""
+            )
+            .status,
+        200
+    );
+    let (mut sock, resp) = relay.request(&v2("accept", Uuid::new_v4(), Uuid::new_v4()), 0x73, b"");
+    assert_eq!(resp.status, 503);
+    assert_closed(&mut sock);
+    let reply = relay.http(
+        "POST",
+        &format!("/jet/association/{}", Uuid::new_v4()),
+        &[],
+        b"",
+    );
+    assert_eq!(reply.status, 503);
+    assert_eq!(relay.table().len(), 2);
+}
+
+#[test]
+fn content_length_must_be_plain_digits() {
+    let relay = TestRelay::start();
+    for bad in ["+3", "3 ", "0x3", "-1", ""] {
+        let mut sock = relay.dial();
+        let request = format!(
+            "POST /jet/association/{} HTTP/1.1\r\nContent-Length:{bad}\r\n\r\nabc",
+            Uuid::new_v4()
+        );
+        sock.write_all(request.as_bytes()).unwrap();
+        let reply = read_http(&mut sock);
+        // httparse trims surrounding spaces, so "3 " is the one valid form.
+        let expected = if bad == "3 " { 200 } else { 400 };
+        assert_eq!(reply.status, expected, "Content-Length:{bad:?}");
+    }
+}
+
+#[test]
+fn head_answers_carry_no_body_and_keep_the_framing() {
+    let relay = TestRelay::start();
+    let mut sock = relay.dial();
+    sock.write_all(
+        b"HEAD /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    // The HEAD answer announces a length but sends nothing: read its head only.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        std::io::Read::read_exact(&mut sock, &mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.contains("Content-Length: 0\r\n"), "{head}");
+    // The next bytes are the GET's answer, not a stray body.
+    let next = read_http(&mut sock);
+    assert_eq!(next.status, 200);
+    assert!(next.text().contains("jet-relay"));
+}

@@ -161,13 +161,31 @@ fn prints_the_bound_address_and_stops_on_sigterm_within_two_seconds() {
     let (mut relay, _file) = RelayProcess::start(ON_PORT_0);
     assert!(relay.url.starts_with("tcp://127.0.0.1:"));
     assert!(!relay.url.ends_with(":0"), "the real port is printed");
-    // A parked connection and an idle one must not delay the exit.
+    // A parked connection and an idle one must not delay the exit, and both
+    // are closed by it.
     let addr = relay.url.trim_start_matches("tcp://").to_owned();
-    let _idle = std::net::TcpStream::connect(&addr).unwrap();
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    let url = jet_relay::client::CandidateUrl::parse(&relay.url).unwrap();
+    let (mut parked, _) = jet_relay::client::open(
+        &url,
+        jet_relay::message::Method::Accept,
+        2,
+        Some(Uuid::new_v4()),
+        Uuid::new_v4(),
+    )
+    .unwrap();
     relay.signal("TERM");
     let (status, took) = relay.wait_exit(WAIT);
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
+    for sock in [&mut idle, &mut parked] {
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0; 8];
+        assert!(
+            matches!(sock.read(&mut buf), Ok(0) | Err(_)),
+            "closed by the exit"
+        );
+    }
 }
 
 #[test]
@@ -244,7 +262,16 @@ fn a_full_file_table_neither_crashes_nor_wedges_the_relay() {
         }
     }
     assert!(held.len() > 32, "only {} connections opened", held.len());
-    // Let them go: the relay must come back and serve a full pair.
+    // Wait until the relay reports the exhaustion (its stderr carries only
+    // warnings at this level), then let them go: it must come back and serve
+    // a full pair.
+    let mut stderr = BufReader::new(relay.child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("accept failed: Too many open files"),
+        "{line:?}"
+    );
     drop(held);
     let a = Uuid::new_v4();
     let c = Uuid::new_v4();
@@ -269,14 +296,9 @@ fn a_full_file_table_neither_crashes_nor_wedges_the_relay() {
     let (status, _) = relay.wait_exit(WAIT);
     assert!(status.success());
     let mut err = String::new();
-    relay
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    stderr.read_to_string(&mut err).unwrap();
     assert!(!err.contains("panicked"), "{err}");
-    // The limit was really hit (and reported once, not once per retry).
-    assert_eq!(err.matches("accept failed").count(), 1, "{err}");
+    // Reported once per interval, not once per retry (the test runs well
+    // within a few intervals).
+    assert!(err.matches("accept failed").count() <= 2, "{err}");
 }

@@ -85,24 +85,35 @@ fn bytes_after_the_packet_in_the_same_write_are_relayed() {
 
 #[test]
 fn accept_200_always_precedes_relayed_bytes() {
-    // The connect arrives with data in the same write as its request, right
-    // after the accept was sent: the accept must still read its 200 first.
+    // The accept and a connect carrying data in the same write are sent back
+    // to back, without waiting for the accept's answer. Whenever the connect
+    // pairs, the accept must read its 200 packet before the relayed byte. A
+    // connect that arrives before the accept was even read gets 404; that is
+    // counted, and the test demands that most rounds did pair.
     let relay = TestRelay::start();
-    for _ in 0..50 {
+    let rounds = 200;
+    let mut paired = 0;
+    for _ in 0..rounds {
         let a = Uuid::new_v4();
         let c = Uuid::new_v4();
         let mut server = relay.dial();
         server
             .write_all(&packet::encode(v2("accept", a, c).as_bytes(), 0x73))
             .unwrap();
-        // Retrying the connect until the accept is parked would hide the race;
-        // instead read the accept's 200 first, then connect with early data.
-        let resp = read_response(&mut server);
-        assert_eq!(resp.status, 200);
         let (_client, resp) = relay.request(&v2("connect", a, c), 0x73, b"X");
-        assert_eq!(resp.status, 200);
-        assert_eq!(read_n(&mut server, 1), b"X");
+        if resp.status == 200 {
+            paired += 1;
+            let first = read_response(&mut server);
+            assert_eq!(first.status, 200, "the accept's first bytes are its 200");
+            assert_eq!(read_n(&mut server, 1), b"X");
+        } else {
+            assert_eq!(resp.status, 404);
+        }
     }
+    assert!(
+        paired >= rounds / 2,
+        "only {paired} of {rounds} rounds paired"
+    );
 }
 
 #[test]
@@ -175,8 +186,7 @@ fn rejections_leave_other_pairs_relaying() {
 fn malformed_packets_are_closed_without_an_answer() {
     let relay = TestRelay::start();
     let not_http = packet::encode(b"\x01\x02\x03 binary junk\r\n\r\n", 0x73);
-    let mut incomplete = packet::encode(b"GET / HTTP/1.1\r\nHost: x\r\n", 0x73);
-    incomplete.truncate(incomplete.len());
+    let incomplete = packet::encode(b"GET / HTTP/1.1\r\nHost: x\r\n", 0x73);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("bad signature", b"JEX\0\x00\x10\x00\x00GET / HT".to_vec()),
         ("plain text", b"hello relay, how are you?\r\n\r\n".to_vec()),
@@ -327,7 +337,10 @@ fn unselected_associations_expire_and_close_their_sockets() {
     assert_closed(&mut parked);
     assert_closed(&mut server);
     assert_closed(&mut client);
-    assert!(started.elapsed() < WAIT);
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "expired too early"
+    );
     assert!(relay.table().info(a).is_none());
     let m = &relay.server.context().metrics;
     assert_eq!(
@@ -399,26 +412,48 @@ fn idle_timeout_is_off_by_default() {
 
 #[test]
 fn silent_and_slow_clients_hit_the_handshake_timeout_while_others_relay() {
-    let relay = TestRelay::with(|c| c.handshake_timeout = Duration::from_millis(300));
+    let timeout = Duration::from_millis(400);
+    let relay = TestRelay::with(|c| c.handshake_timeout = timeout);
     let (_, mut server, mut client) = relay.pair();
     let mut silent = relay.dial();
-    // A slow client: a valid header, then one byte of the payload, then nothing.
+    // A slow client trickles its request a byte every 50 ms: each read
+    // succeeds, but the whole request cannot arrive within the timeout.
     let mut slow = relay.dial();
     let bytes = packet::encode(
         v2("accept", Uuid::new_v4(), Uuid::new_v4()).as_bytes(),
         0x73,
     );
-    slow.write_all(&bytes[..9]).unwrap();
     let started = Instant::now();
+    let trickle = {
+        let mut slow = slow.try_clone().unwrap();
+        thread::spawn(move || {
+            for byte in bytes {
+                if slow.write_all(&[byte]).is_err() {
+                    return;
+                }
+                // The client's pace, which is what is under test.
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
     // Meanwhile the pair keeps relaying, and new handshakes are served.
     for round in 0..20u8 {
         client.write_all(&[round]).unwrap();
         assert_eq!(read_n(&mut server, 1), [round]);
     }
     let (_a, _s2, _c2) = relay.pair();
-    assert_closed(&mut silent);
     assert_closed(&mut slow);
-    assert!(started.elapsed() >= Duration::from_millis(250));
+    let slow_closed = started.elapsed();
+    assert_closed(&mut silent);
+    assert!(
+        slow_closed >= timeout - Duration::from_millis(50),
+        "closed after {slow_closed:?}"
+    );
+    assert!(
+        slow_closed < timeout * 2,
+        "a per-read timeout would never close it: {slow_closed:?}"
+    );
+    trickle.join().unwrap();
     client.write_all(b"after").unwrap();
     assert_eq!(read_n(&mut server, 5), b"after");
     let m = &relay.server.context().metrics;
