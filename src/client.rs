@@ -107,7 +107,7 @@ pub fn bridge_stdio(sock: TcpStream) -> Result<()> {
     let writer = sock
         .try_clone()
         .map_err(|e| Error::io("cloning the socket", e))?;
-    thread::Builder::new()
+    let sender = thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
             let mut writer = writer;
@@ -134,7 +134,11 @@ pub fn bridge_stdio(sock: TcpStream) -> Result<()> {
             .write_all(&buf[..n])
             .map_err(|e| Error::io("writing stdout", e))?;
     }
-    stdout.flush().map_err(|e| Error::io("writing stdout", e))
+    stdout.flush().map_err(|e| Error::io("writing stdout", e))?;
+    // The other peer ending its side is a half-close: what we still have to
+    // send must go out before we exit.
+    let _ = sender.join();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -302,3 +302,38 @@ fn a_full_file_table_neither_crashes_nor_wedges_the_relay() {
     // within a few intervals).
     assert!(err.matches("accept failed").count() <= 2, "{err}");
 }
+
+#[test]
+fn peer_mode_sends_everything_even_when_the_other_side_sends_nothing() {
+    let (relay, _file) = RelayProcess::start(ON_PORT_0);
+    let a = Uuid::new_v4().to_string();
+    let c = Uuid::new_v4().to_string();
+    let peer = |method: &str, stdin: Stdio| {
+        Command::new(BIN)
+            .args([method, &relay.url, &a, &c])
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The accept side has nothing to say: its stdin is empty.
+    let mut server = peer("accept", Stdio::null());
+    let mut line = String::new();
+    BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.ends_with(": 200\n"), "{line:?}");
+    let mut client = peer("connect", Stdio::piped());
+    let data = pattern(11, 4 << 20);
+    let mut client_in = client.stdin.take().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || client_in.write_all(&sent).unwrap());
+    let mut got = Vec::new();
+    server.stdout.take().unwrap().read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data);
+    assert!(client.wait().unwrap().success());
+    assert!(server.wait().unwrap().success());
+}
