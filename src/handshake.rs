@@ -8,7 +8,7 @@ use crate::pump::{self, Pair};
 use crate::server::Context;
 use crate::transport::{set_read_deadline, Duplex, Stream};
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,29 @@ pub fn read_exact_by(
         }
     }
     Ok(())
+}
+
+/// Reads at least one byte (as many as `buf` takes and have arrived) before
+/// `deadline`.
+pub fn read_some_by(
+    stream: &dyn Duplex,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<usize, ReadError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Timeout);
+        }
+        set_read_deadline(stream.socket(), left).map_err(ReadError::Closed)?;
+        match stream.read(buf) {
+            Ok(0) => return Err(ReadError::Closed(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if crate::error::is_timeout(&e) => {}
+            Err(e) => return Err(ReadError::Closed(e)),
+        }
+    }
 }
 
 /// Serves one accepted TCP connection from its first byte on.
@@ -123,7 +146,7 @@ pub fn serve_jet(
         }
         Err(RequestError::BadRequest(why)) => {
             let version = if payload.starts_with(b"GET / ") { 1 } else { 2 };
-            return reject(ctx, conn, &stream, 400, version, &why);
+            return reject(ctx, conn, &stream, &JetAnswer { version }, 400, &why);
         }
     };
     // From here the peer's bytes are relayed data: no more timeouts on reads.
@@ -131,63 +154,113 @@ pub fn serve_jet(
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
     crate::debug!("conn={conn} request {request:?}");
-    match request.method {
-        Method::Accept => accept(ctx, conn, stream, &request),
-        Method::Connect => connect(ctx, conn, stream, &request, deadline),
-        Method::Test => test(ctx, conn, &stream, &request),
+    let answer = JetAnswer {
+        version: request.version,
+    };
+    serve_request(ctx, conn, stream, &request, &answer, deadline);
+}
+
+/// How a transport answers a request. Accept, connect and test follow the
+/// same table rules on every transport and differ only here: the binary
+/// protocol answers with JET packets, a WebSocket upgrade with HTTP (a 101 on
+/// success, after which the stream speaks WebSocket frames).
+pub trait Answer {
+    /// True when an accept may create its association: the binary protocol
+    /// may, a WebSocket upgrade needs an association created beforehand.
+    fn may_create(&self) -> bool;
+    /// Writes the success answer (`extra` holds version 1's headers) within
+    /// the handshake timeout. Relayed bytes may follow it at once.
+    fn succeed(&self, ctx: &Context, stream: &Stream, extra: &[(&str, &str)]) -> io::Result<()>;
+    /// Writes a refusal with `status` within the handshake timeout, then
+    /// closes the connection (lingering so the refusal is read).
+    fn refuse(&self, ctx: &Context, stream: &Stream, status: u16);
+}
+
+/// The binary protocol's answers: one JET response packet echoing the version.
+pub struct JetAnswer {
+    /// The version the request spoke.
+    pub version: u8,
+}
+
+impl Answer for JetAnswer {
+    fn may_create(&self) -> bool {
+        true
+    }
+    fn succeed(&self, ctx: &Context, stream: &Stream, extra: &[(&str, &str)]) -> io::Result<()> {
+        let response = message::response_packet(200, self.version, extra);
+        write_response(ctx, &**stream, &response)
+    }
+    fn refuse(&self, ctx: &Context, stream: &Stream, status: u16) {
+        let response = message::response_packet(status, self.version, &[]);
+        if write_response(ctx, &**stream, &response).is_ok() {
+            linger_close(&**stream);
+        }
     }
 }
 
-fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request) {
-    let (association, response) = match request.association {
-        None => {
-            let association = ctx.table.reserve_v1(stream.kind());
-            let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
-            let response = message::response_packet(
-                200,
-                1,
-                &[
-                    ("Jet-Association", &association.to_string()),
-                    ("Jet-Instance", &ctx.config.instance),
-                    ("Jet-Timeout", &timeout),
-                ],
-            );
-            (association, response)
-        }
+/// Serves a parsed accept, connect or test, answering through `answer`.
+/// The stream's read timeout must already be cleared: from here on the
+/// peer's bytes are relayed data.
+pub fn serve_request(
+    ctx: &Arc<Context>,
+    conn: u64,
+    stream: Stream,
+    request: &Request,
+    answer: &dyn Answer,
+    deadline: Instant,
+) {
+    match request.method {
+        Method::Accept => accept(ctx, conn, stream, request, answer),
+        Method::Connect => connect(ctx, conn, stream, request, answer, deadline),
+        Method::Test => test(ctx, conn, &stream, request, answer),
+    }
+}
+
+fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, answer: &dyn Answer) {
+    let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
+    let (association, v1_headers) = match request.association {
+        None => (ctx.table.reserve_v1(stream.kind()), true),
         Some(association) => {
-            if let Err(reject_why) =
-                ctx.table
-                    .reserve_accept(association, request.candidate, stream.kind(), true)
-            {
-                return reject(
-                    ctx,
-                    conn,
-                    &stream,
-                    reject_why.status(),
-                    request.version,
-                    reject_why.reason(),
-                );
-            }
-            (
+            if let Err(why) = ctx.table.reserve_accept(
                 association,
-                message::response_packet(200, request.version, &[]),
-            )
+                request.candidate,
+                stream.kind(),
+                answer.may_create(),
+            ) {
+                return reject(ctx, conn, &stream, answer, why.status(), why.reason());
+            }
+            (association, false)
         }
     };
+    let association_text = association.to_string();
+    let extra: &[(&str, &str)] = if v1_headers {
+        &[
+            ("Jet-Association", &association_text),
+            ("Jet-Instance", &ctx.config.instance),
+            ("Jet-Timeout", &timeout),
+        ]
+    } else {
+        &[]
+    };
     let candidate = request.candidate;
-    // The 200 goes out before the candidate is visible to connects, so a
-    // fast connect can never relay bytes ahead of it.
-    if let Err(e) = write_response(ctx, &*stream, &response) {
+    // The success answer goes out before the candidate is visible to
+    // connects, so a fast connect can never relay bytes ahead of it.
+    if let Err(e) = answer.succeed(ctx, &stream, extra) {
         ctx.table.unreserve(association, candidate);
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
+    let kind = stream.kind();
     match ctx.table.publish(association, candidate, stream) {
         Ok(()) => {
             ctx.metrics.handshake(Outcome::Parked);
-            crate::info!("conn={conn} association={association} candidate={candidate} parked (accept, version {})", request.version);
+            crate::info!(
+                "conn={conn} association={association} candidate={candidate} parked (accept over {}, version {})",
+                kind.as_str(),
+                request.version
+            );
         }
         Err(stream) => {
-            // Deleted or expired while we wrote the 200.
+            // Deleted or expired while we wrote the answer.
             ctx.metrics.handshake(Outcome::Closed);
             crate::info!(
                 "conn={conn} association={association} went away before the accept parked"
@@ -197,7 +270,14 @@ fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request) {
     }
 }
 
-fn connect(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, deadline: Instant) {
+fn connect(
+    ctx: &Arc<Context>,
+    conn: u64,
+    stream: Stream,
+    request: &Request,
+    answer: &dyn Answer,
+    deadline: Instant,
+) {
     let association = request
         .association
         .expect("connect requests always name an association");
@@ -207,22 +287,12 @@ fn connect(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, dea
         .min(PUBLISH_WAIT);
     let (accept, stats) = match ctx.table.pair(association, candidate, &stream, wait) {
         Ok(pair) => pair,
-        Err(why) => {
-            return reject(
-                ctx,
-                conn,
-                &stream,
-                why.status(),
-                request.version,
-                why.reason(),
-            )
-        }
+        Err(why) => return reject(ctx, conn, &stream, answer, why.status(), why.reason()),
     };
-    let response = message::response_packet(200, request.version, &[]);
-    if let Err(e) = write_response(ctx, &*stream, &response) {
+    if let Err(e) = answer.succeed(ctx, &stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
         // peer saw the pairing start), so the pair ends here.
-        crate::info!("conn={conn} association={association} candidate={candidate} connect peer left before its 200: {e}");
+        crate::info!("conn={conn} association={association} candidate={candidate} connect peer left before its answer: {e}");
         stream.kill();
         accept.kill();
         ctx.table.release(association, candidate, &stats);
@@ -248,66 +318,65 @@ fn connect(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, dea
     );
 }
 
-fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request) {
+fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request, answer: &dyn Answer) {
     let association = request
         .association
         .expect("test requests always name an association");
     match ctx.table.test(association, request.candidate) {
         Ok(()) => {
-            let response = message::response_packet(200, request.version, &[]);
-            if write_response(ctx, &**stream, &response).is_ok() {
+            if answer.succeed(ctx, stream, &[]).is_ok() {
                 ctx.metrics.handshake(Outcome::Tested);
                 crate::info!(
-                    "conn={conn} association={association} candidate={} tested: 200",
-                    request.candidate
+                    "conn={conn} association={association} candidate={} tested over {}",
+                    request.candidate,
+                    stream.kind().as_str()
                 );
-                linger_close(stream.socket());
+                // Over WebSocket this is the close frame right after the 101.
+                linger_close(&**stream);
             }
         }
-        Err(why) => reject(
-            ctx,
-            conn,
-            stream,
-            why.status(),
-            request.version,
-            why.reason(),
-        ),
+        Err(why) => reject(ctx, conn, stream, answer, why.status(), why.reason()),
     }
 }
 
 /// Answers a well-formed request with an error status, then closes.
-fn reject(ctx: &Context, conn: u64, stream: &Stream, status: u16, version: u8, why: &str) {
+pub fn reject(
+    ctx: &Context,
+    conn: u64,
+    stream: &Stream,
+    answer: &dyn Answer,
+    status: u16,
+    why: &str,
+) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
     crate::warn!("conn={conn} rejected {status}: {why}");
-    let response = message::response_packet(status, version, &[]);
-    if write_response(ctx, &**stream, &response).is_ok() {
-        linger_close(stream.socket());
-    }
+    answer.refuse(ctx, stream, status);
 }
 
-/// Writes a whole response packet in one write, bounded by the handshake timeout.
-fn write_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
+/// Writes a whole answer in one write, bounded by the handshake timeout.
+pub fn write_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
     let sock = stream.socket();
     sock.set_write_timeout(Some(ctx.config.handshake_timeout))?;
     stream.write_all(response)?;
     sock.set_write_timeout(None)
 }
 
-/// Ends our side, then drains what the peer still sends for a short while:
-/// closing a socket with unread input sends a reset, which can destroy the
-/// answer before the peer reads it.
-pub fn linger_close(sock: &TcpStream) {
-    let _ = sock.shutdown(Shutdown::Write);
+/// Ends our side (a FIN, TLS close_notify or WebSocket close frame), then
+/// drains what the peer still sends for a short while: closing a socket with
+/// unread input sends a reset, which can destroy the answer before the peer
+/// reads it.
+pub fn linger_close(stream: &dyn Duplex) {
+    let _ = stream.shutdown_write();
     let deadline = Instant::now() + LINGER;
     let mut drained = 0;
     let mut buf = [0u8; 4096];
     while drained < LINGER_BYTES {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || set_read_deadline(sock, left).is_err() {
+        if left.is_zero() || set_read_deadline(stream.socket(), left).is_err() {
             return;
         }
-        match io::Read::read(&mut &*sock, &mut buf) {
+        match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => drained += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

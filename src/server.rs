@@ -1,11 +1,12 @@
 //! Listeners, the accept loop and the server's life: start, local addresses, shutdown.
 
-use crate::config::{Config, ListenUrl};
+use crate::config::{Config, ListenUrl, Scheme};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::table::Table;
 use crate::transport::{Registry, TcpDuplex};
+use rustls::ServerConfig;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,10 +69,22 @@ struct Listener {
 
 impl Server {
     /// Binds every listener and starts the accept loops and the reaper.
+    /// A TLS listener whose certificate or key cannot be used stops the start
+    /// with an error naming the file, before any socket is bound.
     pub fn start(config: Config) -> Result<Server> {
         config.validate()?;
-        let mut bound = Vec::new();
+        let mut tls_configs = Vec::new();
         for listener in &config.listeners {
+            tls_configs.push(match (listener.url.scheme, &listener.cert, &listener.key) {
+                (Scheme::Tls, Some(cert), Some(key)) => Some(
+                    crate::tls::server_config(cert, key)
+                        .map_err(|e| Error::Config(format!("{}: {e}", listener.url)))?,
+                ),
+                _ => None,
+            });
+        }
+        let mut bound = Vec::new();
+        for (listener, tls) in config.listeners.iter().zip(tls_configs) {
             let addrs: Vec<SocketAddr> = listener
                 .url
                 .address
@@ -83,7 +96,7 @@ impl Server {
             let local = socket
                 .local_addr()
                 .map_err(|e| Error::io(format!("reading the address of {}", listener.url), e))?;
-            bound.push((listener.url.clone(), socket, local));
+            bound.push((listener.url.clone(), socket, local, tls));
         }
         let ctx = Arc::new(Context {
             config,
@@ -95,11 +108,11 @@ impl Server {
             stop_signal: (Mutex::new(false), Condvar::new()),
         });
         let mut listeners = Vec::new();
-        for (url, socket, local) in bound {
+        for (url, socket, local, tls) in bound {
             let loop_ctx = Arc::clone(&ctx);
             let thread = thread::Builder::new()
                 .name(format!("jet-listen-{}", local.port()))
-                .spawn(move || accept_loop(loop_ctx, socket))
+                .spawn(move || accept_loop(loop_ctx, socket, tls))
                 .map_err(|e| Error::io("starting a listener thread", e))?;
             listeners.push(Listener {
                 url,
@@ -128,11 +141,7 @@ impl Server {
     pub fn local_urls(&self) -> Vec<String> {
         self.listeners
             .iter()
-            .map(|l| {
-                let scheme = l.url.to_string();
-                let scheme = scheme.split("://").next().unwrap_or("tcp");
-                format!("{scheme}://{}", l.local)
-            })
+            .map(|l| format!("{}://{}", l.url.scheme.as_str(), l.local))
             .collect()
     }
 
@@ -197,7 +206,9 @@ fn wake_address(local: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
+/// Accepts connections and hands each to a pool thread; a TLS listener's
+/// handshake runs there too, so a slow client never holds this loop.
+fn accept_loop(ctx: Arc<Context>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
     loop {
         let accepted = listener.accept();
         if ctx.stopping() {
@@ -209,10 +220,12 @@ fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
                     .connections_accepted
                     .fetch_add(1, Ordering::Relaxed);
                 let conn_ctx = Arc::clone(&ctx);
-                if let Err(e) = ctx
-                    .pool
-                    .spawn(move || crate::handshake::handle(conn_ctx, sock, peer))
-                {
+                let tls = tls.clone();
+                let spawned = ctx.pool.spawn(move || match tls {
+                    Some(tls) => crate::tls::handle(conn_ctx, sock, peer, tls),
+                    None => crate::handshake::handle(conn_ctx, sock, peer),
+                });
+                if let Err(e) = spawned {
                     // The socket went down with the job: closed, nothing else touched.
                     ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
                     crate::warn!("peer={peer} refused: cannot start a thread: {e}");

@@ -26,10 +26,9 @@ impl TestRelay {
     pub fn with(edit: impl FnOnce(&mut Config)) -> TestRelay {
         let mut config = Config {
             instance: "test-instance".into(),
-            listeners: vec![ListenerConfig {
-                url: ListenUrl::parse("tcp://127.0.0.1:0").unwrap(),
-                external_url: None,
-            }],
+            listeners: vec![ListenerConfig::new(
+                ListenUrl::parse("tcp://127.0.0.1:0").unwrap(),
+            )],
             ..Config::default()
         };
         edit(&mut config);
