@@ -76,10 +76,12 @@ impl Server {
         let mut tls_configs = Vec::new();
         for listener in &config.listeners {
             tls_configs.push(match (listener.url.scheme, &listener.cert, &listener.key) {
-                (Scheme::Tls, Some(cert), Some(key)) => Some(
-                    crate::tls::server_config(cert, key)
-                        .map_err(|e| Error::Config(format!("{}: {e}", listener.url)))?,
-                ),
+                (Scheme::Tls, Some(cert), Some(key)) => {
+                    Some(crate::tls::server_config(cert, key).map_err(|e| match e {
+                        Error::Config(why) => Error::Config(format!("{}: {why}", listener.url)),
+                        other => other,
+                    })?)
+                }
                 _ => None,
             });
         }

@@ -3,3 +3,4 @@
 mod cli;
 mod core;
 mod support;
+mod transports;
