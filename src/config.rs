@@ -353,6 +353,9 @@ mod tests {
             "ended_retention",
             "[[listeners]]",
             "url",
+            "cert",
+            "key",
+            "tls://",
         ] {
             assert!(text.contains(key), "relay.toml should show {key}");
         }

@@ -340,14 +340,7 @@ fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request, answe
 }
 
 /// Answers a well-formed request with an error status, then closes.
-pub fn reject(
-    ctx: &Context,
-    conn: u64,
-    stream: &Stream,
-    answer: &dyn Answer,
-    status: u16,
-    why: &str,
-) {
+fn reject(ctx: &Context, conn: u64, stream: &Stream, answer: &dyn Answer, status: u16, why: &str) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
     crate::warn!("conn={conn} rejected {status}: {why}");

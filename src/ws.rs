@@ -7,11 +7,12 @@
 //! written from two threads at once, and sharing it behind one mutex means
 //! either holding that mutex across a blocking read (the tiny_http #144
 //! deadlock) or polling the socket with short read timeouts, which delays
-//! every write by up to one timeout and burns CPU on idle pairs. Keeping the
+//! every write by up to one timeout, burns CPU on idle pairs, and would make
+//! the pump treat timeouts as "try again" on every transport. Keeping the
 //! read state (a frame parser) and the write state (a frame writer) apart lets
 //! the pump's two threads run at full speed with no shared lock; the only
 //! thing the reader ever sends, a pong, is handed to the writer side without
-//! waiting for it (see [`WsDuplex::flush_control`]).
+//! waiting for it (see `WsDuplex::flush_control`).
 
 use crate::handshake::{self, Answer};
 use crate::message::{self, Method, Request};
@@ -336,7 +337,8 @@ impl WsDuplex {
     /// Sends the owed pong unless a writer holds the write lock, in which case
     /// that writer sends it when it lets go (`write_all` calls this after
     /// releasing the lock). The reader never waits for a writer that may be
-    /// blocked on a peer that does not read.
+    /// blocked on a peer that does not read; it can only wait on its own pong
+    /// (at most 131 bytes) when the peer's receive window is already full.
     fn flush_control(&self) {
         // Each pass finds nothing owed, finds the lock taken, or sends the pong.
         loop {
