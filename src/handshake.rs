@@ -81,6 +81,10 @@ pub fn read_some_by(
 /// Serves one accepted TCP connection from its first byte on.
 pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
     let (stream, conn) = crate::server::tcp_stream(&ctx, sock);
+    if ctx.stopping() {
+        // Registered after shutdown closed every socket: nobody would close this one.
+        return;
+    }
     crate::info!("conn={conn} peer={peer} accepted");
     let deadline = Instant::now() + ctx.config.handshake_timeout;
     dispatch(&ctx, conn, stream, deadline);

@@ -69,6 +69,10 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<
     let sock = Arc::new(sock);
     let registration = ctx.registry.register(&sock);
     let conn = registration.id();
+    if ctx.stopping() {
+        // Registered after shutdown closed every socket: nobody would close this one.
+        return;
+    }
     crate::info!("conn={conn} peer={peer} accepted (tls)");
     let mut tls = match ServerConnection::new(config) {
         Ok(tls) => tls,

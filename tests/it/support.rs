@@ -493,11 +493,15 @@ impl<S: Read + Write> WsPeer<S> {
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     return None
                 }
+                // The relay killed the connection (shutdown, a torn-down pair).
                 Err(tungstenite::Error::Io(e))
                     if e.kind() == std::io::ErrorKind::ConnectionReset =>
                 {
                     return None
                 }
+                Err(tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                )) => return None,
                 Err(e) => panic!("WebSocket read: {e}"),
             }
         }

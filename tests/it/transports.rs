@@ -645,3 +645,51 @@ fn a_tls_listener_without_a_usable_certificate_refuses_to_start() {
         assert!(err.contains(&file), "{err:?} should name {file}");
     }
 }
+
+#[test]
+fn jet_over_tls_rejections_are_answered_inside_tls_then_closed_cleanly() {
+    let relay = TestRelay::with_tls(|_| {});
+    let mut stream = tls_connect(relay.tls_addr(), "localhost").unwrap();
+    let head = v2("connect", Uuid::new_v4(), Uuid::new_v4());
+    stream
+        .write_all(&packet::encode(head.as_bytes(), 0x73))
+        .unwrap();
+    let packet = packet::read_packet(&mut stream).unwrap();
+    let resp = jet_relay::message::parse_response(&packet.payload).unwrap();
+    assert_eq!(resp.status, 404);
+    // The relay ends the TLS session with close_notify: a clean end.
+    let mut rest = Vec::new();
+    assert_eq!(stream.read_to_end(&mut rest).unwrap(), 0);
+    let m = &relay.server.context().metrics;
+    assert_eq!(m.rejected_404.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn shutdown_closes_tls_and_websocket_connections_quickly() {
+    let mut relay = TestRelay::with_tls(|_| {});
+    let (_, server, client) = relay.pair_over(Transport::Wss, Transport::Tls);
+    let a = Uuid::new_v4();
+    assert!(relay.table().create(a));
+    let parked = relay
+        .open(Transport::Ws, "accept", a, Uuid::new_v4())
+        .unwrap();
+    // A TLS connection still in its handshake.
+    let mut handshaking = TcpStream::connect(relay.tls_addr()).unwrap();
+    handshaking.set_read_timeout(Some(WAIT)).unwrap();
+    handshaking.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    // Wait until the relay accepted it (bounded: the accept loop is not busy).
+    let m = &relay.server.context().metrics;
+    let deadline = Instant::now() + WAIT;
+    while m.connections_accepted.load(Ordering::Relaxed) < 4 {
+        assert!(Instant::now() < deadline, "the relay never accepted it");
+        thread::yield_now();
+    }
+    let started = Instant::now();
+    relay.server.shutdown();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    for peer in [&server, &client, &parked] {
+        assert_eq!(recv_to_end(&**peer, 0), b"");
+    }
+    assert_closed(&mut handshaking);
+    assert_eq!(relay.server.context().registry.len(), 0);
+}
