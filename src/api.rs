@@ -191,17 +191,11 @@ pub fn candidate_urls(ctx: &Context, req: &Request) -> Vec<String> {
             }
             None => listener.local.to_string(),
         };
-        for scheme in listener_schemes(listener) {
-            urls.push(format!("{scheme}://{authority}"));
+        for kind in listener.url.scheme.transports() {
+            urls.push(format!("{}://{authority}", kind.as_str()));
         }
     }
     urls
-}
-
-fn listener_schemes(listener: &crate::server::BoundListener) -> &'static [&'static str] {
-    match listener.url.scheme {
-        crate::config::Scheme::Tcp => &["tcp", "ws"],
-    }
 }
 
 fn association_json(info: &AssociationInfo) -> Value {

@@ -2,8 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::log::Level;
+use crate::transport::Kind;
 use serde::{Deserialize, Deserializer};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Handshake timeout when the file does not set one.
@@ -85,19 +86,38 @@ impl std::fmt::Debug for ApiKey {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// `tcp://HOST:PORT`; port 0 picks a free port.
+    /// `tcp://HOST:PORT` or `tls://HOST:PORT`; port 0 picks a free port.
     #[serde(deserialize_with = "listen_url")]
     pub url: ListenUrl,
     /// The URL peers use to reach this listener from outside (behind NAT or a
     /// load balancer); gathered candidates are built from it.
     #[serde(default)]
     pub external_url: Option<String>,
+    /// PEM file with the certificate chain (server certificate first); TLS
+    /// listeners only. A relative path is taken from the config file's folder.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key; TLS listeners only.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl ListenerConfig {
+    /// A listener on `url` with no external URL and no certificate.
+    pub fn new(url: ListenUrl) -> ListenerConfig {
+        ListenerConfig {
+            url,
+            external_url: None,
+            cert: None,
+            key: None,
+        }
+    }
 }
 
 /// A parsed listener URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenUrl {
-    /// The scheme; only `tcp` for now.
+    /// The scheme: `tcp` or `tls`.
     pub scheme: Scheme,
     /// `HOST:PORT` as written, resolved when binding.
     pub address: String,
@@ -108,17 +128,43 @@ pub struct ListenUrl {
 pub enum Scheme {
     /// Plain TCP: JET packets, HTTP and WebSocket upgrades.
     Tcp,
+    /// TLS, then the same as TCP inside it: JET over TLS, HTTPS and `wss://`.
+    Tls,
+}
+
+impl Scheme {
+    /// The URL scheme.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Tcp => "tcp",
+            Scheme::Tls => "tls",
+        }
+    }
+
+    /// The candidate transports a listener of this scheme serves, for
+    /// gathering: JET and WebSocket, both inside TLS on a TLS listener.
+    pub fn transports(self) -> [Kind; 2] {
+        match self {
+            Scheme::Tcp => [Kind::Tcp, Kind::Ws],
+            Scheme::Tls => [Kind::Tls, Kind::Wss],
+        }
+    }
 }
 
 impl ListenUrl {
-    /// Parses `tcp://HOST:PORT`.
+    /// Parses `tcp://HOST:PORT` or `tls://HOST:PORT`.
     pub fn parse(text: &str) -> std::result::Result<ListenUrl, String> {
         let (scheme, rest) = text
             .split_once("://")
             .ok_or_else(|| format!("{text:?} is not a URL like tcp://127.0.0.1:8080"))?;
         let scheme = match scheme {
             "tcp" => Scheme::Tcp,
-            other => return Err(format!("{text:?}: unsupported scheme {other:?} (use tcp)")),
+            "tls" => Scheme::Tls,
+            other => {
+                return Err(format!(
+                    "{text:?}: unsupported scheme {other:?} (use tcp or tls)"
+                ))
+            }
         };
         let rest = rest.trim_end_matches('/');
         let port_ok = rest
@@ -136,10 +182,7 @@ impl ListenUrl {
 
 impl std::fmt::Display for ListenUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = match self.scheme {
-            Scheme::Tcp => "tcp",
-        };
-        write!(f, "{scheme}://{}", self.address)
+        write!(f, "{}://{}", self.scheme.as_str(), self.address)
     }
 }
 
@@ -153,10 +196,9 @@ impl Default for Config {
             idle_timeout: Duration::ZERO,
             ended_retention: DEFAULT_ENDED_RETENTION,
             max_associations: crate::table::DEFAULT_MAX_ASSOCIATIONS,
-            listeners: vec![ListenerConfig {
-                url: ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),
-                external_url: None,
-            }],
+            listeners: vec![ListenerConfig::new(
+                ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),
+            )],
             api_key: None,
             accept_requires_api: None,
             cors_origin: None,
@@ -172,11 +214,25 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and parses a configuration file; errors name the file.
+    /// Reads and parses a configuration file; errors name the file. Relative
+    /// certificate and key paths are made relative to the file's folder.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        Config::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let mut config = Config::from_toml(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let folder = path.parent().unwrap_or(Path::new(""));
+        for listener in &mut config.listeners {
+            for file in [&mut listener.cert, &mut listener.key]
+                .into_iter()
+                .flatten()
+            {
+                if file.is_relative() {
+                    *file = folder.join(&*file);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Whether JET accepts must name an association created through the API.
@@ -238,6 +294,24 @@ impl Config {
             return Err(Error::Config(
                 "listeners: at least one listener is needed".into(),
             ));
+        }
+        for listener in &self.listeners {
+            let has_files = (listener.cert.is_some(), listener.key.is_some());
+            match (listener.url.scheme, has_files) {
+                (Scheme::Tls, (true, true)) | (Scheme::Tcp, (false, false)) => {}
+                (Scheme::Tls, _) => {
+                    return Err(Error::Config(format!(
+                        "listeners: {} needs both cert and key (PEM files)",
+                        listener.url
+                    )))
+                }
+                (Scheme::Tcp, _) => {
+                    return Err(Error::Config(format!(
+                        "listeners: cert and key are for tls:// listeners, not {}",
+                        listener.url
+                    )))
+                }
+            }
         }
         Ok(())
     }
@@ -321,6 +395,41 @@ mod tests {
         check_err("association_ttl = 31536001", "association_ttl");
         check_err("max_associations = 0", "max_associations");
         check_err("max_associations = -3", "max_associations");
+        check_err(
+            "[[listeners]]\nurl = \"tls://h:1\"",
+            "needs both cert and key",
+        );
+        check_err(
+            "[[listeners]]\nurl = \"tls://h:1\"\ncert = \"c.pem\"",
+            "needs both cert and key",
+        );
+        check_err(
+            "[[listeners]]\nurl = \"tcp://h:1\"\ncert = \"c.pem\"\nkey = \"k.pem\"",
+            "for tls:// listeners",
+        );
+    }
+
+    #[test]
+    fn tls_listeners_take_cert_and_key_relative_to_the_config_file() {
+        let folder = std::env::temp_dir().join(format!("jet-relay-config-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let file = folder.join("relay.toml");
+        std::fs::write(
+            &file,
+            "[[listeners]]\nurl = \"tls://127.0.0.1:0\"\ncert = \"certs/server.pem\"\nkey = \"/abs/key.pem\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&file).unwrap();
+        std::fs::remove_dir_all(&folder).unwrap();
+        let listener = &config.listeners[0];
+        assert_eq!(listener.url.scheme, Scheme::Tls);
+        assert_eq!(listener.url.to_string(), "tls://127.0.0.1:0");
+        assert_eq!(
+            listener.cert.as_deref(),
+            Some(&*folder.join("certs/server.pem"))
+        );
+        assert_eq!(listener.key.as_deref(), Some(Path::new("/abs/key.pem")));
+        assert_eq!(listener.url.scheme.transports(), [Kind::Tls, Kind::Wss]);
     }
 
     #[test]
@@ -360,6 +469,9 @@ mod tests {
             "external_url",
             "[[listeners]]",
             "url",
+            "cert",
+            "key",
+            "tls://",
         ] {
             assert!(text.contains(key), "relay.toml should show {key}");
         }

@@ -9,7 +9,7 @@ use crate::server::Context;
 use crate::table::Reject;
 use crate::transport::{set_read_deadline, Duplex, Stream};
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,29 @@ pub fn read_exact_by(
         }
     }
     Ok(())
+}
+
+/// Reads at least one byte (as many as `buf` takes and have arrived) before
+/// `deadline`.
+pub fn read_some_by(
+    stream: &dyn Duplex,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<usize, ReadError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Timeout);
+        }
+        set_read_deadline(stream.socket(), left).map_err(ReadError::Closed)?;
+        match stream.read(buf) {
+            Ok(0) => return Err(ReadError::Closed(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if crate::error::is_timeout(&e) => {}
+            Err(e) => return Err(ReadError::Closed(e)),
+        }
+    }
 }
 
 /// Serves one accepted TCP connection from its first byte on.
@@ -126,7 +149,7 @@ pub fn serve_jet(
         }
         Err(RequestError::BadRequest(why)) => {
             let version = message::requested_version(&payload);
-            return reject(ctx, conn, &stream, 400, version, &why);
+            return reject(ctx, conn, &stream, &JetAnswer { version }, 400, &why);
         }
     };
     // From here the peer's bytes are relayed data: no more timeouts on reads.
@@ -134,14 +157,69 @@ pub fn serve_jet(
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
     crate::debug!("conn={conn} request {request:?}");
-    match request.method {
-        Method::Accept => accept(ctx, conn, stream, &request),
-        Method::Connect => connect(ctx, conn, stream, &request, deadline),
-        Method::Test => test(ctx, conn, &stream, &request),
+    let answer = JetAnswer {
+        version: request.version,
+    };
+    serve_request(ctx, conn, stream, &request, &answer, deadline);
+}
+
+/// How a transport answers a request. Accept, connect and test follow the
+/// same table rules on every transport and differ only here: the binary
+/// protocol answers with JET packets, a WebSocket upgrade with HTTP (a 101 on
+/// success, after which the stream speaks WebSocket frames).
+pub trait Answer {
+    /// True when an accept may create its association: the binary protocol
+    /// may, a WebSocket upgrade needs an association created beforehand.
+    fn may_create(&self) -> bool;
+    /// Writes the success answer (`extra` holds version 1's headers) within
+    /// the handshake timeout. Relayed bytes may follow it at once.
+    fn succeed(&self, ctx: &Context, stream: &Stream, extra: &[(&str, &str)]) -> io::Result<()>;
+    /// Writes a refusal with `status` within the handshake timeout, then
+    /// closes the connection (lingering so the refusal is read).
+    fn refuse(&self, ctx: &Context, stream: &Stream, status: u16);
+}
+
+/// The binary protocol's answers: one JET response packet echoing the version.
+pub struct JetAnswer {
+    /// The version the request spoke.
+    pub version: u8,
+}
+
+impl Answer for JetAnswer {
+    fn may_create(&self) -> bool {
+        true
+    }
+    fn succeed(&self, ctx: &Context, stream: &Stream, extra: &[(&str, &str)]) -> io::Result<()> {
+        let response = message::response_packet(200, self.version, extra);
+        write_response(ctx, &**stream, &response)
+    }
+    fn refuse(&self, ctx: &Context, stream: &Stream, status: u16) {
+        let response = message::response_packet(status, self.version, &[]);
+        if write_response(ctx, &**stream, &response).is_ok() {
+            linger_close(&**stream);
+        }
     }
 }
 
-fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request) {
+/// Serves a parsed accept, connect or test, answering through `answer`.
+/// The stream's read timeout must already be cleared: from here on the
+/// peer's bytes are relayed data.
+pub fn serve_request(
+    ctx: &Arc<Context>,
+    conn: u64,
+    stream: Stream,
+    request: &Request,
+    answer: &dyn Answer,
+    deadline: Instant,
+) {
+    match request.method {
+        Method::Accept => accept(ctx, conn, stream, request, answer),
+        Method::Connect => connect(ctx, conn, stream, request, answer, deadline),
+        Method::Test => test(ctx, conn, &stream, request, answer),
+    }
+}
+
+fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, answer: &dyn Answer) {
     let reserved = match request.association {
         None if ctx.config.accept_requires_api() => Err(Reject::NotFound(
             "version 1 accepts cannot name an association created through the API",
@@ -151,53 +229,43 @@ fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request) {
             association,
             request.candidate,
             stream.kind(),
-            !ctx.config.accept_requires_api(),
+            answer.may_create() && !ctx.config.accept_requires_api(),
         ),
     };
     let reservation = match reserved {
         Ok(reservation) => reservation,
-        Err(why) => {
-            return reject(
-                ctx,
-                conn,
-                &stream,
-                why.status(),
-                request.version,
-                why.reason(),
-            );
-        }
+        Err(why) => return reject(ctx, conn, &stream, answer, why.status(), why.reason()),
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
-    let response = if request.version == 1 {
-        let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
-        message::response_packet(
-            200,
-            1,
-            &[
-                ("Jet-Association", &association.to_string()),
-                ("Jet-Instance", &ctx.config.instance),
-                ("Jet-Timeout", &timeout),
-            ],
-        )
+    let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
+    let association_text = association.to_string();
+    let extra: &[(&str, &str)] = if request.version == 1 {
+        &[
+            ("Jet-Association", &association_text),
+            ("Jet-Instance", &ctx.config.instance),
+            ("Jet-Timeout", &timeout),
+        ]
     } else {
-        message::response_packet(200, request.version, &[])
+        &[]
     };
-    // The 200 goes out before the candidate is visible to connects, so a
-    // fast connect can never relay bytes ahead of it.
-    if let Err(e) = write_response(ctx, &*stream, &response) {
+    // The success answer goes out before the candidate is visible to
+    // connects, so a fast connect can never relay bytes ahead of it.
+    if let Err(e) = answer.succeed(ctx, &stream, extra) {
         ctx.table.unreserve(reservation);
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
+    let kind = stream.kind();
     match ctx.table.publish(reservation, stream) {
         Ok(()) => {
             ctx.metrics.handshake(Outcome::Parked);
             crate::info!(
-                "conn={conn} association={association} candidate={candidate} parked (accept, version {})",
+                "conn={conn} association={association} candidate={candidate} parked (accept over {}, version {})",
+                kind.as_str(),
                 request.version
             );
         }
         Err(stream) => {
-            // Deleted or expired while we wrote the 200, or shutting down.
+            // Deleted or expired while we wrote the answer, or shutting down.
             ctx.metrics.handshake(Outcome::Closed);
             crate::info!(
                 "conn={conn} association={association} went away before the accept parked"
@@ -207,7 +275,14 @@ fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request) {
     }
 }
 
-fn connect(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, deadline: Instant) {
+fn connect(
+    ctx: &Arc<Context>,
+    conn: u64,
+    stream: Stream,
+    request: &Request,
+    answer: &dyn Answer,
+    deadline: Instant,
+) {
     let association = request
         .association
         .expect("connect requests always name an association");
@@ -217,22 +292,12 @@ fn connect(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, dea
         .min(PUBLISH_WAIT);
     let (accept, stats) = match ctx.table.pair(association, candidate, &stream, wait) {
         Ok(pair) => pair,
-        Err(why) => {
-            return reject(
-                ctx,
-                conn,
-                &stream,
-                why.status(),
-                request.version,
-                why.reason(),
-            )
-        }
+        Err(why) => return reject(ctx, conn, &stream, answer, why.status(), why.reason()),
     };
-    let response = message::response_packet(200, request.version, &[]);
-    if let Err(e) = write_response(ctx, &*stream, &response) {
+    if let Err(e) = answer.succeed(ctx, &stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
         // peer saw the pairing start), so the pair ends here.
-        crate::info!("conn={conn} association={association} candidate={candidate} connect peer left before its 200: {e}");
+        crate::info!("conn={conn} association={association} candidate={candidate} connect peer left before its answer: {e}");
         stream.kill();
         accept.kill();
         ctx.table.release(association, candidate, &stats);
@@ -258,66 +323,58 @@ fn connect(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, dea
     );
 }
 
-fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request) {
+fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request, answer: &dyn Answer) {
     let association = request
         .association
         .expect("test requests always name an association");
     match ctx.table.test(association, request.candidate) {
         Ok(()) => {
-            let response = message::response_packet(200, request.version, &[]);
-            if write_response(ctx, &**stream, &response).is_ok() {
+            if answer.succeed(ctx, stream, &[]).is_ok() {
                 ctx.metrics.handshake(Outcome::Tested);
                 crate::info!(
-                    "conn={conn} association={association} candidate={} tested: 200",
-                    request.candidate
+                    "conn={conn} association={association} candidate={} tested over {}",
+                    request.candidate,
+                    stream.kind().as_str()
                 );
-                linger_close(stream.socket());
+                // Over WebSocket this is the close frame right after the 101.
+                linger_close(&**stream);
             }
         }
-        Err(why) => reject(
-            ctx,
-            conn,
-            stream,
-            why.status(),
-            request.version,
-            why.reason(),
-        ),
+        Err(why) => reject(ctx, conn, stream, answer, why.status(), why.reason()),
     }
 }
 
 /// Answers a well-formed request with an error status, then closes.
-fn reject(ctx: &Context, conn: u64, stream: &Stream, status: u16, version: u8, why: &str) {
+fn reject(ctx: &Context, conn: u64, stream: &Stream, answer: &dyn Answer, status: u16, why: &str) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
     crate::warn!("conn={conn} rejected {status}: {why}");
-    let response = message::response_packet(status, version, &[]);
-    if write_response(ctx, &**stream, &response).is_ok() {
-        linger_close(stream.socket());
-    }
+    answer.refuse(ctx, stream, status);
 }
 
-/// Writes a whole response packet in one write, bounded by the handshake timeout.
-fn write_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
+/// Writes a whole answer in one write, bounded by the handshake timeout.
+pub fn write_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
     let sock = stream.socket();
     sock.set_write_timeout(Some(ctx.config.handshake_timeout))?;
     stream.write_all(response)?;
     sock.set_write_timeout(None)
 }
 
-/// Ends our side, then drains what the peer still sends for a short while:
-/// closing a socket with unread input sends a reset, which can destroy the
-/// answer before the peer reads it.
-pub fn linger_close(sock: &TcpStream) {
-    let _ = sock.shutdown(Shutdown::Write);
+/// Ends our side (a FIN, TLS close_notify or WebSocket close frame), then
+/// drains what the peer still sends for a short while: closing a socket with
+/// unread input sends a reset, which can destroy the answer before the peer
+/// reads it.
+pub fn linger_close(stream: &dyn Duplex) {
+    let _ = stream.shutdown_write();
     let deadline = Instant::now() + LINGER;
     let mut drained = 0;
     let mut buf = [0u8; 4096];
     while drained < LINGER_BYTES {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || set_read_deadline(sock, left).is_err() {
+        if left.is_zero() || set_read_deadline(stream.socket(), left).is_err() {
             return;
         }
-        match io::Read::read(&mut &*sock, &mut buf) {
+        match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => drained += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

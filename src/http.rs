@@ -205,13 +205,15 @@ pub fn serve(
                     String::from_utf8_lossy(&response.body)
                 );
                 let _ = write(ctx, &*stream, &response, false, false);
-                crate::handshake::linger_close(stream.socket());
+                crate::handshake::linger_close(&*stream);
                 return;
             }
         };
         if request.method == "GET" && request.header_has("Upgrade", "websocket") {
+            // A WebSocket candidate: the head goes to the WebSocket transport
+            // with whatever the client sent after it (its first frames).
             let leftover = std::mem::take(&mut buf);
-            return upgrade(ctx, conn, stream, &request, leftover, deadline);
+            return crate::ws::serve_upgrade(ctx, conn, stream, &request.head, leftover, deadline);
         }
         let keep_alive = request.keep_alive() && served + 1 < MAX_REQUESTS;
         let response = crate::api::route(ctx, &request);
@@ -225,7 +227,7 @@ pub fn serve(
         let head_only = request.method == "HEAD";
         if write(ctx, &*stream, &response, keep_alive, head_only).is_err() || !keep_alive {
             if !keep_alive {
-                crate::handshake::linger_close(stream.socket());
+                crate::handshake::linger_close(&*stream);
             }
             return;
         }
@@ -242,21 +244,6 @@ pub fn serve(
 pub fn looks_like_http(prefix: &[u8]) -> bool {
     let method_len = prefix.iter().take_while(|b| b.is_ascii_uppercase()).count();
     (3..=7).contains(&method_len) && prefix.get(method_len) == Some(&b' ')
-}
-
-/// Hands a WebSocket upgrade to the WebSocket transport.
-fn upgrade(
-    ctx: &Arc<Context>,
-    conn: u64,
-    stream: Stream,
-    _request: &Request,
-    _leftover: Vec<u8>,
-    _deadline: Instant,
-) {
-    let response = Response::error(404, "WebSocket candidates are not served by this build");
-    let _ = write(ctx, &*stream, &response, false, false);
-    crate::handshake::linger_close(stream.socket());
-    crate::warn!("conn={conn} WebSocket upgrade refused");
 }
 
 fn write(

@@ -24,7 +24,9 @@ pub mod pump;
 pub mod reaper;
 pub mod server;
 pub mod table;
+pub mod tls;
 pub mod transport;
+pub mod ws;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -83,11 +83,9 @@ fn relay(args: &[String]) -> Result<(), Error> {
         config.listeners = listen
             .iter()
             .map(|url| {
-                Ok(ListenerConfig {
-                    url: ListenUrl::parse(url)
-                        .map_err(|e| Error::Config(format!("--listen: {e}")))?,
-                    external_url: None,
-                })
+                Ok(ListenerConfig::new(
+                    ListenUrl::parse(url).map_err(|e| Error::Config(format!("--listen: {e}")))?,
+                ))
             })
             .collect::<Result<_, Error>>()?;
     }

@@ -81,6 +81,14 @@ pub struct Metrics {
     pub http_4xx: AtomicU64,
     /// REST answers with a 5xx status.
     pub http_5xx: AtomicU64,
+    /// Connections on TLS listeners closed because their TLS handshake failed
+    /// (plain bytes, a bad or incompatible client hello); timeouts and peers
+    /// that left are counted as handshake outcomes only.
+    pub tls_handshake_failures: AtomicU64,
+    /// WebSocket upgrade requests refused as malformed (bad key, version,
+    /// headers or path), answered 400 or 426 before any upgrade. Unknown
+    /// associations (404) and taken candidates (409) are ordinary rejections.
+    pub ws_upgrade_failures: AtomicU64,
 }
 
 impl Metrics {

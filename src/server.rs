@@ -1,11 +1,12 @@
 //! Listeners, the accept loop and the server's life: start, local addresses, shutdown.
 
-use crate::config::{Config, ListenUrl};
+use crate::config::{Config, ListenUrl, Scheme};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::table::Table;
 use crate::transport::{Registry, TcpDuplex};
+use rustls::ServerConfig;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,10 +85,24 @@ struct Listener {
 
 impl Server {
     /// Binds every listener and starts the accept loops and the reaper.
+    /// A TLS listener whose certificate or key cannot be used stops the start
+    /// with an error naming the file, before any socket is bound.
     pub fn start(config: Config) -> Result<Server> {
         config.validate()?;
-        let mut bound = Vec::new();
+        let mut tls_configs = Vec::new();
         for listener in &config.listeners {
+            tls_configs.push(match (listener.url.scheme, &listener.cert, &listener.key) {
+                (Scheme::Tls, Some(cert), Some(key)) => {
+                    Some(crate::tls::server_config(cert, key).map_err(|e| match e {
+                        Error::Config(why) => Error::Config(format!("{}: {why}", listener.url)),
+                        other => other,
+                    })?)
+                }
+                _ => None,
+            });
+        }
+        let mut bound = Vec::new();
+        for (listener, tls) in config.listeners.iter().zip(tls_configs) {
             let addrs: Vec<SocketAddr> = listener
                 .url
                 .address
@@ -99,11 +114,11 @@ impl Server {
             let local = socket
                 .local_addr()
                 .map_err(|e| Error::io(format!("reading the address of {}", listener.url), e))?;
-            bound.push((listener, socket, local));
+            bound.push((listener, socket, local, tls));
         }
         let bound_info = bound
             .iter()
-            .map(|(listener, _, local)| BoundListener {
+            .map(|(listener, _, local, _)| BoundListener {
                 url: listener.url.clone(),
                 local: *local,
                 external_url: listener.external_url.clone(),
@@ -111,7 +126,7 @@ impl Server {
             .collect();
         let bound: Vec<_> = bound
             .into_iter()
-            .map(|(listener, socket, local)| (listener.url.clone(), socket, local))
+            .map(|(listener, socket, local, tls)| (listener.url.clone(), socket, local, tls))
             .collect();
         let ctx = Arc::new(Context {
             listeners: bound_info,
@@ -130,11 +145,11 @@ impl Server {
             listeners: Vec::new(),
             reaper: None,
         };
-        for (url, socket, local) in bound {
+        for (url, socket, local, tls) in bound {
             let loop_ctx = Arc::clone(&server.ctx);
             let thread = thread::Builder::new()
                 .name(format!("jet-listen-{}", local.port()))
-                .spawn(move || accept_loop(loop_ctx, socket))
+                .spawn(move || accept_loop(loop_ctx, socket, tls))
                 .map_err(|e| Error::io("starting a listener thread", e))?;
             server.listeners.push(Listener {
                 url,
@@ -161,11 +176,7 @@ impl Server {
     pub fn local_urls(&self) -> Vec<String> {
         self.listeners
             .iter()
-            .map(|l| {
-                let scheme = l.url.to_string();
-                let scheme = scheme.split("://").next().unwrap_or("tcp");
-                format!("{scheme}://{}", l.local)
-            })
+            .map(|l| format!("{}://{}", l.url.scheme.as_str(), l.local))
             .collect()
     }
 
@@ -230,7 +241,9 @@ fn wake_address(local: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
+/// Accepts connections and hands each to a pool thread; a TLS listener's
+/// handshake runs there too, so a slow client never holds this loop.
+fn accept_loop(ctx: Arc<Context>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
     // While descriptors are exhausted accept fails every few milliseconds;
     // say so once per interval, not once per failure.
     let mut last_warning: Option<std::time::Instant> = None;
@@ -245,10 +258,12 @@ fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
                     .connections_accepted
                     .fetch_add(1, Ordering::Relaxed);
                 let conn_ctx = Arc::clone(&ctx);
-                if let Err(e) = ctx
-                    .pool
-                    .spawn(move || crate::handshake::handle(conn_ctx, sock, peer))
-                {
+                let tls = tls.clone();
+                let spawned = ctx.pool.spawn(move || match tls {
+                    Some(tls) => crate::tls::handle(conn_ctx, sock, peer, tls),
+                    None => crate::handshake::handle(conn_ctx, sock, peer),
+                });
+                if let Err(e) = spawned {
                     // The socket went down with the job: closed, nothing else touched.
                     ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
                     crate::warn!("peer={peer} refused: cannot start a thread: {e}");

@@ -13,6 +13,12 @@ use std::time::Duration;
 pub enum Kind {
     /// JET over plain TCP.
     Tcp,
+    /// JET over TLS (the TLS handshake first, then the JET exchange inside it).
+    Tls,
+    /// WebSocket over plain TCP: the JET parameters are in the upgrade's path.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
 }
 
 impl Kind {
@@ -20,6 +26,18 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Tcp => "tcp",
+            Kind::Tls => "tls",
+            Kind::Ws => "ws",
+            Kind::Wss => "wss",
+        }
+    }
+
+    /// The WebSocket transport carried over this one (`Tcp` gives `Ws`, `Tls`
+    /// gives `Wss`); WebSocket kinds are their own answer.
+    pub fn websocket(self) -> Kind {
+        match self {
+            Kind::Tcp | Kind::Ws => Kind::Ws,
+            Kind::Tls | Kind::Wss => Kind::Wss,
         }
     }
 }

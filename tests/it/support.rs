@@ -5,7 +5,7 @@ use jet_relay::message::{self, Response};
 use jet_relay::packet;
 use jet_relay::Server;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -26,10 +26,9 @@ impl TestRelay {
     pub fn with(edit: impl FnOnce(&mut Config)) -> TestRelay {
         let mut config = Config {
             instance: "test-instance".into(),
-            listeners: vec![ListenerConfig {
-                url: ListenUrl::parse("tcp://127.0.0.1:0").unwrap(),
-                external_url: None,
-            }],
+            listeners: vec![ListenerConfig::new(
+                ListenUrl::parse("tcp://127.0.0.1:0").unwrap(),
+            )],
             ..Config::default()
         };
         edit(&mut config);
@@ -237,5 +236,600 @@ impl TestRelay {
         bytes.extend_from_slice(body);
         sock.write_all(&bytes).unwrap();
         read_http(&mut sock)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Peers over every transport: TCP, TLS, WebSocket and WebSocket over TLS.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+use tungstenite::{Message, WebSocket};
+
+/// How long a test client's blocking call waits before it lets go of its lock,
+/// in the clients that share one stream between a reading and a writing thread.
+pub const POLL: Duration = Duration::from_millis(5);
+
+/// A file under tests/data.
+pub fn data_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// The transports a peer can reach the relay with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 4] = [
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Ws,
+        Transport::Wss,
+    ];
+
+    /// The relay's name for it.
+    pub fn kind(self) -> jet_relay::transport::Kind {
+        use jet_relay::transport::Kind;
+        match self {
+            Transport::Tcp => Kind::Tcp,
+            Transport::Tls => Kind::Tls,
+            Transport::Ws => Kind::Ws,
+            Transport::Wss => Kind::Wss,
+        }
+    }
+
+    fn secure(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+}
+
+/// One side of a relayed stream, whatever the transport. A reading thread and
+/// a writing thread may use it at the same time.
+pub trait Peer: Send + Sync {
+    /// Sends all of `data`.
+    fn send(&self, data: &[u8]);
+    /// Reads some relayed bytes; 0 at the end of the stream.
+    fn recv(&self, buf: &mut [u8]) -> usize;
+    /// Ends our sending side: TCP shutdown, TLS close_notify, WebSocket close frame.
+    fn finish(&self);
+}
+
+/// Reads exactly `n` relayed bytes.
+pub fn recv_n(peer: &dyn Peer, n: usize) -> Vec<u8> {
+    let mut out = vec![0; n];
+    let mut filled = 0;
+    while filled < n {
+        let got = peer.recv(&mut out[filled..]);
+        assert!(got > 0, "stream ended after {filled} of {n} bytes");
+        filled += got;
+    }
+    out
+}
+
+/// Reads relayed bytes until the end of the stream (at most `limit`).
+pub fn recv_to_end(peer: &dyn Peer, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let got = peer.recv(&mut buf);
+        if got == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..got]);
+        assert!(out.len() <= limit, "more than {limit} bytes before the end");
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap()
+}
+
+fn is_poll_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Fails the test when a client made no progress for [`WAIT`].
+struct Progress(Instant);
+
+impl Progress {
+    fn new() -> Progress {
+        Progress(Instant::now())
+    }
+    fn made(&mut self) {
+        self.0 = Instant::now();
+    }
+    #[track_caller]
+    fn check(&self, what: &str) {
+        assert!(self.0.elapsed() < WAIT, "{what}: no progress for {WAIT:?}");
+    }
+}
+
+/// Plain TCP: the socket reads and writes from two threads without a lock.
+pub struct TcpPeer(pub TcpStream);
+
+impl Peer for TcpPeer {
+    fn send(&self, data: &[u8]) {
+        (&self.0).write_all(data).expect("TCP send");
+    }
+    fn recv(&self, buf: &mut [u8]) -> usize {
+        match (&self.0).read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("TCP recv: {e}"),
+        }
+    }
+    fn finish(&self) {
+        self.0.shutdown(Shutdown::Write).expect("TCP shutdown");
+    }
+}
+
+type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+
+/// A rustls client that a reading and a writing thread use at once, without
+/// either waiting for the other: rustls' own `Stream` flushes pending writes
+/// before every read, which couples the two directions. Here the socket is
+/// read with no lock on the session, and ciphertext is written under a write
+/// lock only. Reads and writes follow the socket's timeouts ([`POLL`]):
+/// `write` accepts plaintext once it is encrypted, and unsent ciphertext goes
+/// out first on the next `write` or `flush` (the contract tungstenite needs).
+pub struct TlsClient {
+    sock: TcpStream,
+    conn: Mutex<ClientConnection>,
+    /// Ciphertext not yet taken by rustls (reading side only).
+    incoming: Mutex<Vec<u8>>,
+    /// Ciphertext not yet written to the socket (writing side only).
+    outgoing: Mutex<Vec<u8>>,
+}
+
+impl TlsClient {
+    /// Takes over a stream whose handshake (and JET exchange) is done.
+    pub fn new(stream: TlsStream) -> TlsClient {
+        let StreamOwned { conn, sock } = stream;
+        poll_timeouts(&sock);
+        TlsClient {
+            sock,
+            conn: Mutex::new(conn),
+            incoming: Mutex::new(Vec::new()),
+            outgoing: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Writes pending ciphertext; WouldBlock if some is left.
+    fn send_pending(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        while !out.is_empty() {
+            let n = (&self.sock).write(out)?;
+            out.drain(..n);
+        }
+        Ok(())
+    }
+}
+
+impl Read for &TlsClient {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut incoming = lock(&self.incoming);
+        loop {
+            {
+                let mut conn = lock(&self.conn);
+                while !incoming.is_empty() {
+                    match conn.read_tls(&mut &incoming[..]) {
+                        Ok(0) => break,
+                        Ok(n) => drop(incoming.drain(..n)),
+                        Err(e) if e.kind() == std::io::ErrorKind::Other => break,
+                        Err(e) => return Err(e),
+                    }
+                    conn.process_new_packets()
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                }
+                match conn.reader().read(buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    done => return done,
+                }
+            }
+            let mut chunk = [0; 16 * 1024];
+            let n = (&self.sock).read(&mut chunk)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            incoming.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+impl Write for &TlsClient {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut out = lock(&self.outgoing);
+        self.send_pending(&mut out)?;
+        let n = {
+            let mut conn = lock(&self.conn);
+            let n = conn.writer().write(buf)?;
+            while conn.wants_write() {
+                conn.write_tls(&mut *out)?;
+            }
+            n
+        };
+        // Accepted even if the socket is full: the rest goes out next time.
+        match self.send_pending(&mut out) {
+            Err(e) if is_poll_timeout(&e) => Ok(n),
+            other => other.map(|()| n),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let mut out = lock(&self.outgoing);
+        {
+            let mut conn = lock(&self.conn);
+            while conn.wants_write() {
+                conn.write_tls(&mut *out)?;
+            }
+        }
+        self.send_pending(&mut out)
+    }
+}
+
+/// A TLS peer: [`TlsClient`] read by one thread and written by another.
+pub struct TlsPeer(TlsClient);
+
+impl Peer for TlsPeer {
+    fn send(&self, data: &[u8]) {
+        let mut rest = data;
+        let mut progress = Progress::new();
+        while !rest.is_empty() {
+            match (&self.0).write(rest) {
+                Ok(n) => {
+                    rest = &rest[n..];
+                    progress.made();
+                }
+                Err(e) if is_poll_timeout(&e) => progress.check("TLS send"),
+                Err(e) => panic!("TLS send: {e}"),
+            }
+        }
+        self.flush();
+    }
+    fn recv(&self, buf: &mut [u8]) -> usize {
+        let progress = Progress::new();
+        loop {
+            match (&self.0).read(buf) {
+                Ok(n) => return n,
+                Err(e) if is_poll_timeout(&e) => progress.check("TLS recv"),
+                // The relay closed without close_notify (a killed pair).
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return 0,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return 0,
+                Err(e) => panic!("TLS recv: {e}"),
+            }
+        }
+    }
+    fn finish(&self) {
+        lock(&self.0.conn).send_close_notify();
+        self.flush();
+    }
+}
+
+impl TlsPeer {
+    fn flush(&self) {
+        let progress = Progress::new();
+        loop {
+            match (&self.0).flush() {
+                Ok(()) => return,
+                Err(e) if is_poll_timeout(&e) => progress.check("TLS flush"),
+                Err(e) => panic!("TLS flush: {e}"),
+            }
+        }
+    }
+}
+
+/// [`TlsClient`] by value for tungstenite, which wants to own its stream.
+pub struct SharedTls(Arc<TlsClient>);
+
+impl Read for SharedTls {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for SharedTls {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+/// Largest message a WebSocket test client sends.
+pub const WS_MESSAGE: usize = 64 * 1024;
+
+/// A tungstenite client (over TCP or rustls), shared like [`TlsPeer`].
+pub struct WsPeer<S: Read + Write> {
+    ws: Mutex<WebSocket<S>>,
+    /// Received data not yet handed out.
+    pending: Mutex<(Vec<u8>, usize)>,
+}
+
+impl<S: Read + Write> WsPeer<S> {
+    fn new(ws: WebSocket<S>) -> WsPeer<S> {
+        WsPeer {
+            ws: Mutex::new(ws),
+            pending: Mutex::new((Vec::new(), 0)),
+        }
+    }
+
+    /// Sends one message (with backpressure: it is on the wire, or in the
+    /// socket's buffer, when this returns).
+    pub fn send_message(&self, message: Message) {
+        match lock(&self.ws).write(message) {
+            Ok(()) => {}
+            // Queued; the flush below writes it.
+            Err(tungstenite::Error::Io(e)) if is_poll_timeout(&e) => {}
+            Err(e) => panic!("WebSocket send: {e}"),
+        }
+        self.flush();
+    }
+
+    /// Reads the next message, whatever it is (None: the connection closed).
+    pub fn read_message(&self) -> Option<Message> {
+        let progress = Progress::new();
+        loop {
+            match lock(&self.ws).read() {
+                Ok(message) => return Some(message),
+                Err(tungstenite::Error::Io(e)) if is_poll_timeout(&e) => {
+                    progress.check("WebSocket read")
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return None
+                }
+                // The relay killed the connection (shutdown, a torn-down pair).
+                Err(tungstenite::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::ConnectionReset =>
+                {
+                    return None
+                }
+                Err(tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                )) => return None,
+                Err(e) => panic!("WebSocket read: {e}"),
+            }
+        }
+    }
+
+    fn flush(&self) {
+        let progress = Progress::new();
+        loop {
+            match lock(&self.ws).flush() {
+                Ok(()) => return,
+                Err(tungstenite::Error::Io(e)) if is_poll_timeout(&e) => {
+                    progress.check("WebSocket flush")
+                }
+                // The close handshake finished meanwhile.
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return
+                }
+                Err(e) => panic!("WebSocket flush: {e}"),
+            }
+        }
+    }
+}
+
+impl<S: Read + Write + Send> Peer for WsPeer<S> {
+    fn send(&self, data: &[u8]) {
+        for chunk in data.chunks(WS_MESSAGE) {
+            self.send_message(Message::Binary(chunk.to_vec().into()));
+        }
+    }
+    fn recv(&self, buf: &mut [u8]) -> usize {
+        {
+            let mut pending = lock(&self.pending);
+            let (data, at) = &mut *pending;
+            if *at < data.len() {
+                let n = buf.len().min(data.len() - *at);
+                buf[..n].copy_from_slice(&data[*at..*at + n]);
+                *at += n;
+                return n;
+            }
+        }
+        loop {
+            let data: Vec<u8> = match self.read_message() {
+                Some(Message::Binary(b)) => b.into(),
+                Some(Message::Text(t)) => t.as_bytes().to_vec(),
+                Some(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+                Some(Message::Close(_)) | None => {
+                    // Sends our reply to the relay's close frame.
+                    self.flush();
+                    return 0;
+                }
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let n = buf.len().min(data.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            *lock(&self.pending) = (data, n);
+            return n;
+        }
+    }
+    fn finish(&self) {
+        match lock(&self.ws).close(None) {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if is_poll_timeout(&e) => {}
+            Err(e) => panic!("WebSocket close: {e}"),
+        }
+        self.flush();
+    }
+}
+
+/// The client TLS configuration: trusts only the test CA.
+pub fn tls_client_config() -> Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(data_file("ca.pem")).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }))
+}
+
+/// Connects to `addr` and completes a TLS handshake for `name`, verifying the
+/// relay's certificate against the test CA.
+pub fn tls_connect(addr: SocketAddr, name: &str) -> std::io::Result<TlsStream> {
+    let mut sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(WAIT))?;
+    sock.set_write_timeout(Some(WAIT))?;
+    let name = ServerName::try_from(name.to_owned()).expect("a valid server name");
+    let mut conn = ClientConnection::new(tls_client_config(), name).expect("a client session");
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)?;
+    }
+    Ok(StreamOwned::new(conn, sock))
+}
+
+/// Sets the socket's timeouts for two-thread use of a locked stream.
+fn poll_timeouts(sock: &TcpStream) {
+    sock.set_read_timeout(Some(POLL)).unwrap();
+    sock.set_write_timeout(Some(POLL)).unwrap();
+}
+
+impl TestRelay {
+    /// A relay with a TCP listener (first) and a TLS listener (second) using
+    /// the test certificate.
+    pub fn with_tls(edit: impl FnOnce(&mut Config)) -> TestRelay {
+        TestRelay::with(|config| {
+            let mut tls = ListenerConfig::new(ListenUrl::parse("tls://127.0.0.1:0").unwrap());
+            tls.cert = Some(data_file("server.pem"));
+            tls.key = Some(data_file("server.key"));
+            config.listeners.push(tls);
+            edit(config);
+        })
+    }
+
+    /// The address of the first TLS listener.
+    pub fn tls_addr(&self) -> SocketAddr {
+        let urls = self.server.local_urls();
+        let at = urls
+            .iter()
+            .position(|u| u.starts_with("tls://"))
+            .expect("the relay has a TLS listener");
+        self.server.local_addrs()[at]
+    }
+
+    /// Opens `method` (accept, connect or test) on a candidate over
+    /// `transport`; the relay's status when it refused.
+    pub fn open(
+        &self,
+        transport: Transport,
+        method: &str,
+        a: Uuid,
+        c: Uuid,
+    ) -> Result<Arc<dyn Peer>, u16> {
+        let addr = if transport.secure() {
+            self.tls_addr()
+        } else {
+            self.addr
+        };
+        match transport {
+            Transport::Tcp => {
+                let (sock, resp) = self.request(&v2(method, a, c), 0x73, b"");
+                if resp.status != 200 {
+                    return Err(resp.status);
+                }
+                Ok(Arc::new(TcpPeer(sock)))
+            }
+            Transport::Tls => {
+                let mut stream = tls_connect(addr, "localhost").expect("TLS handshake");
+                stream
+                    .write_all(&packet::encode(v2(method, a, c).as_bytes(), 0x73))
+                    .unwrap();
+                stream.flush().unwrap();
+                let packet = packet::read_packet(&mut stream).expect("a response packet");
+                let resp = message::parse_response(&packet.payload).expect("a response head");
+                if resp.status != 200 {
+                    return Err(resp.status);
+                }
+                Ok(Arc::new(TlsPeer(TlsClient::new(stream))))
+            }
+            Transport::Ws => {
+                let sock = TcpStream::connect(addr).unwrap();
+                sock.set_read_timeout(Some(WAIT)).unwrap();
+                sock.set_write_timeout(Some(WAIT)).unwrap();
+                let ws = ws_handshake(sock, addr, method, a, c)?;
+                poll_timeouts(ws.get_ref());
+                Ok(Arc::new(WsPeer::new(ws)))
+            }
+            Transport::Wss => {
+                let stream = tls_connect(addr, "localhost").expect("TLS handshake");
+                let client = SharedTls(Arc::new(TlsClient::new(stream)));
+                let ws = ws_handshake(client, addr, method, a, c)?;
+                Ok(Arc::new(WsPeer::new(ws)))
+            }
+        }
+    }
+
+    /// An accept and a connect on a fresh association (created as the REST
+    /// API would, since WebSocket needs it) over the given transports.
+    pub fn pair_over(
+        &self,
+        accept: Transport,
+        connect: Transport,
+    ) -> (Uuid, Arc<dyn Peer>, Arc<dyn Peer>) {
+        let a = Uuid::new_v4();
+        let c = Uuid::new_v4();
+        assert!(self.table().create(a).is_ok());
+        let server = self
+            .open(accept, "accept", a, c)
+            .unwrap_or_else(|s| panic!("accept over {accept:?} answered {s}"));
+        let client = self
+            .open(connect, "connect", a, c)
+            .unwrap_or_else(|s| panic!("connect over {connect:?} answered {s}"));
+        (a, server, client)
+    }
+}
+
+/// The client side of a WebSocket upgrade on `/jet/<method>/<a>/<c>`.
+pub fn ws_handshake<S: Read + Write>(
+    stream: S,
+    addr: SocketAddr,
+    method: &str,
+    a: Uuid,
+    c: Uuid,
+) -> Result<WebSocket<S>, u16> {
+    let url = format!("ws://{addr}/jet/{method}/{a}/{c}");
+    let progress = Progress::new();
+    let mut attempt = tungstenite::client::client(url, stream);
+    // Over a stream with short timeouts the handshake returns to us when a
+    // read would block; resume it until it is done.
+    loop {
+        match attempt {
+            Ok((ws, response)) => {
+                assert_eq!(response.status().as_u16(), 101);
+                return Ok(ws);
+            }
+            Err(tungstenite::HandshakeError::Interrupted(mid)) => {
+                progress.check("WebSocket handshake");
+                attempt = mid.handshake();
+            }
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+                return Err(response.status().as_u16())
+            }
+            Err(tungstenite::HandshakeError::Failure(e)) => panic!("WebSocket handshake: {e}"),
+        }
     }
 }

@@ -1,0 +1,374 @@
+//! TLS listeners: the certificate from PEM files, the handshake under the
+//! handshake deadline, and a full-duplex stream over rustls.
+
+use crate::error::{is_timeout, Error, Result};
+use crate::handshake::{self, ReadError};
+use crate::metrics::Outcome;
+use crate::server::Context;
+use crate::transport::{set_read_deadline, Duplex, Kind, Registration};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::Instant;
+
+/// Ciphertext read from the socket at once: several full TLS records, so a
+/// busy stream costs one system call per 64 KiB like plain TCP.
+pub const TLS_READ_BUFFER: usize = 64 * 1024;
+
+/// Builds the rustls configuration of one TLS listener: the ring provider,
+/// TLS 1.3 and 1.2 only, no client certificates. Errors name the file at fault.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
+    let unusable = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+        Error::Config(format!("{what} {}: {e}", path.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| unusable("cert", cert, &e))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| unusable("cert", cert, &e))?;
+    if chain.is_empty() {
+        return Err(unusable("cert", cert, &"no CERTIFICATE block in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| unusable("key", key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::Config(format!("TLS versions: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            Error::Config(format!(
+                "cert {} with key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// How a TLS handshake failed.
+enum HandshakeError {
+    /// The handshake timeout passed first.
+    Timeout,
+    /// The peer closed or reset.
+    Closed(io::Error),
+    /// The bytes were not an acceptable TLS handshake.
+    Tls(String),
+}
+
+/// Serves one connection accepted on a TLS listener, on its pool thread: the
+/// TLS handshake within the handshake timeout, then the same dispatch as
+/// plain TCP (JET over TLS, or HTTPS: the REST API and `wss://` upgrades).
+pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>) {
+    let deadline = Instant::now() + ctx.config.handshake_timeout;
+    let _ = sock.set_nodelay(true);
+    let sock = Arc::new(sock);
+    let registration = ctx.registry.register(&sock);
+    let conn = registration.id();
+    if ctx.stopping() {
+        // Registered after shutdown closed every socket: nobody would close this one.
+        return;
+    }
+    crate::info!("conn={conn} peer={peer} accepted (tls)");
+    let mut tls = match ServerConnection::new(config) {
+        Ok(tls) => tls,
+        Err(e) => {
+            crate::error!("conn={conn} closed: cannot start a TLS session: {e}");
+            return;
+        }
+    };
+    match complete_handshake(&sock, &mut tls, deadline) {
+        Ok(()) => {}
+        Err(HandshakeError::Timeout) => {
+            return handshake::read_failed(&ctx, conn, ReadError::Timeout)
+        }
+        Err(HandshakeError::Closed(e)) => {
+            return handshake::read_failed(&ctx, conn, ReadError::Closed(e))
+        }
+        Err(HandshakeError::Tls(why)) => {
+            ctx.metrics
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.handshake(Outcome::Malformed);
+            crate::warn!("conn={conn} closed: TLS handshake failed: {why}");
+            return;
+        }
+    }
+    if let Err(e) = sock.set_write_timeout(None) {
+        return handshake::read_failed(&ctx, conn, ReadError::Closed(e));
+    }
+    crate::debug!("conn={conn} TLS established ({:?})", tls.protocol_version());
+    let stream = Arc::new(TlsDuplex::new(sock, tls, registration));
+    handshake::dispatch(&ctx, conn, stream, deadline);
+}
+
+/// Runs the server side of the TLS handshake before `deadline`, however
+/// slowly the client's bytes come. The connection is still single-threaded
+/// here, so rustls reads the socket directly.
+fn complete_handshake(
+    sock: &TcpStream,
+    tls: &mut ServerConnection,
+    deadline: Instant,
+) -> Result<(), HandshakeError> {
+    loop {
+        while tls.wants_write() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HandshakeError::Timeout);
+            }
+            sock.set_write_timeout(Some(left))
+                .map_err(HandshakeError::Closed)?;
+            match tls.write_tls(&mut &*sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err(HandshakeError::Timeout),
+                Err(e) => return Err(HandshakeError::Closed(e)),
+            }
+        }
+        if !tls.is_handshaking() {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HandshakeError::Timeout);
+        }
+        set_read_deadline(sock, left).map_err(HandshakeError::Closed)?;
+        match tls.read_tls(&mut &*sock) {
+            Ok(0) => return Err(HandshakeError::Closed(io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => continue,
+            // The deframer refuses an oversized handshake message.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(HandshakeError::Tls(e.to_string()))
+            }
+            Err(e) => return Err(HandshakeError::Closed(e)),
+        }
+        if let Err(e) = tls.process_new_packets() {
+            // Tell the client why (best effort: it may not speak TLS at all).
+            let _ = sock.set_write_timeout(Some(handshake::LINGER));
+            let _ = tls.write_tls(&mut &*sock);
+            return Err(HandshakeError::Tls(e.to_string()));
+        }
+    }
+}
+
+/// A TLS stream that one thread reads while another writes.
+///
+/// rustls is sans-I/O, so the lock on its state is held only around calls
+/// into rustls, never across a socket read or write: the reader reads
+/// ciphertext from the socket with no lock on rustls, then feeds it in; the
+/// writer encrypts under the lock into a buffer, then writes the buffer with
+/// only the write lock held. (One lock across a blocking read is the shape
+/// that deadlocked tiny_http's TLS stream, issue #144.)
+pub struct TlsDuplex {
+    sock: Arc<TcpStream>,
+    /// The rustls session; locked only around rustls calls.
+    tls: Mutex<ServerConnection>,
+    /// Orders socket writes. Its holder takes records out of rustls and writes
+    /// them, so records reach the socket in the order rustls made them. It
+    /// guards the staging buffer of ciphertext.
+    write: Mutex<Vec<u8>>,
+    /// Ciphertext read but not yet taken by rustls. Only the reading side
+    /// takes this lock (each stream has one reader, the writer never touches
+    /// it), so holding it during the socket read stalls no writer.
+    read: Mutex<Ciphertext>,
+    _registration: Registration,
+}
+
+struct Ciphertext {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The socket returned end-of-file.
+    eof: bool,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (buffers and rustls state are only changed by whole calls).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl TlsDuplex {
+    /// Wraps a socket whose TLS handshake is complete.
+    pub fn new(
+        sock: Arc<TcpStream>,
+        tls: ServerConnection,
+        registration: Registration,
+    ) -> TlsDuplex {
+        TlsDuplex {
+            sock,
+            tls: Mutex::new(tls),
+            write: Mutex::new(Vec::new()),
+            read: Mutex::new(Ciphertext {
+                buf: vec![0; TLS_READ_BUFFER],
+                start: 0,
+                end: 0,
+                eof: false,
+            }),
+            _registration: registration,
+        }
+    }
+
+    /// Moves every record rustls has ready into `out` (under the rustls lock).
+    fn take_records(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        let mut tls = lock(&self.tls);
+        while tls.wants_write() {
+            tls.write_tls(out)?;
+        }
+        Ok(())
+    }
+
+    /// Writes records that rustls made on its own (alerts, key updates) while
+    /// no writer held the write lock. If a writer holds it, that writer sends
+    /// them when it lets go (see `write_all`): the reader never waits for a
+    /// writer that may be blocked on a full socket.
+    fn flush_queued(&self) -> io::Result<()> {
+        // Each pass either finds nothing queued, finds the lock taken, or
+        // writes what was queued: a bounded number of passes in practice.
+        loop {
+            if !lock(&self.tls).wants_write() {
+                return Ok(());
+            }
+            let mut out = match self.write.try_lock() {
+                Ok(out) => out,
+                Err(TryLockError::WouldBlock) => return Ok(()),
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            };
+            out.clear();
+            self.take_records(&mut out)?;
+            (&*self.sock).write_all(&out)?;
+            out.clear();
+        }
+    }
+}
+
+impl Duplex for TlsDuplex {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut input = lock(&self.read);
+        // Each pass hands rustls all buffered ciphertext, then either returns
+        // plaintext (or the end) or reads more ciphertext from the socket.
+        loop {
+            let (outcome, queued) = {
+                let mut tls = lock(&self.tls);
+                let outcome = match feed(&mut tls, &mut input) {
+                    Err(e) => Some(Err(e)),
+                    Ok(()) => match tls.reader().read(buf) {
+                        // Ok(0) here is the peer's close_notify: a clean end.
+                        Ok(n) => Some(Ok(n)),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                        Err(e) => Some(Err(e)),
+                    },
+                };
+                (outcome, tls.wants_write())
+            };
+            if queued {
+                // An alert or a key update: its failure shows on the next write.
+                let _ = self.flush_queued();
+            }
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+            if input.eof {
+                // A TCP end without close_notify: many clients close that way.
+                // The relay is a pipe and the peers' own protocol detects a
+                // truncation, so this is an end of stream like any other.
+                return Ok(0);
+            }
+            if input.start == input.end {
+                input.start = 0;
+                input.end = 0;
+            } else if input.end == input.buf.len() {
+                let (start, end) = (input.start, input.end);
+                input.buf.copy_within(start..end, 0);
+                input.start = 0;
+                input.end = end - start;
+            }
+            if input.end == input.buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS input does not make progress",
+                ));
+            }
+            let end = input.end;
+            // No rustls lock here: the writer encrypts and sends meanwhile.
+            let n = (&*self.sock).read(&mut input.buf[end..])?;
+            if n == 0 {
+                input.eof = true;
+            }
+            input.end += n;
+        }
+    }
+
+    fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        {
+            let mut out = lock(&self.write);
+            while !data.is_empty() {
+                out.clear();
+                {
+                    let mut tls = lock(&self.tls);
+                    // rustls takes as much as its send buffer limit allows.
+                    let n = tls.writer().write(data)?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    data = &data[n..];
+                    while tls.wants_write() {
+                        tls.write_tls(&mut *out)?;
+                    }
+                }
+                (&*self.sock).write_all(&out)?;
+            }
+            out.clear();
+        }
+        // Records the reader queued while we held the write lock.
+        self.flush_queued()
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        {
+            let mut out = lock(&self.write);
+            out.clear();
+            lock(&self.tls).send_close_notify();
+            self.take_records(&mut out)?;
+            (&*self.sock).write_all(&out)?;
+            out.clear();
+        }
+        // A FIN after the close_notify, for peers that ignore the alert.
+        self.sock.shutdown(Shutdown::Write)
+    }
+
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Tls
+    }
+}
+
+/// Hands rustls the buffered ciphertext and decrypts it, until the buffer is
+/// empty, rustls holds as much plaintext as it keeps, or the peer closed.
+fn feed(tls: &mut ServerConnection, input: &mut Ciphertext) -> io::Result<()> {
+    while input.start < input.end {
+        let mut pending = &input.buf[input.start..input.end];
+        match tls.read_tls(&mut pending) {
+            // close_notify was received: nothing after it is read.
+            Ok(0) => return Ok(()),
+            Ok(n) => input.start += n,
+            // "received plaintext buffer full": the caller reads it out first.
+            Err(e) if e.kind() == io::ErrorKind::Other => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        tls.process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    }
+    Ok(())
+}

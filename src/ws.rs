@@ -1,0 +1,618 @@
+//! WebSocket candidates (`ws://`, `wss://`, draft 0.2 §2.2.5): the upgrade on
+//! `/jet/<accept|connect|test>/<association>/<candidate>`, and a full-duplex
+//! stream of WebSocket frames.
+//!
+//! tungstenite provides the accept key and the frame header codec; the
+//! stream itself is our own. tungstenite's `WebSocket` cannot be read and
+//! written from two threads at once, and sharing it behind one mutex means
+//! either holding that mutex across a blocking read (the tiny_http #144
+//! deadlock) or polling the socket with short read timeouts, which delays
+//! every write by up to one timeout, burns CPU on idle pairs, and would make
+//! the pump treat timeouts as "try again" on every transport. Keeping the
+//! read state (a frame parser) and the write state (a frame writer) apart lets
+//! the pump's two threads run at full speed with no shared lock; the only
+//! thing the reader ever sends, a pong, is handed to the writer side without
+//! waiting for it (see `WsDuplex::flush_control`).
+
+use crate::handshake::{self, Answer};
+use crate::message::{self, Method, Request};
+use crate::metrics::Outcome;
+use crate::server::Context;
+use crate::transport::{Duplex, Kind, Stream};
+use std::io::{self, Cursor};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::Instant;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// The most headers an upgrade request may carry (browsers send about 15).
+pub const MAX_UPGRADE_HEADERS: usize = 64;
+/// The longest `Sec-WebSocket-Key` accepted. RFC 6455 keys are 24 characters
+/// (16 bytes in base64); draft 0.2's own example uses 28, so any base64 text
+/// up to this length is taken.
+pub const MAX_KEY_LEN: usize = 64;
+/// Bytes read from the stream at once while looking for frame headers.
+pub const WS_READ_BUFFER: usize = 16 * 1024;
+/// The largest control frame payload (RFC 6455 §5.5).
+pub const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// True when an HTTP request asks for a WebSocket upgrade (`Upgrade: websocket`).
+pub fn wants_upgrade(request: &httparse::Request<'_, '_>) -> bool {
+    has_token(request.headers, "Upgrade", "websocket")
+}
+
+/// Serves a WebSocket upgrade request. `head` is the whole request head up to
+/// and including its blank line, `leftover` the bytes read after it (the
+/// peer's first frames, if it did not wait for the 101).
+///
+/// A malformed upgrade gets a plain HTTP 400 (426 for another WebSocket
+/// version) and is counted; an unknown association or candidate gets a 404
+/// before any upgrade. On success the answer is the 101, and the connection
+/// is parked, paired or tested exactly like a JET request.
+pub fn serve_upgrade(
+    ctx: &Arc<Context>,
+    conn: u64,
+    stream: Stream,
+    head: &[u8],
+    leftover: Vec<u8>,
+    deadline: Instant,
+) {
+    let upgrade = match parse_upgrade(head) {
+        Ok(upgrade) => upgrade,
+        Err(refusal) => {
+            ctx.metrics
+                .ws_upgrade_failures
+                .fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.handshake(Outcome::Rejected);
+            ctx.metrics.rejected(refusal.status);
+            crate::warn!(
+                "conn={conn} WebSocket upgrade refused {}: {}",
+                refusal.status,
+                refusal.why
+            );
+            return refuse_http(ctx, &stream, refusal.status);
+        }
+    };
+    // From here the peer's bytes are relayed data: no more timeouts on reads.
+    if let Err(e) = stream.socket().set_read_timeout(None) {
+        return handshake::read_failed(ctx, conn, handshake::ReadError::Closed(e));
+    }
+    let request = Request {
+        method: upgrade.method,
+        version: 2,
+        association: Some(upgrade.association),
+        candidate: upgrade.candidate,
+    };
+    crate::debug!("conn={conn} WebSocket request {request:?}");
+    // The WebSocket stream exists from the start so the table records the
+    // candidate's transport as ws/wss; nothing is framed before the 101.
+    let ws: Stream = Arc::new(WsDuplex::new(Arc::clone(&stream), leftover));
+    let answer = UpgradeAnswer {
+        raw: stream,
+        accept_key: upgrade.accept_key,
+        protocol: upgrade.protocol,
+    };
+    handshake::serve_request(ctx, conn, ws, &request, &answer, deadline);
+}
+
+/// A valid upgrade request.
+#[derive(Debug)]
+struct Upgrade {
+    method: Method,
+    association: uuid::Uuid,
+    candidate: uuid::Uuid,
+    accept_key: String,
+    protocol: Option<String>,
+}
+
+/// Why an upgrade request was refused before the table was asked.
+#[derive(Debug)]
+struct Refusal {
+    status: u16,
+    why: String,
+}
+
+fn refusal(status: u16, why: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        why: why.into(),
+    }
+}
+
+fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_UPGRADE_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(refusal(400, "incomplete HTTP head")),
+        Err(e) => return Err(refusal(400, format!("not an HTTP head: {e}"))),
+    }
+    if req.method != Some("GET") {
+        return Err(refusal(400, "a WebSocket upgrade must be a GET"));
+    }
+    if req.version != Some(1) {
+        return Err(refusal(400, "a WebSocket upgrade needs HTTP/1.1"));
+    }
+    if !has_token(req.headers, "Upgrade", "websocket") {
+        return Err(refusal(400, "no Upgrade: websocket"));
+    }
+    if !has_token(req.headers, "Connection", "upgrade") {
+        return Err(refusal(400, "no Connection: Upgrade"));
+    }
+    if header(req.headers, "Sec-WebSocket-Version") != Some("13") {
+        return Err(refusal(426, "Sec-WebSocket-Version is not 13"));
+    }
+    let key = header(req.headers, "Sec-WebSocket-Key").unwrap_or_default();
+    if !is_base64(key) {
+        return Err(refusal(400, format!("bad Sec-WebSocket-Key {key:?}")));
+    }
+    let path = req.path.unwrap_or_default();
+    let (method, association, candidate) = message::parse_path(path).map_err(|e| match e {
+        message::RequestError::Malformed(why) | message::RequestError::BadRequest(why) => {
+            refusal(400, why)
+        }
+    })?;
+    // A client offering several subprotocols gets the first: the relay does
+    // not interpret the stream, the peers chose what they offer.
+    let protocol = header(req.headers, "Sec-WebSocket-Protocol")
+        .and_then(|list| list.split(',').map(str::trim).find(|p| !p.is_empty()))
+        .map(str::to_owned);
+    Ok(Upgrade {
+        method,
+        association,
+        candidate,
+        accept_key: derive_accept_key(key.as_bytes()),
+        protocol,
+    })
+}
+
+/// The first value of a header, trimmed; `None` if absent or not text.
+fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::trim)
+}
+
+/// True when any `name` header lists `token` (comma-separated, any case).
+fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// True for non-empty standard base64 text (with its padding).
+fn is_base64(text: &str) -> bool {
+    let body = text.trim_end_matches('=');
+    !text.is_empty()
+        && text.len() <= MAX_KEY_LEN
+        && text.len() % 4 == 0
+        && text.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// The reason phrase of a status, with the one only WebSocket uses.
+fn reason(status: u16) -> &'static str {
+    match status {
+        426 => "Upgrade Required",
+        other => message::reason(other),
+    }
+}
+
+/// Writes a plain HTTP refusal (no upgrade), then closes the connection.
+fn refuse_http(ctx: &Context, raw: &Stream, status: u16) {
+    let mut response = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\nConnection: close\r\n",
+        reason(status)
+    );
+    if status == 426 {
+        response.push_str("Sec-WebSocket-Version: 13\r\n");
+    }
+    response.push_str("\r\n");
+    if handshake::write_response(ctx, &**raw, response.as_bytes()).is_ok() {
+        handshake::linger_close(&**raw);
+    }
+}
+
+/// Answers a valid upgrade: the 101 on success, plain HTTP on refusal. Both
+/// go on the raw stream beneath the WebSocket.
+struct UpgradeAnswer {
+    raw: Stream,
+    accept_key: String,
+    protocol: Option<String>,
+}
+
+impl Answer for UpgradeAnswer {
+    fn may_create(&self) -> bool {
+        // Draft 0.2: the WebSocket protocol requires the REST API to create
+        // the association first.
+        false
+    }
+
+    fn succeed(&self, ctx: &Context, _ws: &Stream, _extra: &[(&str, &str)]) -> io::Result<()> {
+        let mut response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+            self.accept_key
+        );
+        if let Some(protocol) = &self.protocol {
+            response.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+        }
+        response.push_str("\r\n");
+        handshake::write_response(ctx, &*self.raw, response.as_bytes())
+    }
+
+    fn refuse(&self, ctx: &Context, _ws: &Stream, status: u16) {
+        refuse_http(ctx, &self.raw, status);
+    }
+}
+
+/// A WebSocket stream that one thread reads while another writes.
+///
+/// Binary and text frames carry data (fragments included); a ping is
+/// answered with a pong and is not data; a close frame is the end of the
+/// stream. The relay writes one binary frame per write, and `shutdown_write`
+/// sends a close frame after the last one. The peer may go on sending after
+/// our close frame, and we after its one: that is how far WebSocket lets a
+/// half-close go.
+pub struct WsDuplex {
+    inner: Stream,
+    kind: Kind,
+    /// The frame parser. Only the reading side takes this lock (each stream
+    /// has one reader, the writer never touches it), so holding it during
+    /// the read from `inner` stalls no writer.
+    read: Mutex<Incoming>,
+    /// Orders frames on the wire; held by whoever writes one.
+    write: Mutex<Outgoing>,
+    /// The payload of the latest ping not yet answered.
+    pong: Mutex<Option<Vec<u8>>>,
+}
+
+struct Incoming {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Payload bytes of the current data frame not yet read.
+    remaining: u64,
+    /// The current data frame's mask.
+    mask: [u8; 4],
+    /// Where in the mask the next payload byte is.
+    offset: usize,
+    /// A close frame arrived: the stream has ended.
+    closed: bool,
+}
+
+struct Outgoing {
+    /// Staging buffer: header and payload go out in one write.
+    frame: Vec<u8>,
+    /// Our close frame is sent: no more data frames.
+    close_sent: bool,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (buffers are only changed by whole operations).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn protocol_error(why: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.into())
+}
+
+impl WsDuplex {
+    /// Wraps a stream whose upgrade is (about to be) answered with a 101;
+    /// `leftover` holds bytes already read after the request head.
+    pub fn new(inner: Stream, leftover: Vec<u8>) -> WsDuplex {
+        let end = leftover.len();
+        let mut buf = leftover;
+        buf.resize(end.max(WS_READ_BUFFER), 0);
+        WsDuplex {
+            kind: inner.kind().websocket(),
+            inner,
+            read: Mutex::new(Incoming {
+                buf,
+                start: 0,
+                end,
+                remaining: 0,
+                mask: [0; 4],
+                offset: 0,
+                closed: false,
+            }),
+            write: Mutex::new(Outgoing {
+                frame: Vec::new(),
+                close_sent: false,
+            }),
+            pong: Mutex::new(None),
+        }
+    }
+
+    /// Sends the owed pong unless a writer holds the write lock, in which case
+    /// that writer sends it when it lets go (`write_all` calls this after
+    /// releasing the lock). The reader never waits for a writer that may be
+    /// blocked on a peer that does not read; it can only wait on its own pong
+    /// (at most 131 bytes) when the peer's receive window is already full.
+    fn flush_control(&self) {
+        // Each pass finds nothing owed, finds the lock taken, or sends the pong.
+        loop {
+            if lock(&self.pong).is_none() {
+                return;
+            }
+            let mut out = match self.write.try_lock() {
+                Ok(out) => out,
+                Err(TryLockError::WouldBlock) => return,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            };
+            let Some(payload) = lock(&self.pong).take() else {
+                return;
+            };
+            if out.close_sent {
+                return;
+            }
+            out.frame.clear();
+            encode_frame(&mut out.frame, OpCode::Control(Control::Pong), &payload);
+            // A failed pong shows up as a failed read or write soon after.
+            let _ = self.inner.write_all(&out.frame);
+        }
+    }
+
+    /// Reads payload bytes of the current data frame into `out`.
+    fn read_payload(&self, input: &mut Incoming, out: &mut [u8]) -> io::Result<usize> {
+        let want = input.remaining.min(out.len() as u64) as usize;
+        let n = if input.start < input.end {
+            let n = want.min(input.end - input.start);
+            out[..n].copy_from_slice(&input.buf[input.start..input.start + n]);
+            input.start += n;
+            n
+        } else {
+            // Large frames go straight from the stream into `out`: no copy.
+            match self.inner.read(&mut out[..want])? {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stream ended inside a WebSocket frame",
+                    ))
+                }
+                n => n,
+            }
+        };
+        unmask(&mut out[..n], input.mask, input.offset);
+        input.offset = (input.offset + n) % 4;
+        input.remaining -= n as u64;
+        Ok(n)
+    }
+
+    /// Reads more bytes into the frame buffer; false at the end of the stream.
+    fn fill(&self, input: &mut Incoming) -> io::Result<bool> {
+        if input.start == input.end {
+            input.start = 0;
+            input.end = 0;
+        } else if input.start > 0 {
+            let (start, end) = (input.start, input.end);
+            input.buf.copy_within(start..end, 0);
+            input.start = 0;
+            input.end = end - start;
+        }
+        let end = input.end;
+        let n = self.inner.read(&mut input.buf[end..])?;
+        input.end += n;
+        Ok(n > 0)
+    }
+}
+
+impl Duplex for WsDuplex {
+    fn read(&self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let mut input = lock(&self.read);
+        // Each pass returns data, consumes a frame header or control frame,
+        // or reads more bytes from the stream.
+        loop {
+            if input.closed {
+                return Ok(0);
+            }
+            if input.remaining > 0 {
+                return self.read_payload(&mut input, out);
+            }
+            let mut cursor = Cursor::new(&input.buf[input.start..input.end]);
+            let parsed =
+                FrameHeader::parse(&mut cursor).map_err(|e| protocol_error(e.to_string()))?;
+            let header_len = cursor.position() as usize;
+            let Some((header, len)) = parsed else {
+                let partial = input.start < input.end;
+                if !self.fill(&mut input)? {
+                    if partial {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "stream ended inside a WebSocket frame header",
+                        ));
+                    }
+                    // A TCP or TLS end without a close frame: still an end.
+                    return Ok(0);
+                }
+                continue;
+            };
+            let Some(mask) = header.mask else {
+                return Err(protocol_error("unmasked frame from a WebSocket client"));
+            };
+            if header.rsv1 || header.rsv2 || header.rsv3 {
+                return Err(protocol_error("reserved bits set without an extension"));
+            }
+            let control = match header.opcode {
+                OpCode::Data(_) => {
+                    input.start += header_len;
+                    input.remaining = len;
+                    input.mask = mask;
+                    input.offset = 0;
+                    continue;
+                }
+                OpCode::Control(control) => control,
+            };
+            if len > MAX_CONTROL_PAYLOAD || !header.is_final {
+                return Err(protocol_error("oversized or fragmented control frame"));
+            }
+            let len = len as usize;
+            if input.end - input.start < header_len + len {
+                if !self.fill(&mut input)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stream ended inside a WebSocket control frame",
+                    ));
+                }
+                continue;
+            }
+            let at = input.start + header_len;
+            let mut payload = input.buf[at..at + len].to_vec();
+            input.start = at + len;
+            unmask(&mut payload, mask, 0);
+            match control {
+                Control::Ping => {
+                    *lock(&self.pong) = Some(payload);
+                    self.flush_control();
+                }
+                Control::Pong => {}
+                Control::Close => input.closed = true,
+                Control::Reserved(code) => {
+                    return Err(protocol_error(format!("reserved opcode {code:#x}")))
+                }
+            }
+        }
+    }
+
+    fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut out = lock(&self.write);
+            if out.close_sent {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the WebSocket close frame was already sent",
+                ));
+            }
+            out.frame.clear();
+            encode_frame(&mut out.frame, OpCode::Data(Data::Binary), data);
+            self.inner.write_all(&out.frame)?;
+        }
+        // A pong the reader owed while we held the write lock.
+        self.flush_control();
+        Ok(())
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        let mut out = lock(&self.write);
+        if out.close_sent {
+            return Ok(());
+        }
+        out.close_sent = true;
+        out.frame.clear();
+        let code: u16 = CloseCode::Normal.into();
+        encode_frame(
+            &mut out.frame,
+            OpCode::Control(Control::Close),
+            &code.to_be_bytes(),
+        );
+        self.inner.write_all(&out.frame)
+    }
+
+    fn socket(&self) -> &TcpStream {
+        self.inner.socket()
+    }
+
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn kill(&self) {
+        self.inner.kill();
+    }
+}
+
+/// Appends an unmasked, final frame (server frames are never masked).
+fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode,
+        mask: None,
+    };
+    out.reserve(header.len(payload.len() as u64) + payload.len());
+    header
+        .format(payload.len() as u64, out)
+        .expect("writing a frame header into a Vec cannot fail");
+    out.extend_from_slice(payload);
+}
+
+/// XORs `buf` with the mask, starting `offset` bytes into it. Works four bytes
+/// at a time: this runs over every byte a WebSocket client sends.
+fn unmask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
+    let key: [u8; 4] = std::array::from_fn(|i| mask[(offset + i) % 4]);
+    let word = u32::from_ne_bytes(key);
+    let mut chunks = buf.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let value = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ word;
+        chunk.copy_from_slice(&value.to_ne_bytes());
+    }
+    for (byte, k) in chunks.into_remainder().iter_mut().zip(key) {
+        *byte ^= k;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmask_matches_the_bytewise_definition_at_every_offset() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let data: Vec<u8> = (0..37u8).collect();
+        for offset in 0..4 {
+            for len in [0, 1, 3, 4, 5, 36, 37] {
+                let mut fast = data[..len].to_vec();
+                unmask(&mut fast, mask, offset);
+                let slow: Vec<u8> = data[..len]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ mask[(offset + i) % 4])
+                    .collect();
+                assert_eq!(fast, slow, "offset {offset} len {len}");
+            }
+        }
+    }
+
+    #[track_caller]
+    fn check_key(key: &str, ok: bool) {
+        assert_eq!(is_base64(key), ok, "{key:?}");
+    }
+
+    #[test]
+    fn keys_must_be_base64() {
+        check_key("dGhlIHNhbXBsZSBub25jZQ==", true);
+        check_key("B0mBaSTOZiC2RAkp3ScC8MA/gaI=", true);
+        check_key("", false);
+        check_key("not a key!", false);
+        check_key("dGhlIHNhbXBsZSBub25jZQ=", false);
+        check_key("dGhl===", false);
+        check_key(&"A".repeat(68), false);
+    }
+
+    #[test]
+    fn the_rfc_example_key_gets_the_rfc_accept_value() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+}
