@@ -620,3 +620,38 @@ fn head_answers_carry_no_body_and_keep_the_framing() {
     assert_eq!(next.status, 200);
     assert!(next.text().contains("jet-relay"));
 }
+
+#[test]
+fn every_gathered_url_of_every_listener_is_usable_as_is() {
+    let relay = TestRelay::with_tls(|_| {});
+    let expected = [
+        (Transport::Tcp, format!("tcp://{}", relay.addr)),
+        (Transport::Ws, format!("ws://{}", relay.addr)),
+        (Transport::Tls, format!("tls://{}", relay.tls_addr())),
+        (Transport::Wss, format!("wss://{}", relay.tls_addr())),
+    ];
+    // One association per transport: the first candidate to carry data is
+    // selected and closes the others, so each is tried on its own.
+    for (at, (transport, url)) in expected.iter().enumerate() {
+        let a = Uuid::new_v4();
+        let body = relay
+            .http("POST", &format!("/jet/gather/{a}"), &[], b"")
+            .json();
+        let candidates = body["candidates"].as_array().unwrap();
+        let urls: Vec<&str> = candidates
+            .iter()
+            .map(|c| c["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            urls,
+            expected.iter().map(|(_, u)| u.as_str()).collect::<Vec<_>>()
+        );
+        // The URL's own transport reaches the relay at the URL's address,
+        // and the candidate id it came with pairs there.
+        let c: Uuid = candidates[at]["id"].as_str().unwrap().parse().unwrap();
+        let server = relay.open(*transport, "accept", a, c).unwrap();
+        let client = relay.open(*transport, "connect", a, c).unwrap();
+        client.send(url.as_bytes());
+        assert_eq!(recv_n(&*server, url.len()), url.as_bytes(), "over {url}");
+    }
+}
