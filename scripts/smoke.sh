@@ -5,8 +5,13 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin=target/release/jet-relay
+# JET_RELAY_BIN picks the binary under test (CI passes the static build).
+if [ -n "${JET_RELAY_BIN:-}" ]; then
+    bin=$JET_RELAY_BIN
+else
+    cargo build --release --quiet
+    bin=target/release/jet-relay
+fi
 size_mb=${SMOKE_MB:-4}
 
 tmp=$(mktemp -d)
