@@ -356,6 +356,18 @@ pub fn metrics(ctx: &Context) -> String {
         &[("", m.handshakes(crate::metrics::Outcome::Timeout))],
     );
     family(
+        "tls_handshake_failures_total",
+        "counter",
+        "Connections on TLS listeners closed because their TLS handshake failed.",
+        &[("", load(&m.tls_handshake_failures))],
+    );
+    family(
+        "websocket_upgrade_failures_total",
+        "counter",
+        "Malformed WebSocket upgrades refused before any upgrade (bad key, version or path).",
+        &[("", load(&m.ws_upgrade_failures))],
+    );
+    family(
         "associations_expired_total",
         "counter",
         "Associations removed because no candidate was selected within the TTL.",

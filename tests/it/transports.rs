@@ -482,6 +482,14 @@ fn bad_tls_input_closes_that_connection_only_and_is_counted() {
         m.tls_handshake_failures.load(Ordering::Relaxed),
         cases.len() as u64
     );
+    let exposed = relay.http("GET", "/metrics", &[], b"").text();
+    assert!(
+        exposed.contains(&format!(
+            "jet_relay_tls_handshake_failures_total {}\n",
+            cases.len()
+        )),
+        "{exposed}"
+    );
     // The TLS pair was not disturbed.
     client.send(b"unharmed");
     assert_eq!(recv_n(&*server, 8), b"unharmed");
