@@ -1170,25 +1170,35 @@ fn pump_out(relayed: &Relayed, mut dst: impl Write) -> io::Result<u64> {
 }
 
 /// Copies stdin to the relayed stream (half-closing it at EOF) and the stream
-/// to stdout, and returns when the other peer has ended its side.
+/// to stdout, until both directions have ended: a peer that sends, ends its
+/// stdin and then reads the reply gets all of it, and so does the other side.
 pub fn bridge_stdio(relayed: Relayed) -> Result<Bridged> {
     let relayed = Arc::new(relayed);
     let writer = Arc::clone(&relayed);
-    thread::Builder::new()
+    let upstream = thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            if pump_into(&writer, io::stdin().lock()).is_err() {
+            let result = pump_into(&writer, io::stdin().lock());
+            if result.is_err() {
                 writer.kill();
             }
+            result
         })
         .map_err(|e| Error::io("starting the stdin thread", e))?;
-    let received = pump_out(&relayed, io::stdout().lock());
-    match received {
-        Ok(received) => Ok(Bridged { sent: 0, received }),
+    let received = match pump_out(&relayed, io::stdout().lock()) {
+        Ok(received) => received,
         Err(e) => {
             relayed.kill();
-            Err(Error::io("relaying to stdout", e))
+            return Err(Error::io("relaying to stdout", e));
         }
+    };
+    let sent = upstream
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the stdin thread panicked")));
+    match sent {
+        Ok(sent) => Ok(Bridged { sent, received }),
+        Err(e) if is_disconnect(&e) => Ok(Bridged { sent: 0, received }),
+        Err(e) => Err(Error::io("relaying stdin", e)),
     }
 }
 
