@@ -29,9 +29,14 @@ struct Peer {
 
 impl Peer {
     fn spawn(args: &[&str]) -> Peer {
+        Peer::spawn_with_env(args, &[])
+    }
+
+    fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Peer {
         let mut child = Command::new(BIN)
             .args(args)
             .env("JET_RELAY_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -812,4 +817,188 @@ fn bad_signaling_messages_are_clear_errors() {
     assert_eq!(server.wait().code(), Some(1));
     let text = server.rest_of_stderr().join("\n");
     assert!(text.contains("offer message: missing field `id`"), "{text}");
+}
+
+// Until the relay's TLS and WebSocket listeners land, these stand-ins check
+// the client side of tls://, ws:// and wss:// against the draft: the JET
+// request inside TLS, the request in the WebSocket path, binary frames, and
+// the end of stream as close_notify or a close frame.
+
+const CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/peer-test-ca.pem");
+const CERT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/peer-test-server.pem"
+);
+const KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/peer-test-server-key.pem"
+);
+
+fn server_tls() -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(CERT)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(KEY).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    std::sync::Arc::new(config)
+}
+
+/// What a stand-in relay saw: the request path (JET or WebSocket) and how
+/// many bytes it echoed.
+type StandInReport = (String, usize);
+
+/// A one-connection stand-in relay for `scheme`: answers the JET request (or
+/// the WebSocket upgrade) with success, then echoes the stream until the
+/// client ends it, and ends its own side the transport's way.
+fn stand_in(scheme: Scheme) -> (u16, JoinHandle<StandInReport>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        match scheme {
+            Scheme::Tcp => unreachable!("the real relay covers tcp"),
+            Scheme::Tls => {
+                let conn = rustls::ServerConnection::new(server_tls()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, sock);
+                let Ok(packet) = jet_relay::packet::read_packet(&mut tls) else {
+                    // The client refused our certificate.
+                    return (String::new(), 0);
+                };
+                assert_eq!(packet.mask, 0x73);
+                let head = String::from_utf8(packet.payload).unwrap();
+                let path = head.split_whitespace().nth(1).unwrap().to_owned();
+                tls.write_all(&jet_relay::message::response_packet(200, 2, &[]))
+                    .unwrap();
+                tls.flush().unwrap();
+                let mut echoed = 0;
+                let mut buf = vec![0u8; 32 * 1024];
+                if !path.starts_with("/jet/test/") {
+                    loop {
+                        let n = tls.read(&mut buf).expect("a clean close_notify at the end");
+                        if n == 0 {
+                            break;
+                        }
+                        tls.write_all(&buf[..n]).unwrap();
+                        tls.flush().unwrap();
+                        echoed += n;
+                    }
+                }
+                tls.conn.send_close_notify();
+                tls.flush().unwrap();
+                (path, echoed)
+            }
+            Scheme::Ws | Scheme::Wss => {
+                let stream: Box<dyn ReadWrite> = if scheme == Scheme::Wss {
+                    let conn = rustls::ServerConnection::new(server_tls()).unwrap();
+                    Box::new(rustls::StreamOwned::new(conn, sock))
+                } else {
+                    Box::new(sock)
+                };
+                let mut path = String::new();
+                let mut ws = tungstenite::accept_hdr(
+                    stream,
+                    |req: &tungstenite::handshake::server::Request,
+                     resp: tungstenite::handshake::server::Response| {
+                        path = req.uri().to_string();
+                        Ok(resp)
+                    },
+                )
+                .unwrap();
+                let mut echoed = 0;
+                if path.starts_with("/jet/test/") {
+                    ws.close(None).unwrap();
+                }
+                loop {
+                    match ws.read() {
+                        Ok(tungstenite::Message::Binary(data)) => {
+                            echoed += data.len();
+                            ws.send(tungstenite::Message::Binary(data)).unwrap();
+                        }
+                        Ok(tungstenite::Message::Text(_)) => panic!("data comes in binary frames"),
+                        Ok(_) => {}
+                        Err(tungstenite::Error::ConnectionClosed) => break,
+                        Err(e) => panic!("the WebSocket ended badly: {e}"),
+                    }
+                }
+                (path, echoed)
+            }
+        }
+    });
+    (port, handle)
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+#[test]
+fn tls_ws_and_wss_candidates_carry_the_request_and_the_data() {
+    for scheme in [Scheme::Tls, Scheme::Ws, Scheme::Wss] {
+        let (port, stand_in) = stand_in(scheme);
+        let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
+        let url = format!("{}://localhost:{port}", scheme.as_str());
+        let mut peer = Peer::spawn(&["connect", &url, &a.to_string(), &c.to_string(), "--ca", CA]);
+        peer.line("jet-relay: connect");
+        let data = pattern(21, 700_000);
+        let writer = peer.feed(data.clone());
+        let echoed = peer.read_stdout_to_end();
+        writer.join().unwrap();
+        assert_eq!(echoed.len(), data.len(), "over {url}");
+        assert!(
+            echoed == data,
+            "over {url}: the echo comes back byte for byte"
+        );
+        assert!(peer.wait().success(), "over {url}");
+        let (path, count) = stand_in.join().unwrap();
+        assert_eq!(path, format!("/jet/connect/{a}/{c}"), "over {url}");
+        assert_eq!(count, data.len());
+    }
+}
+
+#[test]
+fn tls_and_wss_test_the_certificate_and_websocket_tests_succeed_on_101() {
+    let (a, c) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    for scheme in [Scheme::Tls, Scheme::Ws, Scheme::Wss] {
+        let (port, stand_in) = stand_in(scheme);
+        let url = format!("{}://localhost:{port}", scheme.as_str());
+        let out = Command::new(BIN)
+            .args(["test", &url, &a, &c, "--ca", CA])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "over {url}: {out:?}");
+        assert_eq!(stand_in.join().unwrap().0, format!("/jet/test/{a}/{c}"));
+    }
+    // A relay whose certificate the trusted roots do not vouch for is unusable...
+    let (port, _stand_in) = stand_in(Scheme::Tls);
+    let url = format!("tls://localhost:{port}");
+    let out = Command::new(BIN)
+        .args(["test", &url, &a, &c])
+        .env("SSL_CERT_FILE", CERT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("TLS handshake") && text.contains("certificate"),
+        "{text}"
+    );
+    // ...unless verification is turned off, which the peer says loudly.
+    let (port, stand_in) = stand_in(Scheme::Tls);
+    let url = format!("tls://localhost:{port}");
+    let out = Command::new(BIN)
+        .args(["test", &url, &a, &c, "--insecure"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: --insecure"));
+    stand_in.join().unwrap();
 }
