@@ -15,7 +15,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::Duration;
@@ -27,12 +27,6 @@ use uuid::Uuid;
 pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest chunk a bridge moves in one read (and one WebSocket frame).
 pub const BRIDGE_BUFFER: usize = 64 * 1024;
-/// How long a WebSocket read or write may hold the socket's lock when the
-/// socket is not ready, before letting the other direction in.
-pub const WS_POLL: Duration = Duration::from_millis(10);
-/// How many times a WebSocket reader steps aside for a waiting writer before
-/// taking the lock anyway.
-pub const WS_YIELDS: usize = 64;
 /// Bytes of TLS records read from the socket at a time.
 pub const TLS_READ_CHUNK: usize = 16 * 1024;
 /// Where the system's CA bundle usually lives (Debian, Fedora, openSUSE,
@@ -436,15 +430,23 @@ impl Connector {
         let control = sock
             .try_clone()
             .map_err(|e| Error::io("cloning the socket", e))?;
-        let io = if url.scheme.is_tls() {
-            WsIo::Tls(Arc::new(TlsStream::handshake(
+        let sink = if url.scheme.is_tls() {
+            Sink::Tls(Arc::new(TlsStream::handshake(
                 sock,
                 &url.host,
                 self.tls_config()?,
             )?))
         } else {
-            WsIo::Plain(sock)
+            Sink::Plain(sock)
         };
+        let sender = Arc::new(WsSender {
+            sink,
+            send: Mutex::new(()),
+            control: Mutex::new(Vec::new()),
+            handshaking: AtomicBool::new(true),
+            sent_close: AtomicBool::new(false),
+        });
+        let io = WsIo(Arc::clone(&sender));
         let target = format!(
             "{}://{}{}",
             url.scheme.as_str(),
@@ -482,13 +484,17 @@ impl Connector {
                 })
                 .collect(),
         };
-        // From here both directions share the WebSocket behind one lock: each
-        // side may hold it only a short while (see WsStream).
         control
-            .set_read_timeout(Some(WS_POLL))
-            .and_then(|()| control.set_write_timeout(Some(WS_POLL)))
-            .map_err(|e| Error::io("setting timeouts", e))?;
-        Ok((Relayed::Ws(Box::new(WsStream::new(ws, control))), response))
+            .set_read_timeout(None)
+            .and_then(|()| control.set_write_timeout(None))
+            .map_err(|e| Error::io("clearing timeouts", e))?;
+        // From here the reader owns tungstenite; data frames are written
+        // beside it (see WsStream).
+        sender.handshaking.store(false, Ordering::Release);
+        Ok((
+            Relayed::Ws(Box::new(WsStream::new(ws, sender, control))),
+            response,
+        ))
     }
 }
 
@@ -651,6 +657,16 @@ impl Relayed {
             Relayed::Tcp(sock) => sock.shutdown(Shutdown::Write),
             Relayed::Tls(tls) => tls.shutdown_write(),
             Relayed::Ws(ws) => ws.shutdown_write(),
+        }
+    }
+
+    /// False once nothing more can be sent: the relay closed a WebSocket
+    /// (a close frame ends both directions there). TCP and TLS can still send
+    /// after the other peer half-closed.
+    pub fn can_write(&self) -> bool {
+        match self {
+            Relayed::Ws(ws) => ws.can_write(),
+            Relayed::Tcp(_) | Relayed::Tls(_) => true,
         }
     }
 
@@ -906,53 +922,139 @@ impl Read for &TlsStream {
     }
 }
 
-/// What a WebSocket runs on.
-enum WsIo {
+/// Where a WebSocket's bytes go: the socket, or TLS over it.
+enum Sink {
     Plain(TcpStream),
     Tls(Arc<TlsStream>),
 }
 
+impl Sink {
+    fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Plain(sock) => (&*sock).write_all(bytes),
+            Sink::Tls(tls) => tls.write_all(bytes),
+        }
+    }
+}
+
+/// The sending half of a WebSocket. Data frames are built and written by the
+/// writing thread; the few frames tungstenite writes while reading (pong, the
+/// reply to a close) are queued and sent by whichever thread holds `send`, so
+/// the reader never waits behind a writer blocked on a full socket.
+struct WsSender {
+    sink: Sink,
+    /// Held while bytes go to the socket: frames never interleave.
+    send: Mutex<()>,
+    /// Frames tungstenite wrote from the reading thread, not yet sent.
+    control: Mutex<Vec<u8>>,
+    /// During the upgrade tungstenite writes the request directly.
+    handshaking: AtomicBool,
+    /// Our close frame is out: nothing may follow it.
+    sent_close: AtomicBool,
+}
+
+impl WsSender {
+    /// Sends one whole frame (after any queued control frames), blocking.
+    fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
+        let guard = self.send.lock().unwrap_or_else(|e| e.into_inner());
+        if self.sent_close.load(Ordering::Acquire) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        self.send_control_locked()?;
+        self.sink.write_all(frame)?;
+        self.send_control_locked()?;
+        drop(guard);
+        self.flush_control()
+    }
+
+    /// Sends the close frame; nothing is sent after it.
+    fn send_close(&self, frame: &[u8]) -> io::Result<()> {
+        let _guard = self.send.lock().unwrap_or_else(|e| e.into_inner());
+        if self.sent_close.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.send_control_locked()?;
+        self.sink.write_all(frame)
+    }
+
+    fn send_control_locked(&self) -> io::Result<()> {
+        let queued = std::mem::take(&mut *self.control.lock().unwrap_or_else(|e| e.into_inner()));
+        if queued.is_empty() || self.sent_close.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.sink.write_all(&queued)
+    }
+
+    /// Sends queued control frames unless another thread is sending: that
+    /// thread sends them after its frame (and re-checks after letting go).
+    fn flush_control(&self) -> io::Result<()> {
+        loop {
+            let Ok(guard) = self.send.try_lock() else {
+                return Ok(());
+            };
+            self.send_control_locked()?;
+            drop(guard);
+            if self
+                .control
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The stream tungstenite reads from: reads are the socket's (or TLS's);
+/// writes are queued control frames, except during the upgrade.
+struct WsIo(Arc<WsSender>);
+
 impl Read for WsIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            WsIo::Plain(sock) => sock.read(buf),
-            WsIo::Tls(tls) => tls.read(buf),
+        match &self.0.sink {
+            Sink::Plain(sock) => (&*sock).read(buf),
+            Sink::Tls(tls) => tls.read(buf),
         }
     }
 }
 
 impl Write for WsIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            WsIo::Plain(sock) => sock.write(buf),
-            WsIo::Tls(tls) => {
-                let n = tls.write_some(buf)?;
-                // The plaintext is taken; sending it may wait for the next flush.
-                match tls.flush() {
-                    Err(e) if !is_timeout(&e) => Err(e),
-                    _ => Ok(n),
-                }
-            }
+        if self.0.handshaking.load(Ordering::Acquire) {
+            self.0.sink.write_all(buf)?;
+        } else {
+            self.0
+                .control
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
         }
+        Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            WsIo::Plain(sock) => sock.flush(),
-            WsIo::Tls(tls) => tls.flush(),
+        if self.0.handshaking.load(Ordering::Acquire) {
+            return match &self.0.sink {
+                Sink::Plain(_) => Ok(()),
+                Sink::Tls(tls) => tls.flush(),
+            };
         }
+        self.0.flush_control()
     }
 }
 
-/// A WebSocket client stream. tungstenite's `WebSocket` cannot be split, so
-/// both directions share it behind one lock, over a socket whose short
-/// timeouts ([`WS_POLL`]) bound how long either holds it. The reader waits for
-/// data with a lock-free `peek` first, so an idle reader never keeps the
-/// writer out.
+/// A WebSocket client stream, split in two: the reading thread owns
+/// tungstenite's `WebSocket` (which cannot be shared across threads without a
+/// lock that a blocked read would hold), and the writing thread builds masked
+/// binary frames with tungstenite's frame type and sends them through
+/// [`WsSender`]. No lock is held across a blocking read.
 pub struct WsStream {
-    ws: Mutex<WsState>,
+    reader: Mutex<WsState>,
+    sender: Arc<WsSender>,
     control: TcpStream,
     over_tls: bool,
-    writers_waiting: AtomicUsize,
+    /// The relay sent its close frame: nothing more can be sent.
+    peer_closed: AtomicBool,
 }
 
 struct WsState {
@@ -963,42 +1065,27 @@ struct WsState {
 }
 
 impl WsStream {
-    fn new(ws: WebSocket<WsIo>, control: TcpStream) -> WsStream {
-        let over_tls = matches!(ws.get_ref(), WsIo::Tls(_));
+    fn new(ws: WebSocket<WsIo>, sender: Arc<WsSender>, control: TcpStream) -> WsStream {
+        let over_tls = matches!(sender.sink, Sink::Tls(_));
         WsStream {
-            ws: Mutex::new(WsState {
+            reader: Mutex::new(WsState {
                 ws,
                 pending: tungstenite::Bytes::new(),
                 eof: false,
             }),
+            sender,
             control,
             over_tls,
-            writers_waiting: AtomicUsize::new(0),
+            peer_closed: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, WsState> {
-        self.ws.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock_as_writer(&self) -> MutexGuard<'_, WsState> {
-        self.writers_waiting.fetch_add(1, Ordering::AcqRel);
-        let guard = self.lock();
-        self.writers_waiting.fetch_sub(1, Ordering::AcqRel);
-        guard
-    }
-
     /// Reads the payload of data frames (binary or text); a close frame is
-    /// the end of the stream; pings are answered by tungstenite.
+    /// the end of the stream; pings are answered.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // Only the reading thread takes this lock.
+        let mut state = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            for _ in 0..WS_YIELDS {
-                if self.writers_waiting.load(Ordering::Acquire) == 0 {
-                    break;
-                }
-                thread::yield_now();
-            }
-            let mut state = self.lock();
             if !state.pending.is_empty() {
                 let n = buf.len().min(state.pending.len());
                 buf[..n].copy_from_slice(&state.pending.split_to(n));
@@ -1012,98 +1099,57 @@ impl WsStream {
                 Ok(tungstenite::Message::Text(text)) => state.pending = text.into(),
                 Ok(tungstenite::Message::Close(_)) => {
                     state.eof = true;
-                    // Send the reply tungstenite queued, best effort.
-                    let _ = state.ws.flush();
-                    return Ok(0);
+                    self.peer_closed.store(true, Ordering::Release);
+                    // tungstenite queued the reply; send it unless ours is out.
+                    let _ = self.sender.flush_control();
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {
-                    drop(state);
-                    self.wait_readable()?;
-                }
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     state.eof = true;
-                    return Ok(0);
                 }
                 Err(e) => return Err(ws_error(e)),
             }
         }
     }
 
-    /// Blocks without the lock until the socket has bytes (or EOF or an
-    /// error), so a writer can use the WebSocket meanwhile.
-    fn wait_readable(&self) -> io::Result<()> {
-        // Only the reading thread reads the socket, so it may change the read
-        // timeout: none while peeking, the short one while holding the lock.
-        self.control.set_read_timeout(None)?;
-        let peeked = loop {
-            match self.control.peek(&mut [0u8; 1]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        self.control.set_read_timeout(Some(WS_POLL))?;
-        match peeked {
-            Ok(_) => Ok(()),
-            // Errors show again on the next read, where they are classified.
-            Err(e) if is_disconnect(&e) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Sends `buf` as one binary frame.
+    /// Sends `buf` as one masked binary frame.
     pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        let mut state = self.lock_as_writer();
-        match state
-            .ws
-            .write(tungstenite::Message::Binary(buf.to_vec().into()))
-        {
-            Ok(()) => {}
-            // The frame is queued; the flush below sends it.
-            Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {}
-            Err(e) => return Err(ws_error(e)),
+        if self.peer_closed.load(Ordering::Acquire) {
+            return Err(io::ErrorKind::BrokenPipe.into());
         }
-        loop {
-            match state.ws.flush() {
-                Ok(()) => return Ok(()),
-                Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {
-                    // The socket is full: let the reader drain our peer meanwhile.
-                    drop(state);
-                    thread::yield_now();
-                    state = self.lock_as_writer();
-                }
-                Err(e) => return Err(ws_error(e)),
-            }
-        }
+        let frame = tungstenite::protocol::frame::Frame::message(
+            buf.to_vec(),
+            tungstenite::protocol::frame::coding::OpCode::Data(
+                tungstenite::protocol::frame::coding::Data::Binary,
+            ),
+            true,
+        );
+        self.sender.send_frame(&masked(frame)?)
     }
 
     /// Sends a close frame: the end of our direction. Data frames from the
     /// relay are still read until its own close frame.
     pub fn shutdown_write(&self) -> io::Result<()> {
-        let mut state = self.lock_as_writer();
-        match state.ws.close(None) {
-            Ok(()) => return Ok(()),
-            Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {}
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                return Ok(())
-            }
-            Err(e) => return Err(ws_error(e)),
-        }
-        loop {
-            match state.ws.flush() {
-                Ok(()) => return Ok(()),
-                Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {
-                    drop(state);
-                    thread::yield_now();
-                    state = self.lock_as_writer();
-                }
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return Ok(())
-                }
-                Err(e) => return Err(ws_error(e)),
-            }
-        }
+        let frame = tungstenite::protocol::frame::Frame::close(None);
+        self.sender.send_close(&masked(frame)?)
     }
+
+    /// False once either side sent its close frame.
+    fn can_write(&self) -> bool {
+        !self.peer_closed.load(Ordering::Acquire) && !self.sender.sent_close.load(Ordering::Acquire)
+    }
+}
+
+/// Encodes a client frame with a fresh random mask (RFC 6455 §5.3). The mask
+/// comes from a version 4 UUID: the system's random source, no extra crate.
+fn masked(mut frame: tungstenite::protocol::frame::Frame) -> io::Result<Vec<u8>> {
+    let random = *Uuid::new_v4().as_bytes();
+    frame.header_mut().mask = Some([random[0], random[5], random[10], random[15]]);
+    let mut bytes = Vec::with_capacity(frame.len() + 14);
+    frame
+        .format(&mut bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(bytes)
 }
 
 /// Maps tungstenite's errors onto the I/O errors the bridges classify.
@@ -1192,6 +1238,10 @@ pub fn bridge_stdio(relayed: Relayed) -> Result<Bridged> {
             return Err(Error::io("relaying to stdout", e));
         }
     };
+    if !relayed.can_write() {
+        // Nothing typed from now on could be sent: do not wait for stdin.
+        return Ok(Bridged { sent: 0, received });
+    }
     let sent = upstream
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the stdin thread panicked")));
@@ -1223,6 +1273,10 @@ pub fn bridge_tcp(relayed: Relayed, local: TcpStream) -> Result<Bridged> {
         .map_err(|e| Error::io("starting a bridge thread", e))?;
     let received = pump_out(&relayed, &local);
     match &received {
+        Ok(_) if !relayed.can_write() => {
+            // The local side's input has nowhere to go: end its reader too.
+            let _ = local.shutdown(Shutdown::Both);
+        }
         Ok(_) => {
             let _ = local.shutdown(Shutdown::Write);
         }
