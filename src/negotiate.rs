@@ -612,39 +612,33 @@ fn accept_all(
     association: Uuid,
     candidates: Vec<(Uuid, CandidateUrl)>,
 ) -> Vec<(Candidate, Relayed)> {
-    let handles: Vec<_> = candidates
-        .into_iter()
-        .map(|(id, url)| {
-            let connector = Arc::clone(connector);
-            let request = JetRequest::v2(Method::Accept, association, id);
-            thread::spawn(move || {
-                let result = connector
-                    .open(&url, &request)
-                    .and_then(|(stream, response)| {
-                        let url = match response.header("Jet-Instance") {
-                            Some(instance) => url.with_instance(instance)?,
-                            None => url.clone(),
-                        };
-                        Ok((
-                            Candidate {
-                                id,
-                                url: url.to_string(),
-                            },
-                            stream,
-                        ))
-                    });
-                (id, url, result)
-            })
-        })
-        .collect();
+    let mut handles = Vec::new();
+    for (id, url) in candidates {
+        let connector = Arc::clone(connector);
+        let request = JetRequest::v2(Method::Accept, association, id);
+        let shown = url.to_string();
+        let spawned = thread::Builder::new().name("accept".into()).spawn(move || {
+            let (stream, response) = connector.open(&url, &request)?;
+            let url = match response.header("Jet-Instance") {
+                Some(instance) => url.with_instance(instance)?,
+                None => url,
+            };
+            let url = url.to_string();
+            Ok((Candidate { id, url }, stream))
+        });
+        match spawned {
+            Ok(handle) => handles.push((id, shown, handle)),
+            Err(e) => crate::warn!("candidate {id} {shown} left out: cannot start a thread: {e}"),
+        }
+    }
     let mut accepted = Vec::new();
-    for handle in handles {
+    for (id, url, handle) in handles {
         match handle.join() {
-            Ok((_, _, Ok(pair))) => accepted.push(pair),
-            Ok((id, url, Err(e))) => {
+            Ok(Ok(pair)) => accepted.push(pair),
+            Ok(Err::<_, Error>(e)) => {
                 crate::warn!("candidate {id} {url} left out: accept failed: {e}")
             }
-            Err(_) => crate::warn!("an accept thread panicked"),
+            Err(_) => crate::warn!("candidate {id} {url} left out: its thread panicked"),
         }
     }
     accepted
