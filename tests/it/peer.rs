@@ -596,14 +596,21 @@ fn the_client_skips_unusable_candidates() {
         &to_server,
         "--association",
         &a.to_string(),
+        "--transports",
+        "tcp,ws",
     ]);
     let mut from_client = BufReader::new(std::fs::File::open(&to_server).unwrap());
     let mut line = String::new();
     from_client.read_line(&mut line).unwrap();
     let offer = Offer::parse(&line).unwrap();
     assert_eq!(
-        (offer.id, offer.role, offer.version, offer.transports),
-        (a, Role::Client, 2, None)
+        (
+            offer.id,
+            offer.role,
+            offer.version,
+            offer.transports.as_deref()
+        ),
+        (a, Role::Client, 3, Some("tcp,ws"))
     );
     let dead = closed_port();
     let answer = Answer {
@@ -626,6 +633,11 @@ fn the_client_skips_unusable_candidates() {
             Candidate {
                 id: Uuid::new_v4(),
                 url: "bogus://x".into(),
+            },
+            // Not offered: left untested.
+            Candidate {
+                id: Uuid::new_v4(),
+                url: format!("tls://127.0.0.1:{dead}?ctype=relay"),
             },
             Candidate {
                 id: good,
