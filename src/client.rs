@@ -1,165 +1,1527 @@
-//! The peer side: open a JET candidate (accept, connect or test) and bridge the
-//! relayed stream to stdin/stdout.
+//! The peer side: candidate URLs, opening a candidate (accept, connect or test)
+//! over TCP, TLS or WebSocket, the relayed stream, and the bridges to stdio or TCP.
 
-use crate::error::{Error, Result};
+use crate::error::{is_disconnect, is_timeout, Error, Result};
 use crate::message::{self, Method, Response};
 use crate::packet::{self, WRITE_MASK};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::Duration;
+use tungstenite::protocol::WebSocket;
 use uuid::Uuid;
 
-/// How long a peer waits to connect and for the relay's answer.
+/// How long a peer waits to connect, for the TLS and WebSocket handshakes, and
+/// for the relay's answer.
 pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest chunk a bridge moves in one read (and one WebSocket frame).
+pub const BRIDGE_BUFFER: usize = 64 * 1024;
+/// Bytes of TLS records read from the socket at a time.
+pub const TLS_READ_CHUNK: usize = 16 * 1024;
+/// Where the system's CA bundle usually lives (Debian, Fedora, openSUSE,
+/// Alpine and macOS), tried in order when `SSL_CERT_FILE` is not set.
+pub const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
 
-/// A candidate URL a peer can open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CandidateUrl {
-    /// `HOST:PORT`.
-    pub address: String,
-    /// The host part, sent as `Host`.
-    pub host: String,
+/// The transport a candidate uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// The JET binary protocol over plain TCP.
+    Tcp,
+    /// The JET binary protocol inside TLS with the relay.
+    Tls,
+    /// The JET request in the path of a WebSocket upgrade.
+    Ws,
+    /// The same over TLS.
+    Wss,
 }
 
-impl CandidateUrl {
-    /// Parses `tcp://HOST:PORT` (the scheme may be left out).
-    pub fn parse(text: &str) -> Result<CandidateUrl> {
-        let rest = match text.split_once("://") {
-            Some(("tcp", rest)) => rest,
-            Some((scheme, _)) => {
-                return Err(Error::Config(format!(
-                    "{text:?}: unsupported scheme {scheme:?}"
-                )))
-            }
-            None => text,
-        };
-        let rest = rest.split(['/', '?']).next().unwrap_or_default();
-        let Some((host, port)) = rest.rsplit_once(':') else {
-            return Err(Error::Config(format!("{text:?} needs a port")));
-        };
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(Error::Config(format!(
-                "{text:?} needs a host and a numeric port"
-            )));
+impl Scheme {
+    /// Every scheme, in the order candidates list them.
+    pub const ALL: [Scheme; 4] = [Scheme::Tcp, Scheme::Tls, Scheme::Ws, Scheme::Wss];
+
+    /// The URL scheme and transport name (`tcp`, `tls`, `ws`, `wss`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Tcp => "tcp",
+            Scheme::Tls => "tls",
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
         }
-        Ok(CandidateUrl {
-            address: rest.to_owned(),
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-        })
+    }
+
+    /// Parses a scheme or transport name, without regard to case.
+    pub fn parse(text: &str) -> Option<Scheme> {
+        Scheme::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text))
+    }
+
+    /// The port a URL may leave out: only WebSocket schemes have one.
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            Scheme::Ws => Some(80),
+            Scheme::Wss => Some(443),
+            Scheme::Tcp | Scheme::Tls => None,
+        }
+    }
+
+    /// True when the connection to the relay is TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scheme::Tls | Scheme::Wss)
+    }
+
+    /// True for the WebSocket schemes.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
     }
 }
 
-/// Connects to a relay, sends one request with one write and reads the
-/// response packet (and nothing after it). Returns the stream only on 200.
-pub fn open(
-    url: &CandidateUrl,
-    method: Method,
-    version: u8,
-    association: Option<Uuid>,
-    candidate: Uuid,
-) -> Result<(TcpStream, Response)> {
-    let addrs: Vec<_> = url
-        .address
+/// A candidate URL (draft 0.2 §2.2.2.3.1): `SCHEME://HOST:PORT[?QUERY]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateUrl {
+    /// The transport.
+    pub scheme: Scheme,
+    /// Host name or IP address, without the brackets of an IPv6 literal.
+    pub host: String,
+    /// The port (the scheme's default when the URL left it out).
+    pub port: u16,
+    /// Whether the URL wrote the port: the `Host` header repeats it only then.
+    pub explicit_port: bool,
+    /// The query string after `?`, kept as written (`ctype=relay`).
+    pub query: Option<String>,
+}
+
+impl CandidateUrl {
+    /// Parses a candidate URL. No scheme means `tcp://`; the port may be left
+    /// out only for `ws://` (80) and `wss://` (443); a query is kept; a path,
+    /// user info or fragment is an error.
+    pub fn parse(text: &str) -> Result<CandidateUrl> {
+        let bad = |why: &str| Error::Config(format!("candidate URL {text:?}: {why}"));
+        let (scheme, rest) = match text.split_once("://") {
+            Some((name, rest)) => {
+                let scheme = Scheme::parse(name).ok_or_else(|| {
+                    bad(&format!(
+                        "unsupported scheme {name:?} (use tcp, tls, ws or wss)"
+                    ))
+                })?;
+                (scheme, rest)
+            }
+            None => (Scheme::Tcp, text),
+        };
+        if rest.contains('#') {
+            return Err(bad("a candidate URL has no fragment"));
+        }
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, (!query.is_empty()).then(|| query.to_owned())),
+            None => (rest, None),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if !path.is_empty() && path != "/" {
+            return Err(bad(&format!("a candidate URL has no path ({path:?})")));
+        }
+        if authority.contains('@') {
+            return Err(bad("a candidate URL has no user info"));
+        }
+        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+            let (addr, after) = inner
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed '[' around an IPv6 address"))?;
+            if addr.parse::<Ipv6Addr>().is_err() {
+                return Err(bad(&format!("{addr:?} is not an IPv6 address")));
+            }
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("expected ':PORT' after the IPv6 address"))?,
+                ),
+            };
+            (addr, port)
+        } else {
+            match authority.split_once(':') {
+                Some((_, port)) if port.contains(':') => {
+                    return Err(bad("an IPv6 address must be written in brackets"));
+                }
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("the host is empty"));
+        }
+        if !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
+        {
+            return Err(bad(&format!("{host:?} is not a host name or address")));
+        }
+        let (port, explicit_port) = match port {
+            Some(port) => match port.parse::<u16>() {
+                Ok(0) => return Err(bad("port 0 cannot be connected to")),
+                Ok(p) if port.bytes().all(|b| b.is_ascii_digit()) => (p, true),
+                _ => return Err(bad(&format!("{port:?} is not a port number"))),
+            },
+            None => match scheme.default_port() {
+                Some(p) => (p, false),
+                None => {
+                    return Err(bad(&format!(
+                        "{}:// needs a port (only ws and wss have a default)",
+                        scheme.as_str()
+                    )))
+                }
+            },
+        };
+        Ok(CandidateUrl {
+            scheme,
+            host: host.to_owned(),
+            port,
+            explicit_port,
+            query,
+        })
+    }
+
+    /// `HOST:PORT` for connecting (brackets around an IPv6 address).
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.bracketed_host(), self.port)
+    }
+
+    /// The host as written in a URL or a `Host` header, with the port when
+    /// the URL had one.
+    pub fn authority(&self) -> String {
+        if self.explicit_port {
+            self.address()
+        } else {
+            self.bracketed_host()
+        }
+    }
+
+    fn bracketed_host(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
+    /// The value of a query parameter (`ctype`), if present.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .as_deref()?
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    }
+
+    /// The candidate type from `?ctype=`: `host` or `relay` (none: unknown).
+    pub fn ctype(&self) -> Option<&str> {
+        self.query_param("ctype")
+    }
+
+    /// The same URL with `name=value` added to the query, unless `name` is
+    /// already there.
+    pub fn with_param(&self, name: &str, value: &str) -> CandidateUrl {
+        let mut url = self.clone();
+        if url.query_param(name).is_none() {
+            url.query = Some(match url.query.take() {
+                Some(q) => format!("{q}&{name}={value}"),
+                None => format!("{name}={value}"),
+            });
+        }
+        url
+    }
+
+    /// The same URL aimed at a relay instance named by a `Jet-Instance`
+    /// header: `HOST` keeps the port, `HOST:PORT` replaces both.
+    pub fn with_instance(&self, instance: &str) -> Result<CandidateUrl> {
+        let probe = format!("{}://{instance}", self.scheme.as_str());
+        let mut url = match CandidateUrl::parse(&probe) {
+            Ok(parsed) => parsed,
+            Err(_) => {
+                let with_port = format!("{probe}:{}", self.port);
+                CandidateUrl::parse(&with_port).map_err(|_| {
+                    Error::Protocol(format!("Jet-Instance {instance:?} is not a host"))
+                })?
+            }
+        };
+        if !url.explicit_port {
+            url.port = self.port;
+            url.explicit_port = self.explicit_port;
+        }
+        url.query.clone_from(&self.query);
+        Ok(url)
+    }
+}
+
+impl fmt::Display for CandidateUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme.as_str(), self.authority())?;
+        if let Some(query) = &self.query {
+            write!(f, "?{query}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a peer checks the relay's certificate on `tls://` and `wss://`.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Trust only the certificates in this PEM file instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify the certificate at all (tests only).
+    pub insecure: bool,
+}
+
+/// The JET request a peer sends on a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JetRequest {
+    /// Accept, connect or test.
+    pub method: Method,
+    /// 1 for the draft 0.1 exchange, 2 (or 3) for `/jet/...` paths.
+    pub version: u8,
+    /// The association; `None` only for a version 1 accept.
+    pub association: Option<Uuid>,
+    /// The candidate (ignored by version 1).
+    pub candidate: Uuid,
+}
+
+impl JetRequest {
+    /// A version 2 request for `association` and `candidate`.
+    pub fn v2(method: Method, association: Uuid, candidate: Uuid) -> JetRequest {
+        JetRequest {
+            method,
+            version: 2,
+            association: Some(association),
+            candidate,
+        }
+    }
+
+    /// The request path of the WebSocket upgrade that carries this request.
+    pub fn websocket_path(&self) -> String {
+        format!(
+            "/jet/{}/{}/{}",
+            self.method.as_str(),
+            self.association.unwrap_or_default(),
+            self.candidate
+        )
+    }
+}
+
+/// Opens candidates: TCP connections, TLS with the configured trust, JET
+/// requests and WebSocket upgrades. Shared by every candidate of a peer.
+pub struct Connector {
+    options: TlsOptions,
+    config: OnceLock<std::result::Result<Arc<ClientConfig>, String>>,
+}
+
+impl Connector {
+    /// A connector; the TLS configuration is built on first use, so a peer
+    /// that only uses `tcp://` never reads a CA file.
+    pub fn new(options: TlsOptions) -> Connector {
+        Connector {
+            options,
+            config: OnceLock::new(),
+        }
+    }
+
+    /// The TLS client configuration (ring provider).
+    pub fn tls_config(&self) -> Result<Arc<ClientConfig>> {
+        self.config
+            .get_or_init(|| build_tls_config(&self.options).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(Error::Config)
+    }
+
+    /// Connects to a candidate's host and, for `tls://` and `wss://`, completes
+    /// the TLS handshake. The result has no timeouts set.
+    pub fn dial(&self, url: &CandidateUrl) -> Result<Relayed> {
+        let sock = connect_tcp(&url.address())?;
+        if url.scheme.is_tls() {
+            Ok(Relayed::Tls(Box::new(TlsStream::handshake(
+                sock,
+                &url.host,
+                self.tls_config()?,
+            )?)))
+        } else {
+            Ok(Relayed::Tcp(sock))
+        }
+    }
+
+    /// Opens a candidate: connects, sends the JET request (or the WebSocket
+    /// upgrade that carries it) and reads the answer. Returns the stream only
+    /// on success (200, or 101 for WebSocket); any other status is
+    /// [`Error::Status`].
+    pub fn open(&self, url: &CandidateUrl, request: &JetRequest) -> Result<(Relayed, Response)> {
+        if url.scheme.is_websocket() {
+            return self.open_websocket(url, request);
+        }
+        let stream = self.dial(url)?;
+        let head = message::request_head(
+            request.method,
+            request.version,
+            &url.authority(),
+            request.association,
+            request.candidate,
+        );
+        let sock = stream.socket();
+        sock.set_read_timeout(Some(NETWORK_TIMEOUT))
+            .and_then(|()| sock.set_write_timeout(Some(NETWORK_TIMEOUT)))
+            .map_err(|e| Error::io("setting timeouts", e))?;
+        // One write for the whole packet: deployed relays read it with one read.
+        stream
+            .write_all(&packet::encode(head.as_bytes(), WRITE_MASK))
+            .map_err(|e| Error::io("sending the request", e))?;
+        let reply = packet::read_packet(&stream).map_err(|e| {
+            if is_timeout(&e) {
+                Error::io(
+                    "reading the response",
+                    io::Error::new(io::ErrorKind::TimedOut, "no answer in time"),
+                )
+            } else {
+                Error::io("reading the response", e)
+            }
+        })?;
+        let response = message::parse_response(&reply.payload).map_err(Error::Protocol)?;
+        if response.status != 200 {
+            return Err(Error::Status(response.status));
+        }
+        let sock = stream.socket();
+        sock.set_read_timeout(None)
+            .and_then(|()| sock.set_write_timeout(None))
+            .map_err(|e| Error::io("clearing timeouts", e))?;
+        Ok((stream, response))
+    }
+
+    fn open_websocket(
+        &self,
+        url: &CandidateUrl,
+        request: &JetRequest,
+    ) -> Result<(Relayed, Response)> {
+        if request.version == 1 {
+            return Err(Error::Config(
+                "version 1 has no WebSocket form: use tcp:// or tls://".into(),
+            ));
+        }
+        let sock = connect_tcp(&url.address())?;
+        sock.set_read_timeout(Some(NETWORK_TIMEOUT))
+            .and_then(|()| sock.set_write_timeout(Some(NETWORK_TIMEOUT)))
+            .map_err(|e| Error::io("setting timeouts", e))?;
+        let control = sock
+            .try_clone()
+            .map_err(|e| Error::io("cloning the socket", e))?;
+        let sink = if url.scheme.is_tls() {
+            Sink::Tls(Arc::new(TlsStream::handshake(
+                sock,
+                &url.host,
+                self.tls_config()?,
+            )?))
+        } else {
+            Sink::Plain(sock)
+        };
+        let sender = Arc::new(WsSender {
+            sink,
+            send: Mutex::new(()),
+            control: Mutex::new(Vec::new()),
+            handshaking: AtomicBool::new(true),
+            sent_close: AtomicBool::new(false),
+        });
+        let io = WsIo(Arc::clone(&sender));
+        let target = format!(
+            "{}://{}{}",
+            url.scheme.as_str(),
+            url.authority(),
+            request.websocket_path()
+        );
+        let (ws, reply) = match tungstenite::client::client(target.as_str(), io) {
+            Ok(done) => done,
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(reply))) => {
+                return Err(Error::Status(reply.status().as_u16()))
+            }
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))) => {
+                return Err(Error::io("WebSocket handshake", e))
+            }
+            Err(tungstenite::HandshakeError::Failure(e)) => {
+                return Err(Error::Protocol(format!("WebSocket handshake: {e}")))
+            }
+            Err(tungstenite::HandshakeError::Interrupted(_)) => {
+                return Err(Error::io(
+                    "WebSocket handshake",
+                    io::Error::new(io::ErrorKind::TimedOut, "no answer in time"),
+                ))
+            }
+        };
+        let response = Response {
+            status: reply.status().as_u16(),
+            headers: reply
+                .headers()
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).trim().to_owned(),
+                    )
+                })
+                .collect(),
+        };
+        control
+            .set_read_timeout(None)
+            .and_then(|()| control.set_write_timeout(None))
+            .map_err(|e| Error::io("clearing timeouts", e))?;
+        // From here the reader owns tungstenite; data frames are written
+        // beside it (see WsStream).
+        sender.handshaking.store(false, Ordering::Release);
+        Ok((
+            Relayed::Ws(Box::new(WsStream::new(ws, sender, control))),
+            response,
+        ))
+    }
+}
+
+/// Connects to `HOST:PORT`, trying each resolved address, with a timeout.
+pub fn connect_tcp(address: &str) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = address
         .to_socket_addrs()
-        .map_err(|e| Error::io(format!("resolving {}", url.address), e))?
+        .map_err(|e| Error::io(format!("resolving {address}"), e))?
         .collect();
     let mut last = None;
-    let mut sock = None;
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, NETWORK_TIMEOUT) {
-            Ok(s) => {
-                sock = Some(s);
-                break;
+            Ok(sock) => {
+                let _ = sock.set_nodelay(true);
+                return Ok(sock);
             }
             Err(e) => last = Some(e),
         }
     }
-    let sock = sock.ok_or_else(|| {
-        Error::io(
-            format!("connecting to {}", url.address),
-            last.unwrap_or_else(|| io::ErrorKind::NotFound.into()),
-        )
-    })?;
-    let _ = sock.set_nodelay(true);
-    let head = message::request_head(method, version, &url.host, association, candidate);
-    (&sock)
-        .write_all(&packet::encode(head.as_bytes(), WRITE_MASK))
-        .map_err(|e| Error::io("sending the request", e))?;
-    sock.set_read_timeout(Some(NETWORK_TIMEOUT))
-        .map_err(|e| Error::io("setting a timeout", e))?;
-    let reply = packet::read_packet(&sock).map_err(|e| Error::io("reading the response", e))?;
-    sock.set_read_timeout(None)
-        .map_err(|e| Error::io("clearing a timeout", e))?;
-    let response = message::parse_response(&reply.payload).map_err(Error::Protocol)?;
-    if response.status != 200 {
-        return Err(Error::Status(response.status));
-    }
-    Ok((sock, response))
+    Err(Error::io(
+        format!("connecting to {address}"),
+        last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")),
+    ))
 }
 
-/// Copies stdin to the stream (shutting its write side at EOF) and the stream
-/// to stdout, until the other peer ends its side.
-pub fn bridge_stdio(sock: TcpStream) -> Result<()> {
-    let writer = sock
-        .try_clone()
-        .map_err(|e| Error::io("cloning the socket", e))?;
-    let sender = thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut writer = writer;
-            let copied = io::copy(&mut io::stdin().lock(), &mut writer);
-            if copied.is_ok() {
-                let _ = writer.shutdown(Shutdown::Write);
-            } else {
-                let _ = writer.shutdown(Shutdown::Both);
+fn build_tls_config(options: &TlsOptions) -> Result<Arc<ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+    let config = if options.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth()
+    } else {
+        builder
+            .with_root_certificates(load_roots(options.ca_file.as_deref())?)
+            .with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// The trusted roots: the `--ca` file, else the system bundle.
+fn load_roots(ca_file: Option<&Path>) -> Result<RootCertStore> {
+    let path = match ca_file {
+        Some(path) => path.to_owned(),
+        None => std::env::var_os("SSL_CERT_FILE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                SYSTEM_CA_FILES
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.exists())
+            })
+            .ok_or_else(|| Error::Config("no system CA bundle found: pass --ca FILE".into()))?,
+    };
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&path)
+        .map_err(|e| Error::Config(format!("CA file {}: {e}", path.display())))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| Error::Config(format!("CA file {}: {e}", path.display())))?;
+        // A bundle may hold a certificate webpki cannot use; skip it rather
+        // than refuse the whole bundle.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(Error::Config(format!(
+            "CA file {}: no usable certificate",
+            path.display()
+        )));
+    }
+    Ok(roots)
+}
+
+/// `--insecure`: accepts any certificate, but still checks the handshake
+/// signatures so the connection is at least consistent.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The peer's relayed stream, whatever the candidate's transport: one thread
+/// may read while another writes, and any thread may `kill` it.
+pub enum Relayed {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS with the relay.
+    Tls(Box<TlsStream>),
+    /// A WebSocket (over TCP or TLS): binary frames carry the data.
+    Ws(Box<WsStream>),
+}
+
+impl Relayed {
+    /// Reads relayed bytes; `Ok(0)` is the end of the other peer's stream.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Relayed::Tcp(sock) => (&*sock).read(buf),
+            Relayed::Tls(tls) => tls.read(buf),
+            Relayed::Ws(ws) => ws.read(buf),
+        }
+    }
+
+    /// Writes all of `buf` (one WebSocket frame).
+    pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Relayed::Tcp(sock) => (&*sock).write_all(buf),
+            Relayed::Tls(tls) => tls.write_all(buf),
+            Relayed::Ws(ws) => ws.write_all(buf),
+        }
+    }
+
+    /// Ends our direction (TCP FIN, TLS close_notify, WebSocket close frame)
+    /// while the other peer may still send.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Relayed::Tcp(sock) => sock.shutdown(Shutdown::Write),
+            Relayed::Tls(tls) => tls.shutdown_write(),
+            Relayed::Ws(ws) => ws.shutdown_write(),
+        }
+    }
+
+    /// False once nothing more can be sent: the relay closed a WebSocket
+    /// (a close frame ends both directions there). TCP and TLS can still send
+    /// after the other peer half-closed.
+    pub fn can_write(&self) -> bool {
+        match self {
+            Relayed::Ws(ws) => ws.can_write(),
+            Relayed::Tcp(_) | Relayed::Tls(_) => true,
+        }
+    }
+
+    /// Shuts the socket down both ways: blocked reads and writes return at once.
+    pub fn kill(&self) {
+        let _ = self.socket().shutdown(Shutdown::Both);
+    }
+
+    /// The TCP socket underneath.
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            Relayed::Tcp(sock) => sock,
+            Relayed::Tls(tls) => &tls.sock,
+            Relayed::Ws(ws) => &ws.control,
+        }
+    }
+
+    /// The transport's scheme name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Relayed::Tcp(_) => "tcp",
+            Relayed::Tls(_) => "tls",
+            Relayed::Ws(ws) if ws.over_tls => "wss",
+            Relayed::Ws(_) => "ws",
+        }
+    }
+}
+
+impl Read for &Relayed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Relayed::read(self, buf)
+    }
+}
+
+impl Write for &Relayed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Relayed::write_all(self, buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A TLS client connection that one thread can read while another writes.
+///
+/// rustls is sans-I/O: the `state` lock is held only around its calls, never
+/// across a socket read; encrypted bytes go out under the `send` lock so
+/// records from both threads never interleave.
+pub struct TlsStream {
+    sock: TcpStream,
+    state: Mutex<TlsState>,
+    send: Mutex<Vec<u8>>,
+}
+
+struct TlsState {
+    conn: ClientConnection,
+    /// TLS bytes read from the socket that rustls has not taken yet.
+    incoming: Vec<u8>,
+    /// The socket reached EOF (rustls is told once `incoming` is empty).
+    socket_eof: bool,
+}
+
+impl TlsStream {
+    /// Runs the TLS handshake on a connected socket, verifying `host`.
+    pub fn handshake(
+        mut sock: TcpStream,
+        host: &str,
+        config: Arc<ClientConfig>,
+    ) -> Result<TlsStream> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| Error::Config(format!("TLS server name {host:?}: {e}")))?;
+        let mut conn = ClientConnection::new(config, name)
+            .map_err(|e| Error::Protocol(format!("TLS: {e}")))?;
+        sock.set_read_timeout(Some(NETWORK_TIMEOUT))
+            .and_then(|()| sock.set_write_timeout(Some(NETWORK_TIMEOUT)))
+            .map_err(|e| Error::io("setting timeouts", e))?;
+        while conn.is_handshaking() {
+            match conn.complete_io(&mut sock) {
+                Ok((0, 0)) if conn.is_handshaking() => {
+                    return Err(Error::io(
+                        "TLS handshake",
+                        io::ErrorKind::UnexpectedEof.into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(Error::io("TLS handshake", e)),
             }
+        }
+        sock.set_read_timeout(None)
+            .and_then(|()| sock.set_write_timeout(None))
+            .map_err(|e| Error::io("clearing timeouts", e))?;
+        Ok(TlsStream {
+            sock,
+            state: Mutex::new(TlsState {
+                conn,
+                incoming: Vec::new(),
+                socket_eof: false,
+            }),
+            send: Mutex::new(Vec::new()),
         })
-        .map_err(|e| Error::io("starting the stdin thread", e))?;
-    let mut reader = &sock;
-    let mut stdout = io::stdout().lock();
-    let mut buf = vec![0; 64 * 1024];
+    }
+
+    fn state(&self) -> MutexGuard<'_, TlsState> {
+        // No code under this lock leaves the state half-updated on panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads plaintext; `Ok(0)` after the relay's close_notify. A socket read
+    /// timeout surfaces as `WouldBlock` with nothing lost.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            {
+                let mut state = self.state();
+                match state.conn.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                if !state.incoming.is_empty() || state.socket_eof {
+                    let wants_write = feed(&mut state)?;
+                    drop(state);
+                    if wants_write {
+                        self.try_flush()?;
+                    }
+                    continue;
+                }
+            }
+            // The socket read happens without any lock: the writer is free.
+            let mut chunk = [0u8; TLS_READ_CHUNK];
+            let n = match (&self.sock).read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let mut state = self.state();
+            if n == 0 {
+                state.socket_eof = true;
+            } else {
+                state.incoming.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+
+    /// Encrypts and sends all of `buf`, blocking until the socket took it.
+    pub fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.write_some(buf)?;
+            buf = &buf[n..];
+            self.flush()?;
+        }
+        self.flush()
+    }
+
+    /// Hands plaintext to rustls (which may take only part of it when its
+    /// buffer is full); does not wait for the socket.
+    fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.state().conn.writer().write(buf)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        self.flush()?;
+        match self.state().conn.writer().write(buf)? {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+
+    /// Sends every pending TLS record. Keeps what the socket did not take (a
+    /// write timeout) for the next call, so a record is never cut.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut out = self.send.lock().unwrap_or_else(|e| e.into_inner());
+        self.flush_locked(&mut out)
+    }
+
+    fn flush_locked(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        loop {
+            if out.is_empty() {
+                let mut state = self.state();
+                while state.conn.wants_write() {
+                    state.conn.write_tls(out)?;
+                }
+            }
+            if out.is_empty() {
+                return Ok(());
+            }
+            match (&self.sock).write(out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Flushes from the reading thread without waiting for a writer that is
+    /// blocked on the socket: that writer sends our records after its own.
+    fn try_flush(&self) -> io::Result<()> {
+        loop {
+            let Ok(mut out) = self.send.try_lock() else {
+                return Ok(());
+            };
+            self.flush_locked(&mut out)?;
+            drop(out);
+            // Records queued while we held the lock and a writer gave up on it
+            // would otherwise wait for the next write.
+            if !self.state().conn.wants_write() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends close_notify and ends the TCP write side.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.state().conn.send_close_notify();
+        self.flush()?;
+        self.sock.shutdown(Shutdown::Write)
+    }
+}
+
+/// Gives rustls the buffered TLS bytes until it has plaintext to offer (its
+/// plaintext buffer is bounded); returns whether it has records to send.
+fn feed(state: &mut TlsState) -> io::Result<bool> {
+    let TlsState {
+        conn,
+        incoming,
+        socket_eof,
+    } = state;
+    while !incoming.is_empty() {
+        let mut rest = &incoming[..];
+        let used = conn.read_tls(&mut rest)?;
+        incoming.drain(..used);
+        let io_state = conn
+            .process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if used == 0 || io_state.plaintext_bytes_to_read() > 0 {
+            return Ok(conn.wants_write());
+        }
+    }
+    if *socket_eof {
+        conn.read_tls(&mut io::empty())?;
+        conn.process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    }
+    Ok(conn.wants_write())
+}
+
+impl Read for &TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        TlsStream::read(self, buf)
+    }
+}
+
+/// Where a WebSocket's bytes go: the socket, or TLS over it.
+enum Sink {
+    Plain(TcpStream),
+    Tls(Arc<TlsStream>),
+}
+
+impl Sink {
+    fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Plain(sock) => (&*sock).write_all(bytes),
+            Sink::Tls(tls) => tls.write_all(bytes),
+        }
+    }
+}
+
+/// The sending half of a WebSocket. Data frames are built and written by the
+/// writing thread; the few frames tungstenite writes while reading (pong, the
+/// reply to a close) are queued and sent by whichever thread holds `send`, so
+/// the reader never waits behind a writer blocked on a full socket.
+struct WsSender {
+    sink: Sink,
+    /// Held while bytes go to the socket: frames never interleave.
+    send: Mutex<()>,
+    /// Frames tungstenite wrote from the reading thread, not yet sent.
+    control: Mutex<Vec<u8>>,
+    /// During the upgrade tungstenite writes the request directly.
+    handshaking: AtomicBool,
+    /// Our close frame is out: nothing may follow it.
+    sent_close: AtomicBool,
+}
+
+impl WsSender {
+    /// Sends one whole frame (after any queued control frames), blocking.
+    fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
+        let guard = self.send.lock().unwrap_or_else(|e| e.into_inner());
+        if self.sent_close.load(Ordering::Acquire) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        self.send_control_locked()?;
+        self.sink.write_all(frame)?;
+        self.send_control_locked()?;
+        drop(guard);
+        self.flush_control()
+    }
+
+    /// Sends the close frame; nothing is sent after it.
+    fn send_close(&self, frame: &[u8]) -> io::Result<()> {
+        let _guard = self.send.lock().unwrap_or_else(|e| e.into_inner());
+        if self.sent_close.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.send_control_locked()?;
+        self.sink.write_all(frame)
+    }
+
+    fn send_control_locked(&self) -> io::Result<()> {
+        let queued = std::mem::take(&mut *self.control.lock().unwrap_or_else(|e| e.into_inner()));
+        if queued.is_empty() || self.sent_close.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.sink.write_all(&queued)
+    }
+
+    /// Sends queued control frames unless another thread is sending: that
+    /// thread sends them after its frame (and re-checks after letting go).
+    fn flush_control(&self) -> io::Result<()> {
+        loop {
+            let Ok(guard) = self.send.try_lock() else {
+                return Ok(());
+            };
+            self.send_control_locked()?;
+            drop(guard);
+            if self
+                .control
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The stream tungstenite reads from: reads are the socket's (or TLS's);
+/// writes are queued control frames, except during the upgrade.
+struct WsIo(Arc<WsSender>);
+
+impl Read for WsIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.0.sink {
+            Sink::Plain(sock) => (&*sock).read(buf),
+            Sink::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for WsIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.0.handshaking.load(Ordering::Acquire) {
+            self.0.sink.write_all(buf)?;
+        } else {
+            self.0
+                .control
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.0.handshaking.load(Ordering::Acquire) {
+            return match &self.0.sink {
+                Sink::Plain(_) => Ok(()),
+                Sink::Tls(tls) => tls.flush(),
+            };
+        }
+        self.0.flush_control()
+    }
+}
+
+/// A WebSocket client stream, split in two: the reading thread owns
+/// tungstenite's `WebSocket` (which cannot be shared across threads without a
+/// lock that a blocked read would hold), and the writing thread builds masked
+/// binary frames with tungstenite's frame type and sends them through
+/// [`WsSender`]. No lock is held across a blocking read.
+pub struct WsStream {
+    reader: Mutex<WsState>,
+    sender: Arc<WsSender>,
+    control: TcpStream,
+    over_tls: bool,
+    /// The relay sent its close frame: nothing more can be sent.
+    peer_closed: AtomicBool,
+}
+
+struct WsState {
+    ws: WebSocket<WsIo>,
+    /// The rest of the last data frame, not yet read.
+    pending: tungstenite::Bytes,
+    eof: bool,
+}
+
+impl WsStream {
+    fn new(ws: WebSocket<WsIo>, sender: Arc<WsSender>, control: TcpStream) -> WsStream {
+        let over_tls = matches!(sender.sink, Sink::Tls(_));
+        WsStream {
+            reader: Mutex::new(WsState {
+                ws,
+                pending: tungstenite::Bytes::new(),
+                eof: false,
+            }),
+            sender,
+            control,
+            over_tls,
+            peer_closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Reads the payload of data frames (binary or text); a close frame is
+    /// the end of the stream; pings are answered.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // Only the reading thread takes this lock.
+        let mut state = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if !state.pending.is_empty() {
+                let n = buf.len().min(state.pending.len());
+                buf[..n].copy_from_slice(&state.pending.split_to(n));
+                return Ok(n);
+            }
+            if state.eof {
+                return Ok(0);
+            }
+            match state.ws.read() {
+                Ok(tungstenite::Message::Binary(data)) => state.pending = data,
+                Ok(tungstenite::Message::Text(text)) => state.pending = text.into(),
+                Ok(tungstenite::Message::Close(_)) => {
+                    state.eof = true;
+                    self.peer_closed.store(true, Ordering::Release);
+                    // tungstenite queued the reply; send it unless ours is out.
+                    let _ = self.sender.flush_control();
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    state.eof = true;
+                }
+                Err(e) => return Err(ws_error(e)),
+            }
+        }
+    }
+
+    /// Sends `buf` as one masked binary frame.
+    pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        if self.peer_closed.load(Ordering::Acquire) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let frame = tungstenite::protocol::frame::Frame::message(
+            buf.to_vec(),
+            tungstenite::protocol::frame::coding::OpCode::Data(
+                tungstenite::protocol::frame::coding::Data::Binary,
+            ),
+            true,
+        );
+        self.sender.send_frame(&masked(frame)?)
+    }
+
+    /// Sends a close frame: the end of our direction. Data frames from the
+    /// relay are still read until its own close frame.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        let frame = tungstenite::protocol::frame::Frame::close(None);
+        self.sender.send_close(&masked(frame)?)
+    }
+
+    /// False once either side sent its close frame.
+    fn can_write(&self) -> bool {
+        !self.peer_closed.load(Ordering::Acquire) && !self.sender.sent_close.load(Ordering::Acquire)
+    }
+}
+
+/// Encodes a client frame with a fresh random mask (RFC 6455 §5.3). The mask
+/// comes from a version 4 UUID: the system's random source, no extra crate.
+fn masked(mut frame: tungstenite::protocol::frame::Frame) -> io::Result<Vec<u8>> {
+    let random = *Uuid::new_v4().as_bytes();
+    frame.header_mut().mask = Some([random[0], random[5], random[10], random[15]]);
+    let mut bytes = Vec::with_capacity(frame.len() + 14);
+    frame
+        .format(&mut bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(bytes)
+}
+
+/// Maps tungstenite's errors onto the I/O errors the bridges classify.
+fn ws_error(e: tungstenite::Error) -> io::Error {
+    use tungstenite::error::ProtocolError;
+    match e {
+        tungstenite::Error::Io(e) => e,
+        tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed
+        | tungstenite::Error::Protocol(ProtocolError::SendAfterClosing) => {
+            io::ErrorKind::BrokenPipe.into()
+        }
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            io::ErrorKind::ConnectionReset.into()
+        }
+        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+    }
+}
+
+/// Byte counts of a finished bridge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bridged {
+    /// Bytes sent to the other peer.
+    pub sent: u64,
+    /// Bytes received from the other peer.
+    pub received: u64,
+}
+
+/// Copies `src` into the relayed stream until EOF, then half-closes it.
+fn pump_into(relayed: &Relayed, mut src: impl Read) -> io::Result<u64> {
+    let mut buf = vec![0u8; BRIDGE_BUFFER];
+    let mut total = 0;
     loop {
-        let n = match reader.read(&mut buf) {
+        let n = match src.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if crate::error::is_disconnect(&e) => break,
-            Err(e) => return Err(Error::io("reading the relayed stream", e)),
+            Err(e) => return Err(e),
         };
-        stdout
-            .write_all(&buf[..n])
-            .map_err(|e| Error::io("writing stdout", e))?;
+        relayed.write_all(&buf[..n])?;
+        total += n as u64;
     }
-    stdout.flush().map_err(|e| Error::io("writing stdout", e))?;
-    // The other peer ending its side is a half-close: what we still have to
-    // send must go out before we exit.
-    let _ = sender.join();
-    Ok(())
+    relayed.shutdown_write()?;
+    Ok(total)
+}
+
+/// Copies the relayed stream into `dst` until the other peer ends its side.
+fn pump_out(relayed: &Relayed, mut dst: impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; BRIDGE_BUFFER];
+    let mut total = 0;
+    loop {
+        let n = match relayed.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if is_disconnect(&e) => break,
+            Err(e) => return Err(e),
+        };
+        dst.write_all(&buf[..n])?;
+        dst.flush()?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+/// Copies stdin to the relayed stream (half-closing it at EOF) and the stream
+/// to stdout, until both directions have ended: a peer that sends, ends its
+/// stdin and then reads the reply gets all of it, and so does the other side.
+pub fn bridge_stdio(relayed: Relayed) -> Result<Bridged> {
+    let relayed = Arc::new(relayed);
+    let writer = Arc::clone(&relayed);
+    let upstream = thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let result = pump_into(&writer, io::stdin().lock());
+            if result.is_err() {
+                writer.kill();
+            }
+            result
+        })
+        .map_err(|e| Error::io("starting the stdin thread", e))?;
+    let received = match pump_out(&relayed, io::stdout().lock()) {
+        Ok(received) => received,
+        Err(e) => {
+            relayed.kill();
+            return Err(Error::io("relaying to stdout", e));
+        }
+    };
+    if !relayed.can_write() {
+        // Nothing typed from now on could be sent: do not wait for stdin.
+        return Ok(Bridged { sent: 0, received });
+    }
+    let sent = upstream
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the stdin thread panicked")));
+    match sent {
+        Ok(sent) => Ok(Bridged { sent, received }),
+        Err(e) if is_disconnect(&e) => Ok(Bridged { sent: 0, received }),
+        Err(e) => Err(Error::io("relaying stdin", e)),
+    }
+}
+
+/// Relays between the relayed stream and a local TCP connection, both ways
+/// with half-close, until both directions have ended.
+pub fn bridge_tcp(relayed: Relayed, local: TcpStream) -> Result<Bridged> {
+    let relayed = Arc::new(relayed);
+    let local_in = local
+        .try_clone()
+        .map_err(|e| Error::io("cloning the local socket", e))?;
+    let writer = Arc::clone(&relayed);
+    let upstream = thread::Builder::new()
+        .name("local-to-relay".into())
+        .spawn(move || {
+            let result = pump_into(&writer, &local_in);
+            if result.is_err() {
+                writer.kill();
+                let _ = local_in.shutdown(Shutdown::Both);
+            }
+            result
+        })
+        .map_err(|e| Error::io("starting a bridge thread", e))?;
+    let received = pump_out(&relayed, &local);
+    match &received {
+        Ok(_) if !relayed.can_write() => {
+            // The local side's input has nowhere to go: end its reader too.
+            let _ = local.shutdown(Shutdown::Both);
+        }
+        Ok(_) => {
+            let _ = local.shutdown(Shutdown::Write);
+        }
+        Err(_) => {
+            relayed.kill();
+            let _ = local.shutdown(Shutdown::Both);
+        }
+    }
+    let sent = upstream
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the bridge thread panicked")));
+    match (sent, received) {
+        (Ok(sent), Ok(received)) => Ok(Bridged { sent, received }),
+        (Err(e), _) | (_, Err(e)) if is_disconnect(&e) => Ok(Bridged::default()),
+        (Err(e), _) | (_, Err(e)) => Err(Error::io("relaying", e)),
+    }
+}
+
+/// Where a peer's relayed stream goes once it is open.
+#[derive(Debug)]
+pub enum Local {
+    /// stdin and stdout.
+    Stdio,
+    /// Connect to this local service (`--forward HOST:PORT`).
+    Forward(String),
+    /// A connection accepted on this listener (`--listen ADDR`), taken before
+    /// the relay is contacted.
+    Accepted(TcpStream),
+}
+
+/// Binds `--listen ADDR`, prints `listening tcp://ADDRESS` on stdout (the
+/// address actually bound) and accepts one connection.
+pub fn listen_once(addr: &str) -> Result<TcpStream> {
+    let listener = TcpListener::bind(addr).map_err(|e| Error::io(format!("binding {addr}"), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the listening address", e))?;
+    {
+        let mut stdout = io::stdout().lock();
+        let _ = writeln!(stdout, "listening tcp://{local}");
+        let _ = stdout.flush();
+    }
+    let (sock, _) = listener
+        .accept()
+        .map_err(|e| Error::io(format!("accepting on {local}"), e))?;
+    let _ = sock.set_nodelay(true);
+    Ok(sock)
+}
+
+/// Bridges a relayed stream to where the command said.
+pub fn bridge(relayed: Relayed, local: Local) -> Result<Bridged> {
+    match local {
+        Local::Stdio => bridge_stdio(relayed),
+        Local::Forward(target) => match connect_tcp(&target) {
+            Ok(sock) => bridge_tcp(relayed, sock),
+            Err(e) => {
+                relayed.kill();
+                Err(e)
+            }
+        },
+        Local::Accepted(sock) => bridge_tcp(relayed, sock),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// (scheme, host, port, authority, query) or the start of the error text.
+    type Expected = std::result::Result<
+        (
+            Scheme,
+            &'static str,
+            u16,
+            &'static str,
+            Option<&'static str>,
+        ),
+        &'static str,
+    >;
+
+    #[track_caller]
+    fn check(text: &str, expected: Expected) {
+        let got = CandidateUrl::parse(text);
+        match (got, expected) {
+            (Ok(url), Ok((scheme, host, port, authority, query))) => {
+                assert_eq!(
+                    (
+                        url.scheme,
+                        url.host.as_str(),
+                        url.port,
+                        url.authority().as_str(),
+                        url.query.as_deref()
+                    ),
+                    (scheme, host, port, authority, query),
+                    "for {text:?}"
+                );
+                // What parses prints back to something that parses the same.
+                assert_eq!(
+                    CandidateUrl::parse(&url.to_string()).unwrap(),
+                    url,
+                    "for {text:?}"
+                );
+            }
+            (Err(e), Err(why)) => {
+                let e = e.to_string();
+                assert!(e.contains(why), "for {text:?}: {e:?} should say {why:?}");
+            }
+            (got, expected) => panic!("for {text:?}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
     #[test]
-    fn candidate_urls() {
-        let url = CandidateUrl::parse("tcp://relay.example:8080").unwrap();
-        assert_eq!(
-            (url.address.as_str(), url.host.as_str()),
-            ("relay.example:8080", "relay.example")
+    fn candidate_url_table() {
+        use Scheme::*;
+        check(
+            "tcp://jet101.wayk.net:8080",
+            Ok((Tcp, "jet101.wayk.net", 8080, "jet101.wayk.net:8080", None)),
         );
-        let url = CandidateUrl::parse("127.0.0.1:9?ctype=relay").unwrap();
-        assert_eq!(url.address, "127.0.0.1:9");
-        let url = CandidateUrl::parse("tcp://[::1]:7").unwrap();
-        assert_eq!(
-            (url.address.as_str(), url.host.as_str()),
-            ("[::1]:7", "::1")
+        check(
+            "jet101.wayk.net:8080",
+            Ok((Tcp, "jet101.wayk.net", 8080, "jet101.wayk.net:8080", None)),
         );
-        assert!(CandidateUrl::parse("tcp://relay.example").is_err());
-        assert!(CandidateUrl::parse("gopher://x:1").is_err());
+        check("TCP://relay:1", Ok((Tcp, "relay", 1, "relay:1", None)));
+        check(
+            "tls://jet101.wayk.net:4343",
+            Ok((Tls, "jet101.wayk.net", 4343, "jet101.wayk.net:4343", None)),
+        );
+        check(
+            "ws://jet101.wayk.net:8080",
+            Ok((Ws, "jet101.wayk.net", 8080, "jet101.wayk.net:8080", None)),
+        );
+        check(
+            "ws://jet101.wayk.net",
+            Ok((Ws, "jet101.wayk.net", 80, "jet101.wayk.net", None)),
+        );
+        check(
+            "wss://jet101.wayk.net",
+            Ok((Wss, "jet101.wayk.net", 443, "jet101.wayk.net", None)),
+        );
+        check(
+            "wss://jet101.wayk.net/",
+            Ok((Wss, "jet101.wayk.net", 443, "jet101.wayk.net", None)),
+        );
+        check(
+            "wss://jet.wayk.net:7171?ctype=relay",
+            Ok((
+                Wss,
+                "jet.wayk.net",
+                7171,
+                "jet.wayk.net:7171",
+                Some("ctype=relay"),
+            )),
+        );
+        check(
+            "tcp://10.1.21.34:4489?ctype=host",
+            Ok((
+                Tcp,
+                "10.1.21.34",
+                4489,
+                "10.1.21.34:4489",
+                Some("ctype=host"),
+            )),
+        );
+        check(
+            "127.0.0.1:9?ctype=relay&x=1",
+            Ok((Tcp, "127.0.0.1", 9, "127.0.0.1:9", Some("ctype=relay&x=1"))),
+        );
+        check("tcp://[::1]:7", Ok((Tcp, "::1", 7, "[::1]:7", None)));
+        check(
+            "wss://[2001:db8::1]",
+            Ok((Wss, "2001:db8::1", 443, "[2001:db8::1]", None)),
+        );
+        check("tcp://relay.example", Err("tcp:// needs a port"));
+        check("tls://relay.example", Err("tls:// needs a port"));
+        check("relay.example", Err("tcp:// needs a port"));
+        check("gopher://x:1", Err("unsupported scheme \"gopher\""));
+        check("http://x:1", Err("unsupported scheme \"http\""));
+        check("tcp://:8080", Err("the host is empty"));
+        check("tcp://relay:http", Err("is not a port number"));
+        check("tcp://relay:+80", Err("is not a port number"));
+        check("tcp://relay:70000", Err("is not a port number"));
+        check("tcp://relay:0", Err("port 0"));
+        check("tcp://::1:80", Err("in brackets"));
+        check("tcp://[::1", Err("unclosed"));
+        check("tcp://[nope]:1", Err("not an IPv6 address"));
+        check("tcp://user@relay:1", Err("user info"));
+        check("ws://relay:1/jet/accept", Err("has no path"));
+        check("tcp://relay:1#top", Err("fragment"));
+        check("tcp://re lay:1", Err("not a host name"));
+    }
+
+    #[test]
+    fn query_parameters_and_instances() {
+        let url = CandidateUrl::parse("tcp://relay:8080?ctype=relay&x=1").unwrap();
+        assert_eq!(url.ctype(), Some("relay"));
+        assert_eq!(url.query_param("x"), Some("1"));
+        assert_eq!(url.query_param("y"), None);
+        let plain = CandidateUrl::parse("tcp://relay:8080").unwrap();
+        assert_eq!(
+            plain.with_param("ctype", "relay").to_string(),
+            "tcp://relay:8080?ctype=relay"
+        );
+        assert_eq!(
+            url.with_param("ctype", "host").to_string(),
+            "tcp://relay:8080?ctype=relay&x=1"
+        );
+        assert_eq!(
+            url.with_instance("jet7.example").unwrap().to_string(),
+            "tcp://jet7.example:8080?ctype=relay&x=1"
+        );
+        assert_eq!(
+            url.with_instance("jet7.example:9000").unwrap().to_string(),
+            "tcp://jet7.example:9000?ctype=relay&x=1"
+        );
+        let wss = CandidateUrl::parse("wss://relay").unwrap();
+        assert_eq!(wss.with_instance("jet7").unwrap().to_string(), "wss://jet7");
+        assert!(url.with_instance("bad host").is_err());
+    }
+
+    #[test]
+    fn websocket_paths_carry_the_request() {
+        let a = Uuid::parse_str("e6ec698c-5793-4c63-af79-bd644ccf022f").unwrap();
+        let c = Uuid::parse_str("1ff84b5f-5a62-4124-bf61-381a5c55db89").unwrap();
+        assert_eq!(
+            JetRequest::v2(Method::Accept, a, c).websocket_path(),
+            format!("/jet/accept/{a}/{c}")
+        );
+        assert_eq!(
+            JetRequest::v2(Method::Test, a, c).websocket_path(),
+            format!("/jet/test/{a}/{c}")
+        );
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_a_configuration_error() {
+        let connector = Connector::new(TlsOptions {
+            ca_file: Some(PathBuf::from("/nonexistent/ca.pem")),
+            insecure: false,
+        });
+        let err = connector.tls_config().expect_err("no such file");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        let insecure = Connector::new(TlsOptions {
+            ca_file: None,
+            insecure: true,
+        });
+        assert!(insecure.tls_config().is_ok());
     }
 }

@@ -18,6 +18,7 @@ pub mod handshake;
 pub mod http;
 pub mod message;
 pub mod metrics;
+pub mod negotiate;
 pub mod packet;
 pub mod pool;
 pub mod pump;

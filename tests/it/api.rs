@@ -135,13 +135,10 @@ fn gather_lists_one_usable_candidate_per_transport() {
 
         // The tcp:// URL works as is, with a peer that knows nothing else.
         let c: Uuid = candidates[0]["id"].as_str().unwrap().parse().unwrap();
-        let url = jet_relay::client::CandidateUrl::parse(urls[0]).unwrap();
         let (mut server, _) =
-            jet_relay::client::open(&url, jet_relay::message::Method::Accept, 2, Some(a), c)
-                .unwrap();
+            open_tcp_candidate(urls[0], jet_relay::message::Method::Accept, a, c).unwrap();
         let (mut client, _) =
-            jet_relay::client::open(&url, jet_relay::message::Method::Connect, 2, Some(a), c)
-                .unwrap();
+            open_tcp_candidate(urls[0], jet_relay::message::Method::Connect, a, c).unwrap();
         client.write_all(b"via gathered url").unwrap();
         server.set_read_timeout(Some(WAIT)).unwrap();
         assert_eq!(read_n(&mut server, 16), b"via gathered url");

@@ -165,12 +165,10 @@ fn prints_the_bound_address_and_stops_on_sigterm_within_two_seconds() {
     // are closed by it.
     let addr = relay.url.trim_start_matches("tcp://").to_owned();
     let mut idle = std::net::TcpStream::connect(&addr).unwrap();
-    let url = jet_relay::client::CandidateUrl::parse(&relay.url).unwrap();
-    let (mut parked, _) = jet_relay::client::open(
-        &url,
+    let (mut parked, _) = crate::support::open_tcp_candidate(
+        &relay.url,
         jet_relay::message::Method::Accept,
-        2,
-        Some(Uuid::new_v4()),
+        Uuid::new_v4(),
         Uuid::new_v4(),
     )
     .unwrap();
@@ -276,8 +274,7 @@ fn a_full_file_table_neither_crashes_nor_wedges_the_relay() {
     let a = Uuid::new_v4();
     let c = Uuid::new_v4();
     let open = |method: jet_relay::message::Method| {
-        let url = jet_relay::client::CandidateUrl::parse(&relay.url).unwrap();
-        jet_relay::client::open(&url, method, 2, Some(a), c)
+        crate::support::open_tcp_candidate(&relay.url, method, a, c)
     };
     let (mut server, _) =
         open(jet_relay::message::Method::Accept).expect("accept after exhaustion");

@@ -3,5 +3,6 @@
 mod api;
 mod cli;
 mod core;
+mod peer;
 mod support;
 mod transports;

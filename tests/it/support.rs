@@ -833,3 +833,21 @@ pub fn ws_handshake<S: Read + Write>(
         }
     }
 }
+
+/// Opens a tcp:// candidate URL with the library's peer side and returns the
+/// relayed socket (after the relay's 200).
+pub fn open_tcp_candidate(
+    url: &str,
+    method: jet_relay::message::Method,
+    a: Uuid,
+    c: Uuid,
+) -> jet_relay::Result<(TcpStream, Response)> {
+    use jet_relay::client::{CandidateUrl, Connector, JetRequest, Relayed, TlsOptions};
+    let url = CandidateUrl::parse(url)?;
+    let (relayed, response) =
+        Connector::new(TlsOptions::default()).open(&url, &JetRequest::v2(method, a, c))?;
+    match relayed {
+        Relayed::Tcp(sock) => Ok((sock, response)),
+        _ => panic!("{url:?} is not a tcp:// candidate"),
+    }
+}
