@@ -34,6 +34,10 @@ pub struct Config {
     /// An association whose relays have all ended stays visible this long.
     #[serde(deserialize_with = "seconds")]
     pub ended_retention: Duration,
+    /// Relay plain TCP pairs with splice(2) through a kernel pipe (Linux);
+    /// false forces the portable read/write copy for every pair. TLS and
+    /// WebSocket pairs always copy through user space.
+    pub zero_copy: bool,
     /// Where the relay listens.
     pub listeners: Vec<ListenerConfig>,
 }
@@ -109,6 +113,7 @@ impl Default for Config {
             association_ttl: DEFAULT_ASSOCIATION_TTL,
             idle_timeout: Duration::ZERO,
             ended_retention: DEFAULT_ENDED_RETENTION,
+            zero_copy: true,
             listeners: vec![ListenerConfig {
                 url: ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),
                 external_url: None,
@@ -200,6 +205,7 @@ mod tests {
         assert_eq!(config.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
         assert_eq!(config.association_ttl, DEFAULT_ASSOCIATION_TTL);
         assert_eq!(config.idle_timeout, Duration::ZERO);
+        assert!(config.zero_copy);
         assert_eq!(config.listeners[0].url.to_string(), "tcp://127.0.0.1:8080");
     }
 
@@ -242,6 +248,7 @@ mod tests {
             "association_ttl",
             "idle_timeout",
             "ended_retention",
+            "zero_copy",
             "[[listeners]]",
             "url",
         ] {

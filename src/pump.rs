@@ -1,11 +1,13 @@
-//! The copy threads of a pair: one per direction, half-close propagated, first
-//! byte selects the candidate, the second thread to finish releases the pair.
+//! The copy threads of a pair: one per direction, zero-copy when it can, half-close
+//! propagated, first byte selects the candidate, the second thread to finish releases the pair.
 
 use crate::error::is_disconnect;
 use crate::server::Context;
+use crate::splice::Pipe;
 use crate::table::PairStats;
 use crate::transport::{Duplex, Stream};
 use std::io;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -99,7 +101,7 @@ fn copy(running: &Running, way: Way) {
             &running.ctx.metrics.bytes_connect_to_accept,
         ),
     };
-    match copy_userspace(running, &**src, &**dst, counter, total) {
+    match pump(running, &**src, &**dst, counter, total) {
         Ok(()) => {
             // Half-close: the peer finished sending, so finish our sending to
             // the other peer, and let the opposite direction run on.
@@ -120,6 +122,74 @@ fn copy(running: &Running, way: Way) {
     running.finish();
 }
 
+/// Moves one direction's bytes until the source ends (`Ok`) or fails.
+///
+/// Plain TCP on both sides goes through a pipe with splice(2) unless
+/// `zero_copy` is off; everything else, and a pair whose pipe cannot be
+/// created, copies through a user-space buffer. Either way nothing is
+/// allocated before the first byte arrives, so idle pairs stay cheap.
+fn pump(
+    running: &Running,
+    src: &dyn Duplex,
+    dst: &dyn Duplex,
+    counter: &AtomicU64,
+    total: &AtomicU64,
+) -> io::Result<()> {
+    let spliceable = match (src.raw_tcp(), dst.raw_tcp()) {
+        (Some(from), Some(to)) if running.ctx.config.zero_copy => Some((from, to)),
+        _ => None,
+    };
+    // A raw socket has nothing buffered above it, so waiting on it is
+    // waiting for the stream (a TLS stream may hold decrypted bytes: it
+    // goes straight to its own reads).
+    if let Some(sock) = src.raw_tcp() {
+        if !wait_first_byte(sock)? {
+            return Ok(());
+        }
+    }
+    if let Some((from, to)) = spliceable {
+        match Pipe::new() {
+            Ok(pipe) => return copy_spliced(running, pipe, from, to, counter, total),
+            Err(e) => crate::warn!(
+                "association={} candidate={} cannot create a pipe ({e}): relaying through user space",
+                running.pair.association,
+                running.pair.candidate
+            ),
+        }
+    }
+    copy_userspace(running, src, dst, counter, total)
+}
+
+/// Blocks until the socket has a byte to read (true) or its stream ended (false).
+fn wait_first_byte(sock: &TcpStream) -> io::Result<bool> {
+    loop {
+        match sock.peek(&mut [0u8; 1]) {
+            Ok(n) => return Ok(n > 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Copies socket to socket through a kernel pipe: no byte enters user space.
+fn copy_spliced(
+    running: &Running,
+    mut pipe: Pipe,
+    src: &TcpStream,
+    dst: &TcpStream,
+    counter: &AtomicU64,
+    total: &AtomicU64,
+) -> io::Result<()> {
+    loop {
+        let n = pipe.fill(src)?;
+        if n == 0 {
+            return Ok(());
+        }
+        running.carried(n, counter, total);
+        pipe.drain(dst, n)?;
+    }
+}
+
 /// Copies through a buffer that grows while reads fill it.
 fn copy_userspace(
     running: &Running,
@@ -136,11 +206,7 @@ fn copy_userspace(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        // Counted before the write: selection asks whether a candidate carried
-        // anything, and these bytes are on their way.
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-        total.fetch_add(n as u64, Ordering::Relaxed);
-        running.moved();
+        running.carried(n, counter, total);
         dst.write_all(&buf[..n])?;
         if n == buf.len() && buf.len() < MAX_BUFFER {
             buf.resize(buf.len() * 2, 0);
@@ -149,6 +215,15 @@ fn copy_userspace(
 }
 
 impl Running {
+    /// Counts `n` bytes read from one side. Counted before they are written:
+    /// selection asks whether a candidate carried anything, and these bytes
+    /// are on their way.
+    fn carried(&self, n: usize, counter: &AtomicU64, total: &AtomicU64) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        total.fetch_add(n as u64, Ordering::Relaxed);
+        self.moved();
+    }
+
     /// Called with every chunk read: keeps the pair from idling out, and the
     /// first chunk selects the candidate.
     fn moved(&self) {
