@@ -13,9 +13,12 @@ use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
-/// First size of a copy buffer. Idle pairs keep only this much; a direction
-/// that fills it doubles it up to [`MAX_BUFFER`].
-pub const MIN_BUFFER: usize = 8 * 1024;
+/// The stack buffer every direction starts with. A read that fills it
+/// switches the direction to bulk copying (a pipe, or a heap buffer).
+pub const SMALL_BUFFER: usize = 4 * 1024;
+/// First size of the heap buffer of a bulk direction; it doubles each time a
+/// read fills it, up to [`MAX_BUFFER`].
+pub const MIN_BUFFER: usize = 16 * 1024;
 /// Largest copy buffer: big enough that per-call costs vanish (an 8 KiB
 /// buffer costs about 2.5 times the CPU per byte of a 64 KiB one).
 pub const MAX_BUFFER: usize = 64 * 1024;
@@ -124,10 +127,12 @@ fn copy(running: &Running, way: Way) {
 
 /// Moves one direction's bytes until the source ends (`Ok`) or fails.
 ///
-/// Plain TCP on both sides goes through a pipe with splice(2) unless
-/// `zero_copy` is off; everything else, and a pair whose pipe cannot be
-/// created, copies through a user-space buffer. Either way nothing is
-/// allocated before the first byte arrives, so idle pairs stay cheap.
+/// Every direction starts on a small buffer on the thread's stack: an idle
+/// pair allocates nothing, and short messages (a handshake, interactive
+/// traffic) cost one read and one write each. The first read that fills it
+/// shows bulk data: from then on plain TCP on both sides goes through a pipe
+/// with splice(2) (unless `zero_copy` is off), everything else, and a pair
+/// whose pipe cannot be created, through a growing heap buffer.
 fn pump(
     running: &Running,
     src: &dyn Duplex,
@@ -135,18 +140,24 @@ fn pump(
     counter: &AtomicU64,
     total: &AtomicU64,
 ) -> io::Result<()> {
+    let mut small = [0u8; SMALL_BUFFER];
+    loop {
+        let n = match src.read(&mut small) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        running.carried(n, counter, total);
+        dst.write_all(&small[..n])?;
+        if n == small.len() {
+            break;
+        }
+    }
     let spliceable = match (src.raw_tcp(), dst.raw_tcp()) {
         (Some(from), Some(to)) if running.ctx.config.zero_copy => Some((from, to)),
         _ => None,
     };
-    // A raw socket has nothing buffered above it, so waiting on it is
-    // waiting for the stream (a TLS stream may hold decrypted bytes: it
-    // goes straight to its own reads).
-    if let Some(sock) = src.raw_tcp() {
-        if !wait_first_byte(sock)? {
-            return Ok(());
-        }
-    }
     if let Some((from, to)) = spliceable {
         match Pipe::new() {
             Ok(pipe) => return copy_spliced(running, pipe, from, to, counter, total),
@@ -158,17 +169,6 @@ fn pump(
         }
     }
     copy_userspace(running, src, dst, counter, total)
-}
-
-/// Blocks until the socket has a byte to read (true) or its stream ended (false).
-fn wait_first_byte(sock: &TcpStream) -> io::Result<bool> {
-    loop {
-        match sock.peek(&mut [0u8; 1]) {
-            Ok(n) => return Ok(n > 0),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Copies socket to socket through a kernel pipe: no byte enters user space.

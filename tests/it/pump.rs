@@ -257,12 +257,13 @@ fn bytes_in_flight_keep_a_pair_from_idling_out(path: Path) {
 fn a_quiet_pair_is_closed_by_the_idle_timeout(path: Path) {
     let relay = relay_with(path, |c| c.idle_timeout = Duration::from_millis(200));
     let (_, mut server, mut client) = relay.pair();
-    // One chunk each way: both directions now wait in the middle of their
-    // copy loops (in splice, on the zero-copy path), where the kill must reach them.
-    client.write_all(b"ping").unwrap();
-    assert_eq!(read_n(&mut server, 4), b"ping");
-    server.write_all(b"pong").unwrap();
-    assert_eq!(read_n(&mut client, 4), b"pong");
+    // Bulk data each way: both directions now wait in their bulk copy loops
+    // (in splice, on the zero-copy path), where the kill must reach them.
+    let bulk = pattern(71, 256 * 1024);
+    client.write_all(&bulk).unwrap();
+    assert!(read_n(&mut server, bulk.len()) == bulk);
+    server.write_all(&bulk).unwrap();
+    assert!(read_n(&mut client, bulk.len()) == bulk);
     assert_closed(&mut server);
     assert_closed(&mut client);
     let m = &relay.server.context().metrics;
@@ -407,15 +408,19 @@ mod selection {
     }
 
     #[test]
-    fn zero_copy_pairs_open_a_pipe_per_direction_on_the_first_byte_only() {
+    fn zero_copy_pairs_open_a_pipe_per_direction_on_bulk_data_only() {
         let relay = RelayProcess::start(true);
         let baseline = relay.pipe_fds();
         let (a, mut server, mut client) = relay.pair();
-        // Paired but idle: no pipe yet.
+        // Paired but idle: no pipe.
         assert_eq!(relay.pipe_fds(), baseline);
-        client.write_all(b"up").unwrap();
-        assert_eq!(read_n(&mut server, 2), b"up");
-        // One direction carried a byte: one pipe, two descriptors.
+        // Short messages go through the small buffer: still no pipe.
+        exchange(&mut server, &mut client, 100);
+        assert_eq!(relay.pipe_fds(), baseline);
+        // Bulk data one way: one pipe, two descriptors.
+        let bulk = pattern(63, 1 << 20);
+        client.write_all(&bulk).unwrap();
+        assert!(read_n(&mut server, bulk.len()) == bulk);
         assert_eq!(relay.pipe_fds(), baseline + 2);
         exchange(&mut server, &mut client, 1 << 20);
         assert_eq!(relay.pipe_fds(), baseline + 4);
@@ -423,8 +428,8 @@ mod selection {
         drop(client);
         // The pair's closing line is written once both directions returned,
         // their pipes dropped.
-        relay.wait_log(&format!("association={a} "));
-        relay.wait_log(" closed ");
+        let line = relay.wait_log(" closed accept_to_connect=");
+        assert!(line.contains(&format!("association={a} ")), "{line}");
         assert_eq!(relay.pipe_fds(), baseline);
     }
 
