@@ -754,59 +754,261 @@ fn single_pair(
     Ok(vec![bytes as f64 / sent.as_secs_f64() / 1e6, cpu])
 }
 
-/// (b) `pairs` pairs, `bytes` each way per pair, all at once. Returns
-/// [aggregate MB/s, slowest stream MB/s, slowest / mean].
-fn many_pairs(ep: &Endpoint, pattern: &Pattern, pairs: usize, bytes: u64) -> io::Result<Vec<f64>> {
+/// (b) `pairs` pairs, `bytes` each way per pair, all at once, a blocking
+/// thread per stream end (as a thread-per-connection application would).
+/// Returns [aggregate MB/s].
+fn many_pairs_threads(
+    ep: &Endpoint,
+    pattern: &Pattern,
+    pairs: usize,
+    bytes: u64,
+) -> io::Result<Vec<f64>> {
     let socks: Vec<(TcpStream, TcpStream)> =
         (0..pairs).map(|_| ep.pair()).collect::<io::Result<_>>()?;
     let barrier = Barrier::new(pairs * 4 + 1);
-    let durations = Mutex::new(Vec::with_capacity(pairs * 2));
     let failure = Mutex::new(None::<io::Error>);
     let mut started = Instant::now();
     thread::scope(|s| {
         for (i, (server, client)) in socks.iter().enumerate() {
             let up = 2 * i as u64 + 1000;
             let down = up + 1;
-            let (barrier, durations, failure) = (&barrier, &durations, &failure);
-            // Four threads per pair: each direction's sender and receiver.
-            let run = move |f: &dyn Fn() -> io::Result<()>, record: bool| {
+            let (barrier, failure) = (&barrier, &failure);
+            let run = move |f: &dyn Fn() -> io::Result<()>| {
                 barrier.wait();
-                let t0 = Instant::now();
-                match f() {
-                    Ok(()) if record => durations
+                if let Err(e) = f() {
+                    failure
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push(t0.elapsed()),
-                    Ok(()) => {}
-                    Err(e) => {
-                        failure
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(e);
-                    }
+                        .get_or_insert(e);
                 }
             };
-            s.spawn(move || run(&|| send_stream(client, pattern, up, bytes), false));
-            s.spawn(move || run(&|| receive_stream(server, pattern, up, bytes), true));
-            s.spawn(move || run(&|| send_stream(server, pattern, down, bytes), false));
-            s.spawn(move || run(&|| receive_stream(client, pattern, down, bytes), true));
+            s.spawn(move || run(&|| send_stream(client, pattern, up, bytes)));
+            s.spawn(move || run(&|| receive_stream(server, pattern, up, bytes)));
+            s.spawn(move || run(&|| send_stream(server, pattern, down, bytes)));
+            s.spawn(move || run(&|| receive_stream(client, pattern, down, bytes)));
         }
-        barrier.wait();
+        // Timed from just before the barrier opens: with hundreds of threads
+        // starting, this thread may run again only after they are done.
         started = Instant::now();
+        barrier.wait();
     });
     let wall = started.elapsed();
     if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
-    let durations = durations.into_inner().unwrap_or_else(|e| e.into_inner());
-    let rates: Vec<f64> = durations
+    Ok(vec![
+        (bytes * 2 * pairs as u64) as f64 / wall.as_secs_f64() / 1e6,
+    ])
+}
+
+/// (b) fairness: the same streams, served by one poll loop per core,
+/// round-robin, so the bench itself treats every stream alike (with hundreds
+/// of blocking threads on two cores the scheduler ran a few streams to
+/// completion while others had not begun, relay or not). Returns [aggregate
+/// MB/s, slowest stream MB/s, slowest / mean].
+/// Fairness is read while the streams compete: when half of
+/// them have completed, each stream's progress so far gives its rate, and a
+/// starved stream shows far behind. (Rates over whole streams say little: the
+/// last to finish always gets exactly the average share.)
+#[cfg(target_os = "linux")]
+fn many_pairs_poll(
+    ep: &Endpoint,
+    pattern: &Pattern,
+    pairs: usize,
+    bytes: u64,
+) -> io::Result<Vec<f64>> {
+    let socks: Vec<(TcpStream, TcpStream)> =
+        (0..pairs).map(|_| ep.pair()).collect::<io::Result<_>>()?;
+    // Each socket sends one stream and receives the other of its pair.
+    let mut ends = Vec::with_capacity(pairs * 2);
+    for (i, (server, client)) in socks.iter().enumerate() {
+        let up = 2 * i as u64 + 1000;
+        let down = up + 1;
+        ends.push(End::new(client, up, down, 2 * i + 1));
+        ends.push(End::new(server, down, up, 2 * i));
+    }
+    for end in &ends {
+        end.sock.set_nonblocking(true)?;
+    }
+    let loops = thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(ends.len());
+    let progress: Vec<AtomicU64> = (0..pairs * 2).map(|_| AtomicU64::new(0)).collect();
+    let done = AtomicU64::new(0);
+    let snapshot = std::sync::OnceLock::<(Duration, Vec<u64>)>::new();
+    let half = pairs as u64;
+    let started = Instant::now();
+    let shared = Shared {
+        pattern,
+        bytes,
+        progress: &progress,
+        done: &done,
+        half,
+        snapshot: &snapshot,
+        started,
+    };
+    let mut groups: Vec<Vec<End>> = (0..loops).map(|_| Vec::new()).collect();
+    for (i, end) in ends.into_iter().enumerate() {
+        groups[i % loops].push(end);
+    }
+    let results: Vec<io::Result<()>> = thread::scope(|s| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|group| {
+                let shared = &shared;
+                s.spawn(move || poll_loop(group, shared))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("poll loop panicked")))
+            })
+            .collect()
+    });
+    let wall = started.elapsed();
+    results.into_iter().collect::<io::Result<Vec<()>>>()?;
+    let (at, seen) = snapshot
+        .into_inner()
+        .ok_or_else(|| io::Error::other("no stream finished"))?;
+    if std::env::var_os("JET_BENCH_DEBUG").is_some() {
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        let kib: Vec<u64> = sorted.iter().map(|b| b >> 10).collect();
+        eprintln!("    half the streams done at {at:?} of {wall:?}; progress (KiB) {kib:?}");
+    }
+    let rates: Vec<f64> = seen
         .iter()
-        .map(|d| bytes as f64 / d.as_secs_f64() / 1e6)
+        .map(|b| *b as f64 / at.as_secs_f64() / 1e6)
         .collect();
     let mean = rates.iter().sum::<f64>() / rates.len() as f64;
     let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
     let aggregate = (bytes * 2 * pairs as u64) as f64 / wall.as_secs_f64() / 1e6;
     Ok(vec![aggregate, slowest, slowest / mean])
+}
+
+#[cfg(not(target_os = "linux"))]
+fn many_pairs_poll(_: &Endpoint, _: &Pattern, _: usize, _: u64) -> io::Result<Vec<f64>> {
+    Err(io::Error::other("(b) needs Linux (poll through rustix)"))
+}
+
+/// One peer socket in a poll loop: sends stream `send`, receives stream `recv`.
+struct End<'a> {
+    sock: &'a TcpStream,
+    send: u64,
+    recv: u64,
+    /// Index of the received stream in the progress table.
+    index: usize,
+    sent: u64,
+    received: u64,
+}
+
+impl<'a> End<'a> {
+    fn new(sock: &'a TcpStream, send: u64, recv: u64, index: usize) -> End<'a> {
+        End {
+            sock,
+            send,
+            recv,
+            index,
+            sent: 0,
+            received: 0,
+        }
+    }
+}
+
+/// What the poll loops of (b) share.
+struct Shared<'a> {
+    pattern: &'a Pattern,
+    bytes: u64,
+    progress: &'a [AtomicU64],
+    done: &'a AtomicU64,
+    half: u64,
+    snapshot: &'a std::sync::OnceLock<(Duration, Vec<u64>)>,
+    started: Instant,
+}
+
+/// Moves bytes on every ready socket of `ends` until all are sent and received.
+#[cfg(target_os = "linux")]
+fn poll_loop(mut ends: Vec<End<'_>>, shared: &Shared<'_>) -> io::Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let timeout = Timespec {
+        tv_sec: IO_TIMEOUT.as_secs() as i64,
+        tv_nsec: 0,
+    };
+    let mut buf = vec![0u8; CHUNK];
+    let bytes = shared.bytes;
+    loop {
+        let live: Vec<usize> = (0..ends.len())
+            .filter(|&i| ends[i].sent < bytes || ends[i].received < bytes)
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let mut fds: Vec<PollFd<'_>> = live
+            .iter()
+            .map(|&i| {
+                let e = &ends[i];
+                let mut flags = PollFlags::empty();
+                if e.sent < bytes {
+                    flags |= PollFlags::OUT;
+                }
+                if e.received < bytes {
+                    flags |= PollFlags::IN;
+                }
+                PollFd::new(e.sock, flags)
+            })
+            .collect();
+        if poll(&mut fds, Some(&timeout))? == 0 {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no stream moved"));
+        }
+        let ready: Vec<PollFlags> = fds.iter().map(PollFd::revents).collect();
+        drop(fds);
+        for (&i, revents) in live.iter().zip(ready) {
+            let e = &mut ends[i];
+            if revents.intersects(PollFlags::OUT | PollFlags::ERR | PollFlags::HUP)
+                && e.sent < bytes
+            {
+                let n = (bytes - e.sent).min(CHUNK as u64) as usize;
+                match (&*e.sock).write(shared.pattern.slice(e.send, e.sent, n)) {
+                    Ok(n) => e.sent += n as u64,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            if revents.intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP)
+                && e.received < bytes
+            {
+                let want = (bytes - e.received).min(CHUNK as u64) as usize;
+                match (&*e.sock).read(&mut buf[..want]) {
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("stream {} ended after {} bytes", e.recv, e.received),
+                        ))
+                    }
+                    Ok(n) => {
+                        if buf[..n] != *shared.pattern.slice(e.recv, e.received, n) {
+                            return Err(corrupt(e.recv, e.received));
+                        }
+                        e.received += n as u64;
+                        shared.progress[e.index].fetch_add(n as u64, Ordering::Relaxed);
+                        if e.received == bytes
+                            && shared.done.fetch_add(1, Ordering::Relaxed) + 1 == shared.half
+                        {
+                            shared.snapshot.get_or_init(|| {
+                                let seen =
+                                    shared.progress.iter().map(|p| p.load(Ordering::Relaxed));
+                                (shared.started.elapsed(), seen.collect())
+                            });
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+    }
 }
 
 /// (c) Round trips of `size`-byte messages through one pair (the server peer
@@ -1068,7 +1270,7 @@ fn run(opts: &Options) -> io::Result<()> {
                         opts.a_bytes,
                         round as u64,
                     );
-                    eprintln!("  round {round} {}: {:?}", t.name(), short(&r));
+                    eprintln!("  round {round} {}: {}", t.name(), short(&r));
                     rounds.record(t, r);
                 }
             }
@@ -1095,12 +1297,16 @@ fn run(opts: &Options) -> io::Result<()> {
                 "(b) {} pairs, {} bytes each way per pair",
                 opts.b_pairs, opts.b_bytes
             );
-            let mut rounds = Rounds::new(&targets, 3);
+            let mut rounds = Rounds::new(&targets, 1);
+            let mut fairness = Rounds::new(&targets, 3);
             for round in 0..opts.rounds {
                 for t in order(&targets, round) {
-                    let r = many_pairs(endpoint(t), &pattern, opts.b_pairs, opts.b_bytes);
-                    eprintln!("  round {round} {}: {:?}", t.name(), short(&r));
+                    let r = many_pairs_threads(endpoint(t), &pattern, opts.b_pairs, opts.b_bytes);
+                    eprintln!("  round {round} {} (threads): {}", t.name(), short(&r));
                     rounds.record(t, r);
+                    let r = many_pairs_poll(endpoint(t), &pattern, opts.b_pairs, opts.b_bytes);
+                    eprintln!("  round {round} {} (poll): {}", t.name(), short(&r));
+                    fairness.record(t, r);
                 }
             }
             for t in targets {
@@ -1118,11 +1324,11 @@ fn run(opts: &Options) -> io::Result<()> {
                 e,
             );
             for t in targets {
-                let (slow, e) = rounds.series(t, 1);
-                report.add("b", "slowest stream", &t.name(), "MB/s", slow, "", e);
-                let (fair, e) = rounds.series(t, 2);
+                let (slow, e) = fairness.series(t, 1);
+                report.add("b", "slowest stream (poll)", &t.name(), "MB/s", slow, "", e);
+                let (fair, e) = fairness.series(t, 2);
                 let goal = if t == Target::Direct { "" } else { ">= 0.5" };
-                report.add("b", "slowest / mean", &t.name(), "x", fair, goal, e);
+                report.add("b", "slowest / mean (poll)", &t.name(), "x", fair, goal, e);
             }
         }
 
@@ -1136,7 +1342,7 @@ fn run(opts: &Options) -> io::Result<()> {
                 for round in 0..opts.rounds {
                     for t in order(&targets, round) {
                         let r = latency(endpoint(t), &pattern, size, opts.c_count, round as u64);
-                        eprintln!("  round {round} {}: {:?}", t.name(), short(&r));
+                        eprintln!("  round {round} {}: {}", t.name(), short(&r));
                         rounds.record(t, r);
                     }
                 }
@@ -1185,7 +1391,7 @@ fn run(opts: &Options) -> io::Result<()> {
                             c,
                             opts.d_seconds,
                         );
-                        eprintln!("  round {round} {}: {:?}", t.name(), short(&r));
+                        eprintln!("  round {round} {}: {}", t.name(), short(&r));
                         rounds.record(t, r);
                     }
                 }
@@ -1217,7 +1423,7 @@ fn run(opts: &Options) -> io::Result<()> {
                 // Holding 10,000 pairs takes a while: one round is enough to
                 // read memory and counts, which vary little.
                 let r = idle_capacity(opts, transport, pairs);
-                eprintln!("  {}: {:?}", rname, short(&r));
+                eprintln!("  {rname}: {}", short(&r));
                 rounds.record(relay_target, r);
                 let names = [
                     ("RSS per idle pair", "KiB", "<= 32"),

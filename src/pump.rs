@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 /// The stack buffer every direction starts with. A read that fills it
 /// switches the direction to bulk copying (a pipe, or a heap buffer).
-pub const SMALL_BUFFER: usize = 4 * 1024;
+pub const SMALL_BUFFER: usize = 2 * 1024;
 /// First size of the heap buffer of a bulk direction; it doubles each time a
 /// read fills it, up to [`MAX_BUFFER`].
 pub const MIN_BUFFER: usize = 16 * 1024;
