@@ -1,9 +1,11 @@
-//! The copy threads of a pair: one per direction, zero-copy when it can, half-close
-//! propagated, first byte selects the candidate, the second thread to finish releases the pair.
+//! The copy threads of a pair: one per direction, zero-copy for bulk plain TCP.
+//!
+//! Half-close is propagated, the first byte selects the candidate, an error
+//! tears both sides down, and the second thread to finish releases the pair.
 
 use crate::error::is_disconnect;
 use crate::server::Context;
-use crate::splice::Pipe;
+use crate::splice::{self, Pipe};
 use crate::table::PairStats;
 use crate::transport::{Duplex, Stream};
 use std::io;
@@ -155,7 +157,9 @@ fn pump(
         }
     }
     let spliceable = match (src.raw_tcp(), dst.raw_tcp()) {
-        (Some(from), Some(to)) if running.ctx.config.zero_copy => Some((from, to)),
+        (Some(from), Some(to)) if running.ctx.config.zero_copy && splice::AVAILABLE => {
+            Some((from, to))
+        }
         _ => None,
     };
     if let Some((from, to)) = spliceable {
