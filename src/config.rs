@@ -41,6 +41,10 @@ pub struct Config {
     pub ended_retention: Duration,
     /// The most associations held at once; more are refused with 503.
     pub max_associations: usize,
+    /// Relay plain TCP pairs with splice(2) through a kernel pipe (Linux);
+    /// false forces the portable read/write copy for every pair. TLS and
+    /// WebSocket pairs always copy through user space.
+    pub zero_copy: bool,
     /// Where the relay listens.
     pub listeners: Vec<ListenerConfig>,
     /// When set, every REST call but `/health` needs `Authorization: Bearer <key>`.
@@ -202,6 +206,7 @@ impl Default for Config {
             api_key: None,
             accept_requires_api: None,
             cors_origin: None,
+            zero_copy: true,
         }
     }
 }
@@ -363,6 +368,7 @@ mod tests {
         assert_eq!(config.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
         assert_eq!(config.association_ttl, DEFAULT_ASSOCIATION_TTL);
         assert_eq!(config.idle_timeout, Duration::ZERO);
+        assert!(config.zero_copy);
         assert_eq!(config.listeners[0].url.to_string(), "tcp://127.0.0.1:8080");
     }
 
@@ -467,6 +473,7 @@ mod tests {
             "accept_requires_api",
             "cors_origin",
             "external_url",
+            "zero_copy",
             "[[listeners]]",
             "url",
             "cert",

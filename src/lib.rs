@@ -24,6 +24,7 @@ pub mod pool;
 pub mod pump;
 pub mod reaper;
 pub mod server;
+pub mod splice;
 pub mod table;
 pub mod tls;
 pub mod transport;

@@ -34,6 +34,9 @@ struct State {
     idle: usize,
     threads: usize,
     closed: bool,
+    /// Callers blocked on `done`: notifying is a system call even when
+    /// nobody listens, so workers skip it while this is zero.
+    watchers: usize,
 }
 
 impl Default for Pool {
@@ -78,7 +81,7 @@ impl Pool {
         if let Err(e) = spawned {
             let mut state = self.shared.lock();
             state.threads -= 1;
-            self.shared.done.notify_all();
+            self.shared.notify_done(&state);
             return Err(e);
         }
         Ok(())
@@ -91,12 +94,14 @@ impl Pool {
 
     /// Waits up to `limit` until at least `count` threads wait for work.
     pub fn wait_idle(&self, count: usize, limit: Duration) -> bool {
-        let state = self.shared.lock();
-        let (state, _) = self
+        let mut state = self.shared.lock();
+        state.watchers += 1;
+        let (mut state, _) = self
             .shared
             .done
             .wait_timeout_while(state, limit, |s| s.idle < count)
             .unwrap_or_else(|e| e.into_inner());
+        state.watchers -= 1;
         state.idle >= count
     }
 
@@ -105,6 +110,7 @@ impl Pool {
     pub fn close(&self, limit: Duration) -> usize {
         let mut state = self.shared.lock();
         state.closed = true;
+        state.watchers += 1;
         self.shared.work.notify_all();
         let deadline = std::time::Instant::now() + limit;
         while state.threads > 0 {
@@ -119,6 +125,7 @@ impl Pool {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        state.watchers -= 1;
         state.threads
     }
 }
@@ -128,6 +135,14 @@ impl Shared {
         // Jobs run outside the lock, so a panicking job cannot poison it
         // mid-update; recover rather than cascade.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the callers of `wait_idle` and `close`, if any. Called with the
+    /// lock held, so a watcher counted here is already waiting.
+    fn notify_done(&self, state: &State) {
+        if state.watchers > 0 {
+            self.done.notify_all();
+        }
     }
 }
 
@@ -139,7 +154,7 @@ fn worker(shared: Arc<Shared>, first: Job) {
         fn drop(&mut self) {
             let mut state = self.0.lock();
             state.threads -= 1;
-            self.0.done.notify_all();
+            self.0.notify_done(&state);
         }
     }
     let _exit = Exit(Arc::clone(&shared));
@@ -151,7 +166,7 @@ fn worker(shared: Arc<Shared>, first: Job) {
                 return;
             }
             state.idle += 1;
-            shared.done.notify_all();
+            shared.notify_done(&state);
             let (mut state, _) = shared
                 .work
                 .wait_timeout_while(state, IDLE_KEEPALIVE, |s| s.queue.is_empty() && !s.closed)

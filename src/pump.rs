@@ -1,19 +1,26 @@
-//! The copy threads of a pair: one per direction, half-close propagated, first
-//! byte selects the candidate, the second thread to finish releases the pair.
+//! The copy threads of a pair: one per direction, zero-copy for bulk plain TCP.
+//!
+//! Half-close is propagated, the first byte selects the candidate, an error
+//! tears both sides down, and the second thread to finish releases the pair.
 
 use crate::error::is_disconnect;
 use crate::server::Context;
+use crate::splice::{self, Pipe};
 use crate::table::PairStats;
 use crate::transport::{Duplex, Stream};
 use std::io;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
-/// First size of a copy buffer. Idle pairs keep only this much; a direction
-/// that fills it doubles it up to [`MAX_BUFFER`].
-pub const MIN_BUFFER: usize = 8 * 1024;
+/// The stack buffer every direction starts with. A read that fills it
+/// switches the direction to bulk copying (a pipe, or a heap buffer).
+pub const SMALL_BUFFER: usize = 2 * 1024;
+/// First size of the heap buffer of a bulk direction; it doubles each time a
+/// read fills it, up to [`MAX_BUFFER`].
+pub const MIN_BUFFER: usize = 16 * 1024;
 /// Largest copy buffer: big enough that per-call costs vanish (an 8 KiB
 /// buffer costs about 2.5 times the CPU per byte of a 64 KiB one).
 pub const MAX_BUFFER: usize = 64 * 1024;
@@ -99,7 +106,7 @@ fn copy(running: &Running, way: Way) {
             &running.ctx.metrics.bytes_connect_to_accept,
         ),
     };
-    match copy_userspace(running, &**src, &**dst, counter, total) {
+    match pump(running, &**src, &**dst, counter, total) {
         Ok(()) => {
             // Half-close: the peer finished sending, so finish our sending to
             // the other peer, and let the opposite direction run on.
@@ -120,6 +127,73 @@ fn copy(running: &Running, way: Way) {
     running.finish();
 }
 
+/// Moves one direction's bytes until the source ends (`Ok`) or fails.
+///
+/// Every direction starts on a small buffer on the thread's stack: an idle
+/// pair allocates nothing, and short messages (a handshake, interactive
+/// traffic) cost one read and one write each. The first read that fills it
+/// shows bulk data: from then on plain TCP on both sides goes through a pipe
+/// with splice(2) (unless `zero_copy` is off), everything else, and a pair
+/// whose pipe cannot be created, through a growing heap buffer.
+fn pump(
+    running: &Running,
+    src: &dyn Duplex,
+    dst: &dyn Duplex,
+    counter: &AtomicU64,
+    total: &AtomicU64,
+) -> io::Result<()> {
+    let mut small = [0u8; SMALL_BUFFER];
+    loop {
+        let n = match src.read(&mut small) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        running.carried(n, counter, total);
+        dst.write_all(&small[..n])?;
+        if n == small.len() {
+            break;
+        }
+    }
+    let spliceable = match (src.raw_tcp(), dst.raw_tcp()) {
+        (Some(from), Some(to)) if running.ctx.config.zero_copy && splice::AVAILABLE => {
+            Some((from, to))
+        }
+        _ => None,
+    };
+    if let Some((from, to)) = spliceable {
+        match Pipe::new() {
+            Ok(pipe) => return copy_spliced(running, pipe, from, to, counter, total),
+            Err(e) => crate::warn!(
+                "association={} candidate={} cannot create a pipe ({e}): relaying through user space",
+                running.pair.association,
+                running.pair.candidate
+            ),
+        }
+    }
+    copy_userspace(running, src, dst, counter, total)
+}
+
+/// Copies socket to socket through a kernel pipe: no byte enters user space.
+fn copy_spliced(
+    running: &Running,
+    mut pipe: Pipe,
+    src: &TcpStream,
+    dst: &TcpStream,
+    counter: &AtomicU64,
+    total: &AtomicU64,
+) -> io::Result<()> {
+    loop {
+        let n = pipe.fill(src)?;
+        if n == 0 {
+            return Ok(());
+        }
+        running.carried(n, counter, total);
+        pipe.drain(dst, n)?;
+    }
+}
+
 /// Copies through a buffer that grows while reads fill it.
 fn copy_userspace(
     running: &Running,
@@ -136,11 +210,7 @@ fn copy_userspace(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        // Counted before the write: selection asks whether a candidate carried
-        // anything, and these bytes are on their way.
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-        total.fetch_add(n as u64, Ordering::Relaxed);
-        running.moved();
+        running.carried(n, counter, total);
         dst.write_all(&buf[..n])?;
         if n == buf.len() && buf.len() < MAX_BUFFER {
             buf.resize(buf.len() * 2, 0);
@@ -149,6 +219,15 @@ fn copy_userspace(
 }
 
 impl Running {
+    /// Counts `n` bytes read from one side. Counted before they are written:
+    /// selection asks whether a candidate carried anything, and these bytes
+    /// are on their way.
+    fn carried(&self, n: usize, counter: &AtomicU64, total: &AtomicU64) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        total.fetch_add(n as u64, Ordering::Relaxed);
+        self.moved();
+    }
+
     /// Called with every chunk read: keeps the pair from idling out, and the
     /// first chunk selects the candidate.
     fn moved(&self) {

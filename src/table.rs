@@ -5,7 +5,7 @@ use crate::message::V1_CANDIDATE;
 use crate::transport::{Duplex, Kind, Stream};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use uuid::Uuid;
@@ -209,6 +209,9 @@ pub struct Sweep {
 pub struct Table {
     inner: Mutex<HashMap<Uuid, Association>>,
     changed: Condvar,
+    /// Threads waiting on `changed`, counted under the lock: notifying is a
+    /// system call even when nobody waits, so changes skip it while this is zero.
+    waiters: AtomicUsize,
     epoch: Instant,
     /// Set by `drain` at shutdown: nothing new may enter the table after it.
     closed: AtomicBool,
@@ -373,6 +376,7 @@ impl Table {
         Table {
             inner: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
+            waiters: AtomicUsize::new(0),
             epoch: Instant::now(),
             closed: AtomicBool::new(false),
             next_token: AtomicU64::new(1),
@@ -395,6 +399,33 @@ impl Table {
         // Nothing under this lock can panic halfway through an update (no I/O,
         // no unwraps), so a poisoned lock only means a panic elsewhere: go on.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits up to `limit` for a change, counted as a waiter meanwhile.
+    fn wait<'a>(
+        &self,
+        map: MutexGuard<'a, HashMap<Uuid, Association>>,
+        limit: Duration,
+    ) -> MutexGuard<'a, HashMap<Uuid, Association>> {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let map = self
+            .changed
+            .wait_timeout(map, limit)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        map
+    }
+
+    /// Releases the lock after a change and wakes the waiters, if any. The
+    /// count is read under the lock, where every waiter registers before it
+    /// sleeps, so none is missed.
+    fn notify(&self, map: MutexGuard<'_, HashMap<Uuid, Association>>) {
+        let wake = self.waiters.load(Ordering::Relaxed) > 0;
+        drop(map);
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
     /// Creates an association for the REST API. A conflict (and no change:
@@ -516,8 +547,7 @@ impl Table {
         match Self::reserved_slot(&mut map, reservation) {
             Some(slot) => {
                 *slot = Slot::Parked(stream);
-                drop(map);
-                self.changed.notify_all();
+                self.notify(map);
                 Ok(())
             }
             None => Err(stream),
@@ -530,8 +560,7 @@ impl Table {
         if let Some(slot) = Self::reserved_slot(&mut map, reservation) {
             *slot = Slot::Closed;
         }
-        drop(map);
-        self.changed.notify_all();
+        self.notify(map);
     }
 
     fn reserved_slot(
@@ -588,11 +617,7 @@ impl Table {
                     if left.is_zero() {
                         return Err(Reject::NotFound("no parked accept on this candidate"));
                     }
-                    map = self
-                        .changed
-                        .wait_timeout(map, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    map = self.wait(map, left);
                 }
                 Slot::Paired { .. } => return Err(Reject::Conflict("candidate already paired")),
                 Slot::Gathered | Slot::Closed => {
@@ -731,8 +756,7 @@ impl Table {
         if assoc.selected.is_some() && !assoc.in_use() {
             assoc.ended_at = Some(Instant::now());
         }
-        drop(map);
-        self.changed.notify_all();
+        self.notify(map);
     }
 
     /// One reaper pass: expires unselected associations older than `ttl`,
@@ -775,9 +799,8 @@ impl Table {
             }
             true
         });
-        drop(map);
         if !sweep.expired.is_empty() || !sweep.ended.is_empty() {
-            self.changed.notify_all();
+            self.notify(map);
         }
         sweep
     }
@@ -798,28 +821,29 @@ impl Table {
             if done(info.as_ref()) || left.is_zero() {
                 return info;
             }
-            map = self
-                .changed
-                .wait_timeout(map, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            map = self.wait(map, left);
         }
     }
 
     /// Waits up to `limit` for an association to be removed; true if it is gone.
     pub fn wait_removed(&self, id: Uuid, limit: Duration) -> bool {
-        let map = self.lock();
-        let (map, _) = self
-            .changed
-            .wait_timeout_while(map, limit, |m| m.contains_key(&id))
-            .unwrap_or_else(|e| e.into_inner());
-        !map.contains_key(&id)
+        let deadline = Instant::now() + limit;
+        let mut map = self.lock();
+        while map.contains_key(&id) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            map = self.wait(map, left);
+        }
+        true
     }
 
     /// Removes an association and returns its sockets to close; `None` if unknown.
     pub fn remove(&self, id: Uuid) -> Option<Vec<Victim>> {
-        let assoc = self.lock().remove(&id);
-        self.changed.notify_all();
+        let mut map = self.lock();
+        let assoc = map.remove(&id);
+        self.notify(map);
         let mut assoc = assoc?;
         let mut victims = Vec::new();
         assoc.take_victims(&mut victims);
@@ -834,8 +858,7 @@ impl Table {
         for (_, mut assoc) in map.drain() {
             assoc.take_victims(&mut victims);
         }
-        drop(map);
-        self.changed.notify_all();
+        self.notify(map);
         victims
     }
 

@@ -4,5 +4,6 @@ mod api;
 mod cli;
 mod core;
 mod peer;
+mod pump;
 mod support;
 mod transports;
