@@ -41,6 +41,10 @@ pub struct Config {
     pub ended_retention: Duration,
     /// The most associations held at once; more are refused with 503.
     pub max_associations: usize,
+    /// The most connection and copy threads; 0 derives it from the kernel's
+    /// limits (`vm.max_map_count`, `kernel.pid_max`, `threads-max`). New
+    /// connections are closed at once while the limit is reached.
+    pub max_threads: usize,
     /// Relay plain TCP pairs with splice(2) through a kernel pipe (Linux);
     /// false forces the portable read/write copy for every pair. TLS and
     /// WebSocket pairs always copy through user space.
@@ -200,6 +204,7 @@ impl Default for Config {
             idle_timeout: Duration::ZERO,
             ended_retention: DEFAULT_ENDED_RETENTION,
             max_associations: crate::table::DEFAULT_MAX_ASSOCIATIONS,
+            max_threads: 0,
             listeners: vec![ListenerConfig::new(
                 ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),
             )],
@@ -259,6 +264,11 @@ impl Config {
                     MAX_DURATION.as_secs()
                 )));
             }
+        }
+        if self.max_threads != 0 && self.max_threads < 16 {
+            return Err(Error::Config(
+                "max_threads must be 0 (derived from the kernel) or at least 16".into(),
+            ));
         }
         if self.max_associations == 0 {
             return Err(Error::Config("max_associations must be above zero".into()));
@@ -400,6 +410,7 @@ mod tests {
         check_err("handshake_timeout = 1e19", "handshake_timeout");
         check_err("association_ttl = 31536001", "association_ttl");
         check_err("max_associations = 0", "max_associations");
+        check_err("max_threads = 3", "max_threads");
         check_err("max_associations = -3", "max_associations");
         check_err(
             "[[listeners]]\nurl = \"tls://h:1\"",
@@ -469,6 +480,7 @@ mod tests {
             "idle_timeout",
             "ended_retention",
             "max_associations",
+            "max_threads",
             "api_key",
             "accept_requires_api",
             "cors_origin",

@@ -353,12 +353,24 @@ fn reject(ctx: &Context, conn: u64, stream: &Stream, answer: &dyn Answer, status
 }
 
 /// Writes a whole answer in one write, bounded by the handshake timeout.
+///
+/// On plain TCP nothing was written to the socket before this answer, and an
+/// answer is far smaller than any send buffer, so the write cannot block and
+/// needs no timeout (two system calls saved per connection). Other transports
+/// wrote their own handshake first and get the timeout.
 pub fn write_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
+    if stream.raw_tcp().is_some() && response.len() <= MAX_UNTIMED_ANSWER {
+        return stream.write_all(response);
+    }
     let sock = stream.socket();
     sock.set_write_timeout(Some(ctx.config.handshake_timeout))?;
     stream.write_all(response)?;
     sock.set_write_timeout(None)
 }
+
+/// The largest first answer written without a write timeout on plain TCP: a
+/// fresh socket's send buffer holds far more (the kernel's minimum is 4 KiB).
+pub const MAX_UNTIMED_ANSWER: usize = 1024;
 
 /// Ends our side (a FIN, TLS close_notify or WebSocket close frame), then
 /// drains what the peer still sends for a short while: closing a socket with

@@ -17,6 +17,37 @@ pub const MAX_IDLE: usize = 64;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// The most threads this system lets a process run safely. Past
+/// `vm.max_map_count`, a new thread cannot map its stack and guard pages and
+/// the process aborts (each thread takes about four mappings; five leaves room
+/// for the heap and libraries); past `kernel.pid_max` or `threads-max`,
+/// spawning fails. A relay must refuse connections well before either.
+pub fn system_thread_limit() -> usize {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+    };
+    let mut limit = usize::MAX;
+    if let Some(maps) = read("/proc/sys/vm/max_map_count") {
+        limit = limit.min(maps / 5);
+    }
+    if let Some(pids) = read("/proc/sys/kernel/pid_max") {
+        limit = limit.min(pids.saturating_sub(1024));
+    }
+    if let Some(threads) = read("/proc/sys/kernel/threads-max") {
+        limit = limit.min(threads / 2);
+    }
+    if limit == usize::MAX {
+        // Not Linux, or /proc unreadable: a conservative fixed limit.
+        limit = 10_000;
+    }
+    limit.max(MIN_THREADS)
+}
+
+/// The fewest threads a derived limit gives, whatever the system says.
+pub const MIN_THREADS: usize = 64;
+
 /// A set of threads that each run one job at a time and wait briefly for the next.
 pub struct Pool {
     shared: Arc<Shared>,
@@ -33,6 +64,8 @@ struct State {
     queue: VecDeque<Job>,
     idle: usize,
     threads: usize,
+    /// The most threads alive at once; `spawn` fails beyond it.
+    limit: usize,
     closed: bool,
     /// Callers blocked on `done`: notifying is a system call even when
     /// nobody listens, so workers skip it while this is zero.
@@ -46,11 +79,19 @@ impl Default for Pool {
 }
 
 impl Pool {
-    /// An empty pool; threads start on demand.
+    /// An empty pool with the limit the system allows ([`system_thread_limit`]).
     pub fn new() -> Pool {
+        Pool::with_limit(system_thread_limit())
+    }
+
+    /// An empty pool of at most `limit` threads; threads start on demand.
+    pub fn with_limit(limit: usize) -> Pool {
         Pool {
             shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    limit,
+                    ..State::default()
+                }),
                 work: Condvar::new(),
                 done: Condvar::new(),
             }),
@@ -71,7 +112,14 @@ impl Pool {
             self.shared.work.notify_one();
             return Ok(());
         }
+        if state.threads >= state.limit {
+            return Err(io::Error::other(format!(
+                "the thread limit ({}) is reached",
+                state.limit
+            )));
+        }
         state.threads += 1;
+        self.shared.notify_done(&state);
         drop(state);
         let shared = Arc::clone(&self.shared);
         let spawned = thread::Builder::new()
@@ -90,6 +138,27 @@ impl Pool {
     /// Threads alive (running a job or waiting for one).
     pub fn threads(&self) -> usize {
         self.shared.lock().threads
+    }
+
+    /// Waits up to `limit` until at least `count` threads are running a job.
+    pub fn wait_busy(&self, count: usize, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let mut state = self.shared.lock();
+        while state.threads - state.idle < count {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state.watchers += 1;
+            state = self
+                .shared
+                .done
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            state.watchers -= 1;
+        }
+        true
     }
 
     /// Waits up to `limit` until at least `count` threads wait for work.
@@ -172,6 +241,7 @@ fn worker(shared: Arc<Shared>, first: Job) {
                 .wait_timeout_while(state, IDLE_KEEPALIVE, |s| s.queue.is_empty() && !s.closed)
                 .unwrap_or_else(|e| e.into_inner());
             state.idle -= 1;
+            shared.notify_done(&state);
             match state.queue.pop_front() {
                 // Closed while this job waited: drop it unrun (closing the
                 // sockets it owns) rather than start work during shutdown.
@@ -204,6 +274,27 @@ mod tests {
         // One job at a time, each started once the last thread waits: one thread.
         assert_eq!(pool.threads(), 1);
         assert_eq!(pool.close(Duration::from_secs(5)), 0);
+    }
+
+    #[test]
+    fn spawning_past_the_limit_fails_and_drops_the_job() {
+        let pool = Pool::with_limit(2);
+        let gate = Arc::new(std::sync::Barrier::new(3));
+        for _ in 0..2 {
+            let gate = Arc::clone(&gate);
+            pool.spawn(move || {
+                gate.wait();
+            })
+            .unwrap();
+        }
+        let (tx, rx) = mpsc::channel::<()>();
+        let err = pool.spawn(move || tx.send(()).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("thread limit"), "{err}");
+        // The refused job was dropped unrun: its sender is gone.
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_err());
+        gate.wait();
+        assert_eq!(pool.close(Duration::from_secs(5)), 0);
+        assert!(system_thread_limit() >= MIN_THREADS);
     }
 
     #[test]

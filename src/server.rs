@@ -128,13 +128,17 @@ impl Server {
             .into_iter()
             .map(|(listener, socket, local, tls)| (listener.url.clone(), socket, local, tls))
             .collect();
+        let pool = match config.max_threads {
+            0 => Pool::new(),
+            n => Pool::with_limit(n),
+        };
         let ctx = Arc::new(Context {
             listeners: bound_info,
             table: Table::new(config.max_associations),
             config,
             metrics: Metrics::default(),
             registry: Arc::new(Registry::default()),
-            pool: Pool::new(),
+            pool,
             stopping: AtomicBool::new(false),
             stop_signal: (Mutex::new(false), Condvar::new()),
         });
@@ -266,7 +270,10 @@ fn accept_loop(ctx: Arc<Context>, listener: TcpListener, tls: Option<Arc<ServerC
                 if let Err(e) = spawned {
                     // The socket went down with the job: closed, nothing else touched.
                     ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
-                    crate::warn!("peer={peer} refused: cannot start a thread: {e}");
+                    if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
+                        crate::warn!("peer={peer} refused: cannot start a thread: {e}");
+                        last_warning = Some(std::time::Instant::now());
+                    }
                 }
             }
             Err(e) if is_resource_exhaustion(&e) => {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
@@ -131,6 +131,8 @@ pub struct Registry {
     next: AtomicU64,
     live: Mutex<HashMap<u64, Weak<TcpStream>>>,
     closed: Condvar,
+    /// Threads in `wait_at_most`, counted under the lock.
+    waiters: AtomicUsize,
 }
 
 /// A connection's entry in the [`Registry`]; dropping it removes the entry.
@@ -171,10 +173,12 @@ impl Registry {
     /// Waits up to `limit` until at most `count` connections are open.
     pub fn wait_at_most(&self, count: usize, limit: Duration) -> bool {
         let live = self.lock();
+        self.waiters.fetch_add(1, Ordering::Relaxed);
         let (live, _) = self
             .closed
             .wait_timeout_while(live, limit, |l| l.len() > count)
             .unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
         live.len() <= count
     }
 
@@ -195,7 +199,14 @@ impl Registry {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
-        self.registry.closed.notify_all();
+        let mut live = self.registry.lock();
+        live.remove(&self.id);
+        // Notifying is a system call even with nobody waiting; waiters are
+        // counted under the same lock, so none is missed.
+        let wake = self.registry.waiters.load(Ordering::Relaxed) > 0;
+        drop(live);
+        if wake {
+            self.registry.closed.notify_all();
+        }
     }
 }

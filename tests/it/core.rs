@@ -503,3 +503,27 @@ fn many_pairs_relay_concurrently_without_mixing_streams() {
         h.join().unwrap();
     }
 }
+
+#[test]
+fn at_the_thread_limit_new_connections_are_closed_and_the_relay_recovers() {
+    let relay = TestRelay::with(|c| c.max_threads = 16);
+    // Each silent connection holds a thread in its handshake.
+    let mut silent: Vec<_> = (0..16).map(|_| relay.dial()).collect();
+    let pool = &relay.server.context().pool;
+    assert!(pool.wait_busy(16, WAIT), "16 handshake threads are running");
+    // One more is refused at once: closed without an answer.
+    let mut refused = relay.dial();
+    assert_closed(&mut refused);
+    // Release the threads: the relay serves pairs again.
+    silent.clear();
+    assert!(pool.wait_idle(1, WAIT));
+    let (_, mut server, mut client) = relay.pair();
+    client.write_all(b"back").unwrap();
+    assert_eq!(read_n(&mut server, 4), b"back");
+    // Counted by the accept loop before it took the pair's connections.
+    let m = &relay.server.context().metrics;
+    assert_eq!(
+        m.spawn_failures.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
