@@ -150,12 +150,7 @@ impl Pool {
                 return false;
             }
             state.watchers += 1;
-            state = self
-                .shared
-                .done
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = self.shared.wait_done(state, left);
             state.watchers -= 1;
         }
         true
@@ -187,12 +182,7 @@ impl Pool {
             if left.is_zero() {
                 break;
             }
-            state = self
-                .shared
-                .done
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = self.shared.wait_done(state, left);
         }
         state.watchers -= 1;
         state.threads
@@ -208,6 +198,19 @@ impl Shared {
 
     /// Wakes the callers of `wait_idle` and `close`, if any. Called with the
     /// lock held, so a watcher counted here is already waiting.
+    /// Waits up to `left` for a change on `done`; the caller counts itself
+    /// in `watchers` around it.
+    fn wait_done<'a>(
+        &self,
+        state: std::sync::MutexGuard<'a, State>,
+        left: Duration,
+    ) -> std::sync::MutexGuard<'a, State> {
+        self.done
+            .wait_timeout(state, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+
     fn notify_done(&self, state: &State) {
         if state.watchers > 0 {
             self.done.notify_all();

@@ -144,11 +144,9 @@ fn pump(
 ) -> io::Result<()> {
     let mut small = [0u8; SMALL_BUFFER];
     loop {
-        let n = match src.read(&mut small) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        let n = match read_some(src, &mut small)? {
+            0 => return Ok(()),
+            n => n,
         };
         running.carried(n, counter, total);
         dst.write_all(&small[..n])?;
@@ -204,16 +202,24 @@ fn copy_userspace(
 ) -> io::Result<()> {
     let mut buf = vec![0u8; MIN_BUFFER];
     loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        let n = match read_some(src, &mut buf)? {
+            0 => return Ok(()),
+            n => n,
         };
         running.carried(n, counter, total);
         dst.write_all(&buf[..n])?;
         if n == buf.len() && buf.len() < MAX_BUFFER {
             buf.resize(buf.len() * 2, 0);
+        }
+    }
+}
+
+/// One read, retried when a signal interrupts it; `Ok(0)` is the end of stream.
+fn read_some(src: &dyn Duplex, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match src.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
         }
     }
 }
