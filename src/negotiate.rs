@@ -1196,6 +1196,25 @@ mod tests {
     }
 
     #[test]
+    fn api_keys_are_checked_and_never_shown() {
+        let key = ApiKey::new("s3cret-key-0123456789").unwrap();
+        assert_eq!(format!("{key:?}"), "ApiKey(***)");
+        let options = ServerOptions {
+            relays: Vec::new(),
+            gather: Vec::new(),
+            api_key: Some(key),
+            host_listen: None,
+            timeout: NEGOTIATION_TIMEOUT,
+        };
+        assert!(!format!("{options:?}").contains("s3cret"));
+        for bad in ["", "two\nlines", " padded", "tab\there"] {
+            let err = ApiKey::new(bad).unwrap_err().to_string();
+            assert!(err.starts_with("configuration: the API key"), "{err}");
+            assert!(bad.is_empty() || !err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
     fn transport_lists() {
         assert_eq!(
             parse_transports("tcp, WSS,udp,"),

@@ -1,6 +1,4 @@
-//! The peer side: candidate URLs, accept/connect/test against an in-process
-//! relay, --forward and --listen, interop details, and the full negotiation
-//! between two peer processes joined by FIFOs.
+//! The peer commands against a tcp+tls relay: every candidate type, forwarding, interop, FIFO negotiation.
 
 use crate::support::{data_file, pattern, read_n, read_to_end, TestRelay, WAIT};
 use jet_relay::client::{CandidateUrl, Scheme};
