@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Exposes a local TCP service (a small HTTP server) through a relay and reaches
-# it from the other peer, checking the bytes: once per relay listener with the
-# two commands of docs/peer.md (accept --forward, connect --listen), then once
-# through a negotiation (answer/offer over two FIFOs).
+# it from the other peer, checking the bytes: once per candidate type the relay
+# serves (tcp and ws on a tcp listener, tls and wss on a tls listener) with the
+# two commands of the README (accept --forward, connect --listen), then through
+# a negotiation (answer/offer over two FIFOs), with and without host candidates.
 #
 # Usage: scripts/expose.sh
 # Environment:
 #   JET_RELAY_BIN     the binary (default: target/debug/jet-relay, built if missing)
 #   JET_RELAY_CONFIG  a relay.toml to use (all its listeners are exercised);
-#                     default: one tcp listener on 127.0.0.1:0
-#   JET_CA            CA file for tls:// and wss:// listeners (default: --insecure)
+#                     default: a tcp and a tls listener on 127.0.0.1:0 with the
+#                     test certificate of tests/data
+#   JET_CA            CA file for tls:// and wss:// (default: tests/data/ca.pem
+#                     with the default configuration, else --insecure)
+#   JET_API_KEY       the relay's api_key, if it has one (for the REST calls)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -84,7 +88,16 @@ service=127.0.0.1:$http_port
 config=${JET_RELAY_CONFIG:-}
 if [ -z "$config" ]; then
     config=$work/relay.toml
-    printf '[[listeners]]\nurl = "tcp://127.0.0.1:0"\n' > "$config"
+    cat > "$config" <<EOF
+[[listeners]]
+url = "tcp://127.0.0.1:0"
+
+[[listeners]]
+url = "tls://127.0.0.1:0"
+cert = "$PWD/tests/data/server.pem"
+key = "$PWD/tests/data/server.key"
+EOF
+    JET_CA=${JET_CA:-$PWD/tests/data/ca.pem}
 fi
 listeners=$(grep -c '^\[\[listeners\]\]' "$config")
 JET_RELAY_LOG=warn "$BIN" --config "$config" > "$work/relay.out" 2> "$work/relay.err" &
@@ -96,10 +109,40 @@ done
 mapfile -t urls < <(sed -n 's/^listening //p' "$work/relay.out")
 [ "${#urls[@]}" -ge "$listeners" ] || fail "the relay printed ${#urls[@]} of $listeners listening lines"
 
-tls_args() {
-    case $1 in
-        tls://* | wss://*) if [ -n "${JET_CA:-}" ]; then echo --ca "$JET_CA"; else echo --insecure; fi ;;
-    esac
+# The REST API is served on every listener: HTTP on tcp, HTTPS on tls.
+case ${urls[0]} in
+    tcp://*) rest=http://${urls[0]#tcp://} ;;
+    tls://*) rest=https://${urls[0]#tls://} ;;
+    *) fail "unexpected listener ${urls[0]}" ;;
+esac
+
+if [ -n "${JET_CA:-}" ]; then
+    tls_args=(--ca "$JET_CA")
+else
+    tls_args=(--insecure)
+fi
+
+# Gathers candidates for association $1 through the REST API: one
+# "ID URL" line per candidate (one per transport each listener serves).
+gather() {
+    python3 - "$rest" "$1" "${JET_CA:-}" <<'EOF' || fail "POST /jet/gather/$1 failed"
+import json, os, ssl, sys, urllib.error, urllib.request
+base, association, ca = sys.argv[1:4]
+request = urllib.request.Request(f"{base}/jet/gather/{association}", data=b"", method="POST")
+key = os.environ.get("JET_API_KEY")
+if key:
+    request.add_header("Authorization", "Bearer " + key)
+context = ssl.create_default_context(cafile=ca or None)
+if not ca:
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+try:
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        for candidate in json.load(response)["candidates"]:
+            print(candidate["id"], candidate["url"])
+except urllib.error.HTTPError as e:
+    sys.exit(f"expose: {base} answered {e.code}: {e.read().decode(errors='replace')}")
+EOF
 }
 
 # Fetches the blob through a local address and compares it byte for byte.
@@ -114,18 +157,24 @@ EOF
     echo "expose: $what: $(stat -c %s "$work/got") bytes identical"
 }
 
-# Two commands, one per peer, for each relay listener.
-for url in "${urls[@]}"; do
+# Two commands, one per peer, for each candidate type. Each type gets its own
+# association (the relay keeps only the first candidate that carries data);
+# gathering creates it, which WebSocket candidates need.
+gathered=$(gather "$(uuid)")
+mapfile -t types < <(echo "$gathered" | sed -n 's|^[^ ]* \([a-z]*\)://.*|\1|p')
+[ "${#types[@]}" -eq $((2 * listeners)) ] ||
+    fail "gathered ${#types[@]} candidate types (${types[*]}) for $listeners listeners"
+for type in "${types[@]}"; do
     a=$(uuid)
-    c=$(uuid)
-    # shellcheck disable=SC2046
-    "$BIN" accept "$url" "$a" "$c" --forward "$service" $(tls_args "$url") \
+    line=$(gather "$a" | grep -m1 " $type://") || fail "no $type candidate gathered"
+    c=${line%% *}
+    url=${line#* }
+    "$BIN" accept "$url" "$a" "$c" --forward "$service" "${tls_args[@]}" \
         2> "$work/server.err" &
     server=$!
     pids+=("$server")
     wait_line "$work/server.err" "jet-relay: accept $a $c: " > /dev/null
-    # shellcheck disable=SC2046
-    "$BIN" connect "$url" "$a" "$c" --listen 127.0.0.1:0 $(tls_args "$url") \
+    "$BIN" connect "$url" "$a" "$c" --listen 127.0.0.1:0 "${tls_args[@]}" \
         > "$work/client.out" 2> "$work/client.err" &
     client=$!
     pids+=("$client")
@@ -135,26 +184,36 @@ for url in "${urls[@]}"; do
     wait_exit "$server" "the server peer"
 done
 
-# The same through a negotiation: the server peer offers the relay candidate
-# of the first listener and a host candidate; the client picks one.
+# The same through a negotiation: the server peer gathers one relay candidate
+# per type and, unless told not to, adds a host candidate; the client picks
+# one (the host candidate when it is reachable).
 mkfifo "$work/to-server" "$work/to-client"
-# shellcheck disable=SC2046
-"$BIN" answer --signal-in "$work/to-server" --signal-out "$work/to-client" \
-    --relay "${urls[0]}" --host-listen 127.0.0.1:0 --forward "$service" $(tls_args "${urls[0]}") \
-    2> "$work/answer.err" &
-server=$!
-pids+=("$server")
-# shellcheck disable=SC2046
-"$BIN" offer --signal-in "$work/to-client" --signal-out "$work/to-server" \
-    --listen 127.0.0.1:0 $(tls_args "${urls[0]}") \
-    > "$work/offer.out" 2> "$work/offer.err" &
-client=$!
-pids+=("$client")
-local_addr=$(wait_line "$work/offer.out" "listening tcp://" | sed 's|^listening tcp://||')
-# The client peer negotiates once the local connection arrives, so the fetch
-# runs while it does.
-fetch_and_check "$local_addr" "negotiated"
-echo "expose: $(wait_line "$work/offer.err" "jet-relay: selected" | sed 's/^jet-relay: //')"
-wait_exit "$client" "the offering peer"
-wait_exit "$server" "the answering peer"
+negotiate() {
+    local expected=$1
+    shift
+    "$BIN" answer --signal-in "$work/to-server" --signal-out "$work/to-client" \
+        --gather "$rest" --forward "$service" "${tls_args[@]}" "$@" \
+        2> "$work/answer.err" &
+    server=$!
+    pids+=("$server")
+    "$BIN" offer --signal-in "$work/to-client" --signal-out "$work/to-server" \
+        --listen 127.0.0.1:0 "${tls_args[@]}" \
+        > "$work/offer.out" 2> "$work/offer.err" &
+    client=$!
+    pids+=("$client")
+    local_addr=$(wait_line "$work/offer.out" "listening tcp://" | sed 's|^listening tcp://||')
+    # The client peer negotiates once the local connection arrives, so the
+    # fetch runs while it does.
+    fetch_and_check "$local_addr" "negotiated ($*)"
+    selected=$(wait_line "$work/offer.err" "jet-relay: selected" | sed 's/^jet-relay: //')
+    echo "expose: $selected"
+    case $selected in
+        *"?ctype=$expected") ;;
+        *) fail "expected a $expected candidate to be selected" ;;
+    esac
+    wait_exit "$client" "the offering peer"
+    wait_exit "$server" "the answering peer"
+}
+negotiate host --host-listen 127.0.0.1:0
+negotiate relay --no-host-candidates
 echo "expose: OK"

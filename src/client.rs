@@ -660,16 +660,6 @@ impl Relayed {
         }
     }
 
-    /// False once nothing more can be sent: the relay closed a WebSocket
-    /// (a close frame ends both directions there). TCP and TLS can still send
-    /// after the other peer half-closed.
-    pub fn can_write(&self) -> bool {
-        match self {
-            Relayed::Ws(ws) => ws.can_write(),
-            Relayed::Tcp(_) | Relayed::Tls(_) => true,
-        }
-    }
-
     /// Shuts the socket down both ways: blocked reads and writes return at once.
     pub fn kill(&self) {
         let _ = self.socket().shutdown(Shutdown::Both);
@@ -1053,8 +1043,6 @@ pub struct WsStream {
     sender: Arc<WsSender>,
     control: TcpStream,
     over_tls: bool,
-    /// The relay sent its close frame: nothing more can be sent.
-    peer_closed: AtomicBool,
 }
 
 struct WsState {
@@ -1076,12 +1064,17 @@ impl WsStream {
             sender,
             control,
             over_tls,
-            peer_closed: AtomicBool::new(false),
         }
     }
 
     /// Reads the payload of data frames (binary or text); a close frame is
     /// the end of the stream; pings are answered.
+    ///
+    /// The relay's close frame ends only its direction, as a TCP FIN would:
+    /// the relay keeps reading what we send after it (it half-closes
+    /// WebSocket that way, see src/ws.rs), so our data frames go on until our
+    /// own side ends and [`WsStream::shutdown_write`] sends our close frame.
+    /// The reply tungstenite queues is never sent: nothing reads it after this.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // Only the reading thread takes this lock.
         let mut state = self.reader.lock().unwrap_or_else(|e| e.into_inner());
@@ -1097,12 +1090,7 @@ impl WsStream {
             match state.ws.read() {
                 Ok(tungstenite::Message::Binary(data)) => state.pending = data,
                 Ok(tungstenite::Message::Text(text)) => state.pending = text.into(),
-                Ok(tungstenite::Message::Close(_)) => {
-                    state.eof = true;
-                    self.peer_closed.store(true, Ordering::Release);
-                    // tungstenite queued the reply; send it unless ours is out.
-                    let _ = self.sender.flush_control();
-                }
+                Ok(tungstenite::Message::Close(_)) => state.eof = true,
                 Ok(_) => {}
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     state.eof = true;
@@ -1114,9 +1102,6 @@ impl WsStream {
 
     /// Sends `buf` as one masked binary frame.
     pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        if self.peer_closed.load(Ordering::Acquire) {
-            return Err(io::ErrorKind::BrokenPipe.into());
-        }
         let frame = tungstenite::protocol::frame::Frame::message(
             buf.to_vec(),
             tungstenite::protocol::frame::coding::OpCode::Data(
@@ -1132,11 +1117,6 @@ impl WsStream {
     pub fn shutdown_write(&self) -> io::Result<()> {
         let frame = tungstenite::protocol::frame::Frame::close(None);
         self.sender.send_close(&masked(frame)?)
-    }
-
-    /// False once either side sent its close frame.
-    fn can_write(&self) -> bool {
-        !self.peer_closed.load(Ordering::Acquire) && !self.sender.sent_close.load(Ordering::Acquire)
     }
 }
 
@@ -1238,10 +1218,6 @@ pub fn bridge_stdio(relayed: Relayed) -> Result<Bridged> {
             return Err(Error::io("relaying to stdout", e));
         }
     };
-    if !relayed.can_write() {
-        // Nothing typed from now on could be sent: do not wait for stdin.
-        return Ok(Bridged { sent: 0, received });
-    }
     let sent = upstream
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the stdin thread panicked")));
@@ -1273,10 +1249,6 @@ pub fn bridge_tcp(relayed: Relayed, local: TcpStream) -> Result<Bridged> {
         .map_err(|e| Error::io("starting a bridge thread", e))?;
     let received = pump_out(&relayed, &local);
     match &received {
-        Ok(_) if !relayed.can_write() => {
-            // The local side's input has nowhere to go: end its reader too.
-            let _ = local.shutdown(Shutdown::Both);
-        }
         Ok(_) => {
             let _ = local.shutdown(Shutdown::Write);
         }

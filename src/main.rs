@@ -40,12 +40,13 @@ Usage:
       stderr) when it is not, 2 for bad arguments.
 
   jet-relay answer --signal-in PATH --signal-out PATH [--relay URL]...
-                   [--gather URL]... [--host-listen ADDR] [--no-host-candidates]
-                   [PEER OPTIONS]
+                   [--gather URL]... [--api-key KEY] [--host-listen ADDR]
+                   [--no-host-candidates] [PEER OPTIONS]
       The server peer of a negotiation (draft 0.2 section 2.2.3): reads the
       offer, accepts on one candidate per --relay URL (ids it makes up) and on
-      the candidates the relay's REST API gathers (--gather http://HOST:PORT,
-      POST /jet/gather/ID), listens for direct connections on --host-listen
+      the candidates the relay's REST API gathers (--gather http://HOST:PORT
+      or https://HOST:PORT, POST /jet/gather/ID; a relay with an api_key
+      wants it: JET_API_KEY or --api-key KEY), listens for direct connections on --host-listen
       (default 0.0.0.0:0; host candidates disclose local addresses:
       --no-host-candidates turns them off), writes the answer, then keeps the
       candidate the complete message selects and closes the others.
@@ -76,6 +77,9 @@ Peer options:
 Environment:
   JET_RELAY_LOG   log level (off, error, warn, info, debug); overrides the
                   file. Peers default to warn.
+  JET_API_KEY     the key `answer` sends to the REST API of --gather relays
+                  (Authorization: Bearer); --api-key overrides it. Prefer the
+                  variable: command lines are visible to every local user.
 ";
 
 fn main() -> ExitCode {
@@ -168,6 +172,9 @@ fn relay(args: &[String]) -> Result<(), Error> {
     Ok(())
 }
 
+/// How long a peer waits at exit for its queued log lines to be written.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_millis(500);
+
 /// Runs a peer command: 0 on success, 2 for bad arguments, 1 for anything else
 /// (for `test`: the candidate is not usable).
 fn peer_main(command: &str, args: &[String]) -> ExitCode {
@@ -183,6 +190,9 @@ fn peer_main(command: &str, args: &[String]) -> ExitCode {
         "offer" => offer(parsed),
         _ => answer(parsed),
     });
+    // Warnings are queued for a writer thread: let them out before exiting
+    // (why a gather failed is often the reason the command fails).
+    log::flush(LOG_FLUSH_LIMIT);
     match result {
         Ok(code) => code,
         Err(e @ Error::Config(_)) => {
@@ -210,6 +220,7 @@ struct PeerArgs {
     signal_out: Option<String>,
     relays: Vec<CandidateUrl>,
     gather: Vec<String>,
+    api_key: Option<String>,
     host_listen: Option<String>,
     no_host_candidates: bool,
     transports: Option<String>,
@@ -245,6 +256,7 @@ impl PeerArgs {
                 "--signal-out",
                 "--relay",
                 "--gather",
+                "--api-key",
                 "--host-listen",
                 "--no-host-candidates",
                 "--forward",
@@ -283,6 +295,7 @@ impl PeerArgs {
                 "--signal-out" => parsed.signal_out = Some(value()?),
                 "--relay" => parsed.relays.push(CandidateUrl::parse(&value()?)?),
                 "--gather" => parsed.gather.push(value()?),
+                "--api-key" => parsed.api_key = Some(value()?),
                 "--host-listen" => parsed.host_listen = Some(value()?),
                 "--transports" => parsed.transports = Some(value()?),
                 "--timeout" => {
@@ -482,6 +495,9 @@ fn offer(args: PeerArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The environment variable that holds the REST API key.
+const API_KEY_ENV: &str = "JET_API_KEY";
+
 /// The server peer of a negotiation.
 fn answer(args: PeerArgs) -> Result<ExitCode, Error> {
     if !args.positional.is_empty() {
@@ -499,9 +515,17 @@ fn answer(args: PeerArgs) -> Result<ExitCode, Error> {
         (Some(addr), false) => Some(addr.clone()),
         (None, false) => Some("0.0.0.0:0".to_owned()),
     };
+    // The option wins over the environment (where empty means unset);
+    // neither is ever printed.
+    let from_env = || std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty());
+    let api_key = match args.api_key.clone().or_else(from_env) {
+        Some(key) => Some(negotiate::ApiKey::new(&key)?),
+        None => None,
+    };
     let options = ServerOptions {
         relays: args.relays.clone(),
         gather: args.gather.clone(),
+        api_key,
         host_listen,
         timeout: args.timeout(),
     };

@@ -7,6 +7,7 @@ use crate::message::{self, Method, RequestError};
 use crate::packet;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -482,6 +483,8 @@ pub struct ServerOptions {
     pub relays: Vec<CandidateUrl>,
     /// Relays whose REST API gathers the candidates (`POST /jet/gather/<id>`).
     pub gather: Vec<String>,
+    /// The key the gather calls present (`Authorization: Bearer`), if any.
+    pub api_key: Option<ApiKey>,
     /// Where to listen for direct connections; `None`: no host candidates
     /// (the policy that keeps local addresses private).
     pub host_listen: Option<String>,
@@ -508,7 +511,7 @@ pub fn run_server(
         relay_candidates.push((Uuid::new_v4(), url.with_param("ctype", "relay")));
     }
     for base in &options.gather {
-        match gather(connector, base, association) {
+        match gather(connector, base, association, options.api_key.as_ref()) {
             Ok(found) => {
                 for candidate in found {
                     match CandidateUrl::parse(&candidate.url) {
@@ -644,10 +647,44 @@ fn accept_all(
     accepted
 }
 
-/// Asks a relay's REST API for candidates: `POST /jet/gather/<id>`. `base` is
+/// The key a relay's REST API asks for. Its `Debug` hides it, and no error
+/// or log line ever shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Checks a key: not empty, no control character (it travels in an HTTP
+    /// header line), no space at either end (the relay trims them). The error
+    /// does not repeat the key.
+    pub fn new(key: &str) -> Result<ApiKey> {
+        if key.is_empty() {
+            return Err(Error::Config("the API key is empty".into()));
+        }
+        if key.chars().any(char::is_control) || key.trim() != key {
+            return Err(Error::Config(
+                "the API key has a control character or a space at one end".into(),
+            ));
+        }
+        Ok(ApiKey(key.to_owned()))
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
+
+/// Asks a relay's REST API for candidates: `POST /jet/gather/<id>`, with
+/// `Authorization: Bearer KEY` when a key is given. `base` is
 /// `http://HOST[:PORT]`, `https://...`, or a relay listener URL (`tcp://` and
 /// `ws://` speak plain HTTP, `tls://` and `wss://` HTTPS).
-pub fn gather(connector: &Connector, base: &str, association: Uuid) -> Result<Vec<Candidate>> {
+pub fn gather(
+    connector: &Connector,
+    base: &str,
+    association: Uuid,
+    api_key: Option<&ApiKey>,
+) -> Result<Vec<Candidate>> {
     let url = if let Some(rest) = base.strip_prefix("http://") {
         CandidateUrl::parse(&format!("ws://{rest}"))?
     } else if let Some(rest) = base.strip_prefix("https://") {
@@ -660,8 +697,12 @@ pub fn gather(connector: &Connector, base: &str, association: Uuid) -> Result<Ve
     sock.set_read_timeout(Some(crate::client::NETWORK_TIMEOUT))
         .and_then(|()| sock.set_write_timeout(Some(crate::client::NETWORK_TIMEOUT)))
         .map_err(|e| Error::io("setting timeouts", e))?;
+    let authorization = match api_key {
+        Some(ApiKey(key)) => format!("Authorization: Bearer {key}\r\n"),
+        None => String::new(),
+    };
     let request = format!(
-        "POST /jet/gather/{association} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "POST /jet/gather/{association} HTTP/1.1\r\nHost: {}\r\n{authorization}Accept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         url.authority()
     );
     stream
@@ -671,8 +712,13 @@ pub fn gather(connector: &Connector, base: &str, association: Uuid) -> Result<Ve
     stream.kill();
     if status != 200 {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        let hint = match (status, api_key) {
+            (401, None) => " (this relay wants an API key: set JET_API_KEY or pass --api-key)",
+            (401, Some(_)) => " (the relay refused the API key given)",
+            _ => "",
+        };
         return Err(Error::Protocol(format!(
-            "gather answered {status}: {}",
+            "gather answered {status}: {}{hint}",
             text.trim()
         )));
     }
@@ -1147,6 +1193,25 @@ mod tests {
             err.to_string().starts_with("protocol: offer message:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn api_keys_are_checked_and_never_shown() {
+        let key = ApiKey::new("s3cret-key-0123456789").unwrap();
+        assert_eq!(format!("{key:?}"), "ApiKey(***)");
+        let options = ServerOptions {
+            relays: Vec::new(),
+            gather: Vec::new(),
+            api_key: Some(key),
+            host_listen: None,
+            timeout: NEGOTIATION_TIMEOUT,
+        };
+        assert!(!format!("{options:?}").contains("s3cret"));
+        for bad in ["", "two\nlines", " padded", "tab\there"] {
+            let err = ApiKey::new(bad).unwrap_err().to_string();
+            assert!(err.starts_with("configuration: the API key"), "{err}");
+            assert!(bad.is_empty() || !err.contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -1,11 +1,10 @@
-//! The peer side: candidate URLs, accept/connect/test against an in-process
-//! relay, --forward and --listen, interop details, and the full negotiation
-//! between two peer processes joined by FIFOs.
+//! The peer commands against a tcp+tls relay: every candidate type, forwarding, interop, FIFO negotiation.
 
-use crate::support::{pattern, read_n, read_to_end, TestRelay, WAIT};
+use crate::support::{data_file, pattern, read_n, read_to_end, TestRelay, WAIT};
 use jet_relay::client::{CandidateUrl, Scheme};
 use jet_relay::negotiate::{Answer, Candidate, Complete, Offer, Role};
 use jet_relay::table::{AssociationInfo, CandidateState};
+use jet_relay::transport::Kind;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -130,7 +129,8 @@ impl Peer {
         }
     }
 
-    /// How many sockets the process holds open.
+    /// How many sockets the process holds open. A socket held by two file
+    /// descriptors (a WebSocket keeps a clone to shut it down) counts once.
     fn sockets(&self) -> usize {
         let dir = format!("/proc/{}/fd", self.child.id());
         std::fs::read_dir(dir)
@@ -138,8 +138,10 @@ impl Peer {
                 entries
                     .filter_map(|e| e.ok())
                     .filter_map(|e| std::fs::read_link(e.path()).ok())
-                    .filter(|target| target.to_string_lossy().starts_with("socket:"))
-                    .count()
+                    .map(|target| target.to_string_lossy().into_owned())
+                    .filter(|target| target.starts_with("socket:"))
+                    .collect::<std::collections::HashSet<String>>()
+                    .len()
             })
             .unwrap_or(0)
     }
@@ -228,6 +230,37 @@ fn url_of(relay: &TestRelay) -> String {
     format!("tcp://{}", relay.addr)
 }
 
+/// The test CA, which signed the certificate of `TestRelay::with_tls`.
+fn ca() -> String {
+    data_file("ca.pem").to_string_lossy().into_owned()
+}
+
+/// The relay's URL for `scheme`: tcp and ws on its TCP listener, tls and wss
+/// on its TLS listener, by the name its certificate carries.
+fn url_over(relay: &TestRelay, scheme: Scheme) -> String {
+    match scheme {
+        Scheme::Tcp | Scheme::Ws => format!("{}://{}", scheme.as_str(), relay.addr),
+        Scheme::Tls | Scheme::Wss => {
+            format!(
+                "{}://localhost:{}",
+                scheme.as_str(),
+                relay.tls_addr().port()
+            )
+        }
+    }
+}
+
+/// Creates an association through the REST API, as WebSocket candidates need.
+fn create_association(relay: &TestRelay, a: Uuid) {
+    let reply = relay.http("POST", &format!("/jet/association/{a}"), &[], b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// The transport name of a relay connection, for comparing with a URL scheme.
+fn transport(kind: Option<Kind>) -> Option<&'static str> {
+    kind.map(Kind::as_str)
+}
+
 /// Both peers send `a_len` and `b_len` bytes through their stdio, close stdin,
 /// and each receives exactly what the other sent; both exit 0.
 #[track_caller]
@@ -271,21 +304,92 @@ fn candidate_urls_parse_per_the_draft() {
 }
 
 #[test]
-fn accept_and_connect_bridge_stdio_through_the_relay() {
-    let relay = TestRelay::start();
+fn accept_connect_and_test_work_over_every_candidate_type() {
+    let relay = TestRelay::with_tls(|_| {});
+    let ca = ca();
+    for scheme in Scheme::ALL {
+        let url = url_over(&relay, scheme);
+        let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
+        // WebSocket candidates need an association that exists (draft 0.2).
+        create_association(&relay, a);
+        let (a_text, c_text) = (a.to_string(), c.to_string());
+        let ids = [a_text.as_str(), c_text.as_str()];
+        let args = |command: &'static str| {
+            let mut args = vec![command, url.as_str()];
+            args.extend_from_slice(&ids);
+            args.extend_from_slice(&["--ca", &ca]);
+            args
+        };
+        let status = if scheme.is_websocket() { 101 } else { 200 };
+        let mut server = Peer::spawn(&args("accept"));
+        assert_eq!(
+            server.line("jet-relay: accept"),
+            format!("jet-relay: accept {a} {c}: {status}")
+        );
+        let test = Command::new(BIN).args(args("test")).output().unwrap();
+        assert_eq!(test.status.code(), Some(0), "test over {url}: {test:?}");
+        assert!(
+            String::from_utf8_lossy(&test.stderr).contains(&format!("{status} usable")),
+            "{test:?}"
+        );
+        let mut client = Peer::spawn(&args("connect"));
+        assert_eq!(
+            client.line("jet-relay: connect"),
+            format!("jet-relay: connect {a} {c}: {status}")
+        );
+        exchange_through_stdio(&mut client, &mut server, 300_000, 200_000);
+        // The relay saw both peers on this transport and counted every byte.
+        let info = wait_association(&relay, a, |info| {
+            let candidate = &info.candidates[0];
+            (candidate.connect_to_accept, candidate.accept_to_connect) == (300_000, 200_000)
+        });
+        let candidate = &info.candidates[0];
+        assert_eq!(
+            (
+                transport(candidate.accept_transport),
+                transport(candidate.connect_transport)
+            ),
+            (Some(scheme.as_str()), Some(scheme.as_str())),
+            "over {url}"
+        );
+    }
+}
+
+#[test]
+fn without_ca_the_relays_certificate_is_refused_and_insecure_says_so_loudly() {
+    let relay = TestRelay::with_tls(|_| {});
     let (a, c) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
-    let url = url_of(&relay);
-    let mut server = Peer::spawn(&["accept", &url, &a, &c]);
-    assert_eq!(
-        server.line("jet-relay: accept"),
-        format!("jet-relay: accept {a} {c}: 200")
-    );
-    let mut client = Peer::spawn(&["connect", &url, &a, &c]);
-    assert_eq!(
-        client.line("jet-relay: connect"),
-        format!("jet-relay: connect {a} {c}: 200")
-    );
-    exchange_through_stdio(&mut client, &mut server, 300_000, 200_000);
+    let _parked = relay.accept(a.parse().unwrap(), c.parse().unwrap());
+    // The system roots, pinned to a bundle that does not hold the test CA so
+    // the outcome does not depend on the machine.
+    let roots = data_file("server.pem");
+    for scheme in [Scheme::Tls, Scheme::Wss] {
+        let url = url_over(&relay, scheme);
+        let refused = Command::new(BIN)
+            .args(["test", &url, &a, &c])
+            .env("SSL_CERT_FILE", &roots)
+            .output()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+        let text = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            text.contains("not usable")
+                && text.contains("TLS handshake")
+                && text.contains("certificate"),
+            "over {url}: {text}"
+        );
+        let insecure = Command::new(BIN)
+            .args(["test", &url, &a, &c, "--insecure"])
+            .env("SSL_CERT_FILE", &roots)
+            .output()
+            .unwrap();
+        assert_eq!(insecure.status.code(), Some(0), "{insecure:?}");
+        let text = String::from_utf8_lossy(&insecure.stderr);
+        assert!(
+            text.contains("WARNING: --insecure") && text.contains("NOT verified"),
+            "over {url}: {text}"
+        );
+    }
 }
 
 #[test]
@@ -321,38 +425,53 @@ fn test_exits_zero_when_usable_and_one_with_the_reason_otherwise() {
 
 #[test]
 fn accept_v1_prints_the_association_and_instance_and_connect_v1_pairs_with_it() {
-    let relay = TestRelay::start();
-    let url = url_of(&relay);
-    let mut server = Peer::spawn(&["accept", "--v1", &url]);
-    let line = server.line("jet-relay: accept");
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|word| word.strip_prefix(&format!("{name}=")))
-            .map(|v| v.trim_end_matches(':').to_owned())
-            .unwrap_or_else(|| panic!("{name} in {line:?}"))
-    };
-    assert_eq!(field("instance"), "test-instance");
-    let association = field("association");
-    assert!(Uuid::parse_str(&association).is_ok(), "{line}");
-    let mut client = Peer::spawn(&["connect", "--v1", "--association", &association, &url]);
-    client.line("jet-relay: connect");
-    exchange_through_stdio(&mut client, &mut server, 50_000, 70_000);
+    let relay = TestRelay::with_tls(|_| {});
+    let ca = ca();
+    for scheme in [Scheme::Tcp, Scheme::Tls] {
+        let url = url_over(&relay, scheme);
+        let mut server = Peer::spawn(&["accept", "--v1", &url, "--ca", &ca]);
+        let line = server.line("jet-relay: accept");
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix(&format!("{name}=")))
+                .map(|v| v.trim_end_matches(':').to_owned())
+                .unwrap_or_else(|| panic!("{name} in {line:?}"))
+        };
+        assert_eq!(field("instance"), "test-instance");
+        let association = field("association");
+        assert!(Uuid::parse_str(&association).is_ok(), "{line}");
+        let mut client = Peer::spawn(&[
+            "connect",
+            "--v1",
+            "--association",
+            &association,
+            &url,
+            "--ca",
+            &ca,
+        ]);
+        client.line("jet-relay: connect");
+        exchange_through_stdio(&mut client, &mut server, 50_000, 70_000);
+    }
 }
 
 #[test]
-fn forward_connects_the_relayed_stream_to_a_local_service() {
-    let relay = TestRelay::start();
+fn forward_connects_the_relayed_stream_to_a_local_service_over_wss() {
+    let relay = TestRelay::with_tls(|_| {});
     let (echo, echo_done) = echo_server();
     let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
+    create_association(&relay, a);
     let mut server = Peer::spawn(&[
         "accept",
-        &url_of(&relay),
+        &url_over(&relay, Scheme::Wss),
         &a.to_string(),
         &c.to_string(),
         "--forward",
         &echo.to_string(),
+        "--ca",
+        &ca(),
     ]);
     server.line("jet-relay: accept");
+    // The other peer is a raw TCP connect: the relay pairs across transports.
     let mut sock = relay.connect(a, c);
     let data = pattern(3, 400_000);
     let writer = {
@@ -375,17 +494,19 @@ fn forward_connects_the_relayed_stream_to_a_local_service() {
 }
 
 #[test]
-fn listen_relays_one_local_connection() {
-    let relay = TestRelay::start();
+fn listen_relays_one_local_connection_over_tls() {
+    let relay = TestRelay::with_tls(|_| {});
     let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
     let mut parked = relay.accept(a, c);
     let mut client = Peer::spawn(&[
         "connect",
-        &url_of(&relay),
+        &url_over(&relay, Scheme::Tls),
         &a.to_string(),
         &c.to_string(),
         "--listen",
         "127.0.0.1:0",
+        "--ca",
+        &ca(),
     ]);
     let line = client.stdout_line();
     let addr = line
@@ -396,11 +517,13 @@ fn listen_relays_one_local_connection() {
     client.line("jet-relay: connect");
     local.write_all(b"ping from the local application").unwrap();
     assert_eq!(read_n(&mut parked, 31), b"ping from the local application");
+    // Each side ends its direction in turn: half-close crosses TLS both ways.
     parked.write_all(b"pong from the server peer").unwrap();
     parked.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(read_to_end(&mut local), b"pong from the server peer");
+    local.write_all(b"last words").unwrap();
     local.shutdown(std::net::Shutdown::Write).unwrap();
-    assert_eq!(read_to_end(&mut parked), b"");
+    assert_eq!(read_to_end(&mut parked), b"last words");
     assert!(client.wait().success());
 }
 
@@ -455,8 +578,15 @@ fn requests_use_mask_0x73_in_one_write_and_the_old_relays_status_line_is_accepte
     assert!(client.wait().success());
 }
 
-/// Starts the server peer (`answer`) and the client peer (`offer`) on FIFOs.
-fn negotiate(fifos: &Fifos, association: Uuid, server_args: &[&str]) -> (Peer, Peer) {
+/// Starts the server peer (`answer`, with `server_env`) and the client peer
+/// (`offer`) on FIFOs.
+fn negotiate(
+    fifos: &Fifos,
+    association: Uuid,
+    server_args: &[&str],
+    client_args: &[&str],
+    server_env: &[(&str, &str)],
+) -> (Peer, Peer) {
     let (to_server, to_client) = (fifos.to_server(), fifos.to_client());
     let mut args = vec![
         "answer",
@@ -466,9 +596,9 @@ fn negotiate(fifos: &Fifos, association: Uuid, server_args: &[&str]) -> (Peer, P
         &to_client,
     ];
     args.extend_from_slice(server_args);
-    let server = Peer::spawn(&args);
+    let server = Peer::spawn_with_env(&args, server_env);
     let association = association.to_string();
-    let client = Peer::spawn(&[
+    let mut args = vec![
         "offer",
         "--signal-in",
         &to_client,
@@ -476,7 +606,9 @@ fn negotiate(fifos: &Fifos, association: Uuid, server_args: &[&str]) -> (Peer, P
         &to_server,
         "--association",
         &association,
-    ]);
+    ];
+    args.extend_from_slice(client_args);
+    let client = Peer::spawn(&args);
     (server, client)
 }
 
@@ -501,23 +633,50 @@ fn wait_association(
     info
 }
 
+/// The scheme of a candidate URL.
+fn scheme_of(url: &str) -> &str {
+    url.split_once("://").map_or("", |(scheme, _)| scheme)
+}
+
+/// Asserts the relay gathered one candidate per transport for `a` and the
+/// server peer accepted on each over that very transport.
+#[track_caller]
+fn assert_gathered_and_accepted(info: &AssociationInfo) {
+    let mut schemes: Vec<&str> = info
+        .candidates
+        .iter()
+        .map(|c| scheme_of(c.url.as_deref().unwrap_or_default()))
+        .collect();
+    schemes.sort_unstable();
+    assert_eq!(schemes, ["tcp", "tls", "ws", "wss"], "{info:?}");
+    for candidate in &info.candidates {
+        assert_eq!(
+            transport(candidate.accept_transport),
+            candidate.url.as_deref().map(scheme_of),
+            "{info:?}"
+        );
+    }
+}
+
 #[test]
-fn negotiation_selects_the_host_candidate_when_reachable_and_closes_the_rest() {
-    let relay = TestRelay::start();
+fn negotiation_over_gathered_candidates_selects_the_host_candidate_and_closes_every_relay_one() {
+    let relay = TestRelay::with_tls(|_| {});
     let fifos = Fifos::new();
     let a = Uuid::new_v4();
-    let url = url_of(&relay);
+    let ca = ca();
     let (mut server, mut client) = negotiate(
         &fifos,
         a,
         &[
-            "--relay",
-            &url,
-            "--relay",
-            &url,
+            "--gather",
+            &format!("http://{}", relay.addr),
             "--host-listen",
             "127.0.0.1:0",
+            "--ca",
+            &ca,
         ],
+        &["--ca", &ca],
+        &[],
     );
     let (id, chosen) = selected(&mut client);
     assert!(
@@ -528,53 +687,115 @@ fn negotiation_selects_the_host_candidate_when_reachable_and_closes_the_rest() {
     // Each peer keeps only the selected connection...
     client.assert_sockets(1);
     server.assert_sockets(1);
-    // ...and both relay candidates, tested by the client, end closed on the relay.
+    // ...and the four relay candidates, one per transport, end closed there.
     let info = wait_association(&relay, a, |info| {
-        info.candidates.len() == 2
+        info.candidates.len() == 4
             && info
                 .candidates
                 .iter()
                 .all(|c| c.state == CandidateState::Closed)
     });
+    assert_gathered_and_accepted(&info);
     assert_eq!(info.selected, None, "no byte went through the relay");
     exchange_through_stdio(&mut client, &mut server, 500_000, 300_000);
 }
 
 #[test]
-fn negotiation_selects_a_relay_candidate_when_host_candidates_are_off() {
-    let relay = TestRelay::start();
+fn negotiation_over_gathered_candidates_selects_a_relay_one_when_host_candidates_are_off() {
+    let relay = TestRelay::with_tls(|_| {});
     let fifos = Fifos::new();
     let a = Uuid::new_v4();
-    let url = url_of(&relay);
+    let ca = ca();
+    // Gathered over HTTPS on the TLS listener, which then needs the CA too.
     let (mut server, mut client) = negotiate(
         &fifos,
         a,
-        &["--relay", &url, "--relay", &url, "--no-host-candidates"],
+        &[
+            "--gather",
+            &format!("https://localhost:{}", relay.tls_addr().port()),
+            "--no-host-candidates",
+            "--ca",
+            &ca,
+        ],
+        &["--ca", &ca],
+        &[],
     );
     let (id, chosen) = selected(&mut client);
-    assert_eq!(chosen, format!("{url}?ctype=relay"));
-    assert_eq!(selected(&mut server), (id, chosen));
+    assert!(chosen.ends_with("?ctype=relay"), "{chosen}");
+    assert_eq!(selected(&mut server), (id, chosen.clone()));
     client.assert_sockets(1);
     server.assert_sockets(1);
-    // The loser is closed on the relay while the selected one still stands.
+    // The losers are closed on the relay while the selected one still stands.
     let info = wait_association(&relay, a, |info| {
-        info.candidates.len() == 2
+        info.candidates.len() == 4
             && info
                 .candidates
                 .iter()
                 .all(|c| (c.id == id) != (c.state == CandidateState::Closed))
     });
+    assert_gathered_and_accepted(&info);
+    let winner = info.candidates.iter().find(|c| c.id == id).unwrap();
+    assert_eq!(winner.state, CandidateState::Paired);
     assert_eq!(
-        info.candidates.iter().find(|c| c.id == id).unwrap().state,
-        CandidateState::Paired
+        (
+            winner.url.as_deref().map(scheme_of),
+            transport(winner.connect_transport)
+        ),
+        (Some(scheme_of(&chosen)), Some(scheme_of(&chosen))),
+        "the client connected over the selected candidate's transport"
     );
     exchange_through_stdio(&mut client, &mut server, 400_000, 600_000);
-    let info = wait_association(&relay, a, |info| info.selected == Some(id));
-    let winner = info.candidates.iter().find(|c| c.id == id).unwrap();
-    assert_eq!(
-        (winner.connect_to_accept, winner.accept_to_connect),
-        (400_000, 600_000)
+    let info = wait_association(&relay, a, |info| {
+        info.selected == Some(id)
+            && info.candidates.iter().any(|c| {
+                c.id == id && (c.connect_to_accept, c.accept_to_connect) == (400_000, 600_000)
+            })
+    });
+    assert_eq!(info.selected, Some(id));
+}
+
+#[test]
+fn gathering_sends_the_api_key_as_a_bearer_token_and_never_prints_it() {
+    const KEY: &str = "peer-test-api-key-7f3a9c";
+    let relay =
+        TestRelay::with_tls(|config| config.api_key = Some(jet_relay::config::ApiKey::new(KEY)));
+    let gather = format!("http://{}", relay.addr);
+    let server_args = ["--gather", gather.as_str(), "--no-host-candidates"];
+    // Without a key the relay refuses the gather, and there is nothing to offer.
+    let fifos = Fifos::new();
+    let (mut server, mut client) = negotiate(
+        &fifos,
+        Uuid::new_v4(),
+        &server_args,
+        &[],
+        &[("JET_API_KEY", "")],
     );
+    assert_eq!(server.wait().code(), Some(1));
+    let text = server.rest_of_stderr().join("\n");
+    assert!(
+        text.contains("gather answered 401") && text.contains("JET_API_KEY"),
+        "{text}"
+    );
+    assert_eq!(client.wait().code(), Some(1));
+    // With the key from the environment, or from --api-key (which wins over
+    // a wrong one in the environment), the negotiation goes through; the key
+    // is in no line the peers print, even at debug level.
+    let with_option: Vec<&str> = server_args
+        .iter()
+        .copied()
+        .chain(["--api-key", KEY])
+        .collect();
+    let cases: [(&[&str], &str); 2] = [(&server_args, KEY), (&with_option, "wrong-key-0123456789")];
+    for (args, env_key) in cases {
+        let fifos = Fifos::new();
+        let env = [("JET_API_KEY", env_key), ("JET_RELAY_LOG", "debug")];
+        let (mut server, mut client) = negotiate(&fifos, Uuid::new_v4(), args, &[], &env);
+        let (id, _) = selected(&mut client);
+        assert_eq!(selected(&mut server).0, id);
+        exchange_through_stdio(&mut client, &mut server, 1_000, 2_000);
+        let printed = server.rest_of_stderr().join("\n");
+        assert!(!printed.contains(KEY), "the key was printed: {printed}");
+    }
 }
 
 #[test]
@@ -738,65 +959,6 @@ fn the_server_leaves_out_relays_it_cannot_use_and_signals_over_stdio() {
 }
 
 #[test]
-fn the_server_gathers_relay_candidates_through_the_rest_api() {
-    // A stand-in for the relay's REST API: it answers POST /jet/gather/<id>
-    // with two candidates on the real relay.
-    let relay = TestRelay::start();
-    let a = Uuid::new_v4();
-    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
-    let rest = TcpListener::bind("127.0.0.1:0").unwrap();
-    let rest_addr = rest.local_addr().unwrap();
-    let body = serde_json::json!({
-        "id": a,
-        "candidates": [
-            { "id": first, "url": url_of(&relay) },
-            { "id": second, "url": url_of(&relay), "note": "unknown fields are fine" },
-        ],
-    })
-    .to_string();
-    let api = thread::spawn(move || {
-        let (mut sock, _) = rest.accept().unwrap();
-        sock.set_read_timeout(Some(WAIT)).unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(sock.read(&mut byte).unwrap(), 1, "a whole request head");
-            head.push(byte[0]);
-        }
-        write!(
-            sock,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        String::from_utf8(head).unwrap()
-    });
-    let fifos = Fifos::new();
-    let (mut server, mut client) = negotiate(
-        &fifos,
-        a,
-        &[
-            "--gather",
-            &format!("http://{rest_addr}"),
-            "--no-host-candidates",
-        ],
-    );
-    let head = api.join().unwrap();
-    assert!(
-        head.starts_with(&format!("POST /jet/gather/{a} HTTP/1.1\r\n")),
-        "{head}"
-    );
-    let (id, chosen) = selected(&mut client);
-    assert!(id == first || id == second, "a gathered id: {id}");
-    assert_eq!(chosen, format!("{}?ctype=relay", url_of(&relay)));
-    assert_eq!(selected(&mut server).0, id);
-    exchange_through_stdio(&mut client, &mut server, 10_000, 20_000);
-    let info = wait_association(&relay, a, |info| info.selected == Some(id));
-    let ids: Vec<Uuid> = info.candidates.iter().map(|c| c.id).collect();
-    assert!(ids.contains(&first) && ids.contains(&second), "{ids:?}");
-}
-
-#[test]
 fn negotiation_fails_cleanly_when_no_candidate_is_usable() {
     let fifos = Fifos::new();
     let dead = format!("tcp://127.0.0.1:{}", closed_port());
@@ -804,6 +966,8 @@ fn negotiation_fails_cleanly_when_no_candidate_is_usable() {
         &fifos,
         Uuid::new_v4(),
         &["--relay", &dead, "--no-host-candidates"],
+        &[],
+        &[],
     );
     assert_eq!(server.wait().code(), Some(1));
     let text = server.rest_of_stderr().join("\n");
@@ -829,190 +993,4 @@ fn bad_signaling_messages_are_clear_errors() {
     assert_eq!(server.wait().code(), Some(1));
     let text = server.rest_of_stderr().join("\n");
     assert!(text.contains("offer message: missing field `id`"), "{text}");
-}
-
-// Until the relay's TLS and WebSocket listeners land, these stand-ins check
-// the client side of tls://, ws:// and wss:// against the draft: the JET
-// request inside TLS, the request in the WebSocket path, binary frames, and
-// the end of stream as close_notify or a close frame.
-
-const CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/peer-test-ca.pem");
-const CERT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/peer-test-server.pem"
-);
-const KEY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/peer-test-server-key.pem"
-);
-
-fn server_tls() -> std::sync::Arc<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(CERT)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(KEY).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    std::sync::Arc::new(config)
-}
-
-/// What a stand-in relay saw: the request path (JET or WebSocket) and how
-/// many bytes it echoed.
-type StandInReport = (String, usize);
-
-/// A one-connection stand-in relay for `scheme`: answers the JET request (or
-/// the WebSocket upgrade) with success, then echoes the stream until the
-/// client ends it, and ends its own side the transport's way.
-// The upgrade callback's error type is tungstenite's, not ours to shrink.
-#[allow(clippy::result_large_err)]
-fn stand_in(scheme: Scheme) -> (u16, JoinHandle<StandInReport>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let handle = thread::spawn(move || {
-        let (sock, _) = listener.accept().unwrap();
-        sock.set_read_timeout(Some(WAIT)).unwrap();
-        match scheme {
-            Scheme::Tcp => unreachable!("the real relay covers tcp"),
-            Scheme::Tls => {
-                let conn = rustls::ServerConnection::new(server_tls()).unwrap();
-                let mut tls = rustls::StreamOwned::new(conn, sock);
-                let Ok(packet) = jet_relay::packet::read_packet(&mut tls) else {
-                    // The client refused our certificate.
-                    return (String::new(), 0);
-                };
-                assert_eq!(packet.mask, 0x73);
-                let head = String::from_utf8(packet.payload).unwrap();
-                let path = head.split_whitespace().nth(1).unwrap().to_owned();
-                tls.write_all(&jet_relay::message::response_packet(200, 2, &[]))
-                    .unwrap();
-                tls.flush().unwrap();
-                let mut echoed = 0;
-                let mut buf = vec![0u8; 32 * 1024];
-                if !path.starts_with("/jet/test/") {
-                    loop {
-                        let n = tls.read(&mut buf).expect("a clean close_notify at the end");
-                        if n == 0 {
-                            break;
-                        }
-                        tls.write_all(&buf[..n]).unwrap();
-                        tls.flush().unwrap();
-                        echoed += n;
-                    }
-                }
-                tls.conn.send_close_notify();
-                tls.flush().unwrap();
-                (path, echoed)
-            }
-            Scheme::Ws | Scheme::Wss => {
-                let stream: Box<dyn ReadWrite> = if scheme == Scheme::Wss {
-                    let conn = rustls::ServerConnection::new(server_tls()).unwrap();
-                    Box::new(rustls::StreamOwned::new(conn, sock))
-                } else {
-                    Box::new(sock)
-                };
-                let mut path = String::new();
-                let mut ws = tungstenite::accept_hdr(
-                    stream,
-                    |req: &tungstenite::handshake::server::Request,
-                     resp: tungstenite::handshake::server::Response| {
-                        path = req.uri().to_string();
-                        Ok(resp)
-                    },
-                )
-                .unwrap();
-                let mut echoed = 0;
-                if path.starts_with("/jet/test/") {
-                    ws.close(None).unwrap();
-                }
-                loop {
-                    match ws.read() {
-                        Ok(tungstenite::Message::Binary(data)) => {
-                            echoed += data.len();
-                            ws.send(tungstenite::Message::Binary(data)).unwrap();
-                        }
-                        Ok(tungstenite::Message::Text(_)) => panic!("data comes in binary frames"),
-                        Ok(_) => {}
-                        Err(tungstenite::Error::ConnectionClosed) => break,
-                        Err(e) => panic!("the WebSocket ended badly: {e}"),
-                    }
-                }
-                (path, echoed)
-            }
-        }
-    });
-    (port, handle)
-}
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
-#[test]
-fn tls_ws_and_wss_candidates_carry_the_request_and_the_data() {
-    for scheme in [Scheme::Tls, Scheme::Ws, Scheme::Wss] {
-        let (port, stand_in) = stand_in(scheme);
-        let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
-        let url = format!("{}://localhost:{port}", scheme.as_str());
-        let mut peer = Peer::spawn(&["connect", &url, &a.to_string(), &c.to_string(), "--ca", CA]);
-        peer.line("jet-relay: connect");
-        let data = pattern(21, 700_000);
-        let writer = peer.feed(data.clone());
-        let echoed = peer.read_stdout_to_end();
-        writer.join().unwrap();
-        assert_eq!(echoed.len(), data.len(), "over {url}");
-        assert!(
-            echoed == data,
-            "over {url}: the echo comes back byte for byte"
-        );
-        assert!(peer.wait().success(), "over {url}");
-        let (path, count) = stand_in.join().unwrap();
-        assert_eq!(path, format!("/jet/connect/{a}/{c}"), "over {url}");
-        assert_eq!(count, data.len());
-    }
-}
-
-#[test]
-fn tls_and_wss_test_the_certificate_and_websocket_tests_succeed_on_101() {
-    let (a, c) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
-    for scheme in [Scheme::Tls, Scheme::Ws, Scheme::Wss] {
-        let (port, stand_in) = stand_in(scheme);
-        let url = format!("{}://localhost:{port}", scheme.as_str());
-        let out = Command::new(BIN)
-            .args(["test", &url, &a, &c, "--ca", CA])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0), "over {url}: {out:?}");
-        assert_eq!(stand_in.join().unwrap().0, format!("/jet/test/{a}/{c}"));
-    }
-    // A relay whose certificate the trusted roots do not vouch for is unusable...
-    let (port, _stand_in) = stand_in(Scheme::Tls);
-    let url = format!("tls://localhost:{port}");
-    let out = Command::new(BIN)
-        .args(["test", &url, &a, &c])
-        .env("SSL_CERT_FILE", CERT)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        text.contains("TLS handshake") && text.contains("certificate"),
-        "{text}"
-    );
-    // ...unless verification is turned off, which the peer says loudly.
-    let (port, stand_in) = stand_in(Scheme::Tls);
-    let url = format!("tls://localhost:{port}");
-    let out = Command::new(BIN)
-        .args(["test", &url, &a, &c, "--insecure"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: --insecure"));
-    stand_in.join().unwrap();
 }
