@@ -380,9 +380,11 @@ fn an_active_association_is_not_expired_while_it_relays() {
 fn idle_pairs_are_closed_after_the_idle_timeout() {
     let relay = TestRelay::with(|c| c.idle_timeout = Duration::from_millis(300));
     let (_, mut server, mut client) = relay.pair();
+    // The relay's idle clock starts when it reads these bytes, which is after
+    // this instant: the close cannot come earlier than 300 ms from here.
+    let quiet_since = Instant::now();
     client.write_all(b"once").unwrap();
     assert_eq!(read_n(&mut server, 4), b"once");
-    let quiet_since = Instant::now();
     assert_closed(&mut server);
     assert_closed(&mut client);
     assert!(quiet_since.elapsed() >= Duration::from_millis(300));
