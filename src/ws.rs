@@ -34,8 +34,11 @@ pub const MAX_UPGRADE_HEADERS: usize = 64;
 /// (16 bytes in base64); draft 0.2's own example uses 28, so any base64 text
 /// up to this length is taken.
 pub const MAX_KEY_LEN: usize = 64;
-/// Bytes read from the stream at once while looking for frame headers.
-pub const WS_READ_BUFFER: usize = 16 * 1024;
+/// Bytes read from the stream at once while looking for frame headers: a
+/// 64 KiB frame with its largest header (14 bytes) fits, so a message up to
+/// the copy buffer's size crosses the relay as one frame, not two (a 16 KiB
+/// buffer split every 16 KiB message into 16,376 + 8 bytes).
+pub const WS_READ_BUFFER: usize = 64 * 1024 + 16;
 /// The largest control frame payload (RFC 6455 §5.5).
 pub const MAX_CONTROL_PAYLOAD: u64 = 125;
 
