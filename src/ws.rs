@@ -503,8 +503,18 @@ impl Duplex for WsDuplex {
                 ));
             }
             out.frame.clear();
-            encode_frame(&mut out.frame, OpCode::Data(Data::Binary), data);
-            self.inner.write_all(&out.frame)?;
+            encode_header(&mut out.frame, OpCode::Data(Data::Binary), data.len());
+            match self.inner.raw_tcp() {
+                // Plain TCP: header and payload in one vectored write, so the
+                // payload is not copied into the staging buffer first (that
+                // copy was the largest user-space cost of relaying over ws).
+                Some(sock) => write_all_vectored(sock, &out.frame, data)?,
+                // TLS copies into its records anyway: stage the whole frame.
+                None => {
+                    out.frame.extend_from_slice(data);
+                    self.inner.write_all(&out.frame)?;
+                }
+            }
         }
         // A pong the reader owed while we held the write lock.
         self.flush_control();
@@ -542,6 +552,12 @@ impl Duplex for WsDuplex {
 
 /// Appends an unmasked, final frame (server frames are never masked).
 fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    encode_header(out, opcode, payload.len());
+    out.extend_from_slice(payload);
+}
+
+/// Appends the header of an unmasked, final frame of `len` payload bytes.
+fn encode_header(out: &mut Vec<u8>, opcode: OpCode, len: usize) {
     let header = FrameHeader {
         is_final: true,
         rsv1: false,
@@ -550,11 +566,29 @@ fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
         opcode,
         mask: None,
     };
-    out.reserve(header.len(payload.len() as u64) + payload.len());
+    out.reserve(header.len(len as u64) + len);
     header
-        .format(payload.len() as u64, out)
+        .format(len as u64, out)
         .expect("writing a frame header into a Vec cannot fail");
-    out.extend_from_slice(payload);
+}
+
+/// Writes `head` then `body` with vectored writes until both are out.
+fn write_all_vectored(sock: &TcpStream, mut head: &[u8], mut body: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut writer = sock;
+    while !head.is_empty() || !body.is_empty() {
+        let slices = [io::IoSlice::new(head), io::IoSlice::new(body)];
+        let written = match writer.write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let from_head = written.min(head.len());
+        head = &head[from_head..];
+        body = &body[written - from_head..];
+    }
+    Ok(())
 }
 
 /// XORs `buf` with the mask, starting `offset` bytes into it. Works four bytes
