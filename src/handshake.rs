@@ -38,20 +38,7 @@ pub fn read_exact_by(
 ) -> Result<(), ReadError> {
     let mut filled = 0;
     while filled < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Timeout);
-        }
-        set_read_deadline(stream.socket(), left).map_err(ReadError::Closed)?;
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) => {
-                return Err(ReadError::Closed(io::ErrorKind::UnexpectedEof.into()));
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if crate::error::is_timeout(&e) => {}
-            Err(e) => return Err(ReadError::Closed(e)),
-        }
+        filled += read_some_by(stream, &mut buf[filled..], deadline)?;
     }
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! HTTP/1.1 on the relay's listeners: request framing with limits, keep-alive,
 //! and the hand-off of WebSocket upgrades. Routes live in `api.rs`.
 
-use crate::handshake::{read_failed, ReadError};
+use crate::handshake::{read_failed, read_some_by, ReadError};
 use crate::metrics::Outcome;
 use crate::packet::HEADER_LEN;
 use crate::server::Context;
-use crate::transport::{set_read_deadline, Duplex, Stream};
+use crate::transport::{Duplex, Stream};
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -392,28 +392,9 @@ fn fill(
 ) -> Result<(), Failure> {
     let mut chunk = [0u8; 4096];
     let want = limit.saturating_sub(buf.len()).clamp(1, chunk.len());
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Failure::Read(ReadError::Timeout));
-        }
-        set_read_deadline(stream.socket(), left)
-            .map_err(|e| Failure::Read(ReadError::Closed(e)))?;
-        match stream.read(&mut chunk[..want]) {
-            Ok(0) => {
-                return Err(Failure::Read(ReadError::Closed(
-                    io::ErrorKind::UnexpectedEof.into(),
-                )))
-            }
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                return Ok(());
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if crate::error::is_timeout(&e) => {}
-            Err(e) => return Err(Failure::Read(ReadError::Closed(e))),
-        }
-    }
+    let n = read_some_by(stream, &mut chunk[..want], deadline).map_err(Failure::Read)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -42,11 +42,6 @@ pub const WS_READ_BUFFER: usize = 64 * 1024 + 16;
 /// The largest control frame payload (RFC 6455 §5.5).
 pub const MAX_CONTROL_PAYLOAD: u64 = 125;
 
-/// True when an HTTP request asks for a WebSocket upgrade (`Upgrade: websocket`).
-pub fn wants_upgrade(request: &httparse::Request<'_, '_>) -> bool {
-    has_token(request.headers, "Upgrade", "websocket")
-}
-
 /// Serves a WebSocket upgrade request. `head` is the whole request head up to
 /// and including its blank line, `leftover` the bytes read after it (the
 /// peer's first frames, if it did not wait for the 101).

@@ -39,12 +39,29 @@ struct RelayProcess {
 impl RelayProcess {
     fn start(config: &str) -> (RelayProcess, tempfile_path::TempPath) {
         let file = config_file(config);
-        let mut child = Command::new(BIN)
-            .arg("--config")
+        let mut command = Command::new(BIN);
+        command.arg("--config").arg(&file.0).stderr(Stdio::null());
+        (RelayProcess::launch(command), file)
+    }
+
+    /// Starts the relay under `ulimit -n limit`, its stderr piped.
+    fn start_with_fd_limit(config: &str, limit: u32) -> (RelayProcess, tempfile_path::TempPath) {
+        let file = config_file(config);
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" --config \"$1\""))
+            .arg(BIN)
             .arg(&file.0)
+            .stderr(Stdio::piped());
+        (RelayProcess::launch(command), file)
+    }
+
+    /// Runs the relay command at log level warn and reads its `listening` line.
+    fn launch(mut command: Command) -> RelayProcess {
+        let mut child = command
             .env("JET_RELAY_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -56,28 +73,7 @@ impl RelayProcess {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .trim()
             .to_owned();
-        (RelayProcess { child, url }, file)
-    }
-
-    /// Starts the relay under `ulimit -n limit`.
-    fn start_with_fd_limit(config: &str, limit: u32) -> (RelayProcess, tempfile_path::TempPath) {
-        let file = config_file(config);
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("ulimit -n {limit} && exec \"$0\" --config \"$1\""))
-            .arg(BIN)
-            .arg(&file.0)
-            .env("JET_RELAY_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.strip_prefix("listening ").unwrap().trim().to_owned();
-        (RelayProcess { child, url }, file)
+        RelayProcess { child, url }
     }
 
     fn signal(&self, name: &str) {
