@@ -1195,8 +1195,13 @@ fn many_pairs_threads(
 /// (b) fairness: the same streams, served by one poll loop per core,
 /// round-robin, so the bench itself treats every stream alike (with hundreds
 /// of blocking threads on two cores the scheduler ran a few streams to
-/// completion while others had not begun, relay or not). Returns [aggregate
-/// MB/s, slowest stream MB/s, slowest / mean].
+/// completion while others had not begun, relay or not). Each round gives
+/// every ready stream the same byte quantum ([`CHUNK`]), read or written in
+/// as many calls as it takes: one call per stream per round was fair per call,
+/// not per byte, and a socket whose receive window the kernel had left small
+/// (91 KiB against 2-7 MiB for the others) got a third of the share whenever
+/// the bench, not the relay, was the bottleneck. Returns [aggregate MB/s,
+/// slowest stream MB/s, slowest / mean].
 /// Fairness is read while the streams compete: when half of
 /// them have completed, each stream's progress so far gives its rate, and a
 /// starved stream shows far behind. (Rates over whole streams say little: the
@@ -1274,6 +1279,9 @@ fn many_pairs_poll(
         sorted.sort_unstable();
         let kib: Vec<u64> = sorted.iter().map(|b| b >> 10).collect();
         eprintln!("    half the streams done at {at:?} of {wall:?}; progress (KiB) {kib:?}");
+        let mean = seen.iter().sum::<u64>() / seen.len() as u64;
+        let slow: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] < mean / 2).collect();
+        eprintln!("    streams below half the mean: {slow:?}");
     }
     let rates: Vec<f64> = seen
         .iter()
@@ -1366,42 +1374,51 @@ fn poll_loop(mut ends: Vec<End<'_>>, shared: &Shared<'_>) -> io::Result<()> {
             if revents.intersects(PollFlags::OUT | PollFlags::ERR | PollFlags::HUP)
                 && e.sent < bytes
             {
-                let n = (bytes - e.sent).min(CHUNK as u64) as usize;
-                match (&*e.sock).write(shared.pattern.slice(e.send, e.sent, n)) {
-                    Ok(n) => e.sent += n as u64,
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(err) => return Err(err),
+                // Up to one quantum per round, in as many writes as it takes.
+                let goal = (e.sent + CHUNK as u64).min(bytes);
+                while e.sent < goal {
+                    let n = (goal - e.sent) as usize;
+                    match (&*e.sock).write(shared.pattern.slice(e.send, e.sent, n)) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => e.sent += n as u64,
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(err) => return Err(err),
+                    }
                 }
             }
             if revents.intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP)
                 && e.received < bytes
             {
-                let want = (bytes - e.received).min(CHUNK as u64) as usize;
-                match (&*e.sock).read(&mut buf[..want]) {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("stream {} ended after {} bytes", e.recv, e.received),
-                        ))
-                    }
-                    Ok(n) => {
-                        if buf[..n] != *shared.pattern.slice(e.recv, e.received, n) {
-                            return Err(corrupt(e.recv, e.received));
+                // Up to one quantum per round, in as many reads as it takes.
+                let goal = (e.received + CHUNK as u64).min(bytes);
+                while e.received < goal {
+                    let want = (goal - e.received) as usize;
+                    match (&*e.sock).read(&mut buf[..want]) {
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                format!("stream {} ended after {} bytes", e.recv, e.received),
+                            ))
                         }
-                        e.received += n as u64;
-                        shared.progress[e.index].fetch_add(n as u64, Ordering::Relaxed);
-                        if e.received == bytes
-                            && shared.done.fetch_add(1, Ordering::Relaxed) + 1 == shared.half
-                        {
-                            shared.snapshot.get_or_init(|| {
-                                let seen =
-                                    shared.progress.iter().map(|p| p.load(Ordering::Relaxed));
-                                (shared.started.elapsed(), seen.collect())
-                            });
+                        Ok(n) => {
+                            if buf[..n] != *shared.pattern.slice(e.recv, e.received, n) {
+                                return Err(corrupt(e.recv, e.received));
+                            }
+                            e.received += n as u64;
+                            shared.progress[e.index].fetch_add(n as u64, Ordering::Relaxed);
+                            if e.received == bytes
+                                && shared.done.fetch_add(1, Ordering::Relaxed) + 1 == shared.half
+                            {
+                                shared.snapshot.get_or_init(|| {
+                                    let seen =
+                                        shared.progress.iter().map(|p| p.load(Ordering::Relaxed));
+                                    (shared.started.elapsed(), seen.collect())
+                                });
+                            }
                         }
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(err) => return Err(err),
                     }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(err) => return Err(err),
                 }
             }
         }
