@@ -7,7 +7,7 @@ use crate::packet::{self, HEADER_LEN, SIGNATURE};
 use crate::pump::{self, Pair};
 use crate::server::Context;
 use crate::table::Reject;
-use crate::transport::{set_read_deadline, Duplex, Stream};
+use crate::transport::{Duplex, Stream};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -45,17 +45,31 @@ pub fn read_exact_by(
 
 /// Reads at least one byte (as many as `buf` takes and have arrived) before
 /// `deadline`.
+///
+/// On plain TCP it first takes what has already arrived without waiting, the
+/// usual case for a request, and sets a read timeout only when it must wait.
 pub fn read_some_by(
     stream: &dyn Duplex,
     buf: &mut [u8],
     deadline: Instant,
 ) -> Result<usize, ReadError> {
+    let mut waited = stream.raw_tcp().is_none();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(ReadError::Timeout);
         }
-        set_read_deadline(stream.socket(), left).map_err(ReadError::Closed)?;
+        if !waited {
+            waited = true;
+            let sock = stream.socket();
+            match crate::transport::read_arrived(sock, buf) {
+                Ok(Some(0)) => return Err(ReadError::Closed(io::ErrorKind::UnexpectedEof.into())),
+                Ok(Some(n)) => return Ok(n),
+                Ok(None) => {}
+                Err(e) => return Err(ReadError::Closed(e)),
+            }
+        }
+        stream.set_read_deadline(left).map_err(ReadError::Closed)?;
         match stream.read(buf) {
             Ok(0) => return Err(ReadError::Closed(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => return Ok(n),
@@ -140,7 +154,7 @@ pub fn serve_jet(
         }
     };
     // From here the peer's bytes are relayed data: no more timeouts on reads.
-    if let Err(e) = stream.socket().set_read_timeout(None) {
+    if let Err(e) = stream.clear_read_deadline() {
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
     crate::debug!("conn={conn} request {request:?}");
@@ -370,7 +384,7 @@ pub fn linger_close(stream: &dyn Duplex) {
     let mut buf = [0u8; 4096];
     while drained < LINGER_BYTES {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || set_read_deadline(stream.socket(), left).is_err() {
+        if left.is_zero() || stream.set_read_deadline(left).is_err() {
             return;
         }
         match stream.read(&mut buf) {

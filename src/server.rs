@@ -111,6 +111,8 @@ impl Server {
                 .collect();
             let socket = TcpListener::bind(&addrs[..])
                 .map_err(|e| Error::io(format!("binding {}", listener.url), e))?;
+            crate::transport::nodelay_listener(&socket)
+                .map_err(|e| Error::io(format!("turning Nagle off on {}", listener.url), e))?;
             let local = socket
                 .local_addr()
                 .map_err(|e| Error::io(format!("reading the address of {}", listener.url), e))?;
@@ -296,14 +298,15 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
-/// Wraps an accepted socket: no Nagle delay, registered for shutdown.
+/// Wraps an accepted socket: no Nagle delay (inherited from the listener on
+/// Linux), registered for shutdown.
 /// `None` when shutdown has begun: the socket is closed at once.
 ///
 /// Shutdown sets its flag before it takes the registry's snapshot, and both
 /// registering and the snapshot take the registry lock: a socket registered
 /// after the snapshot therefore sees the flag here.
 pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> Option<(Arc<TcpDuplex>, u64)> {
-    let _ = sock.set_nodelay(true);
+    crate::transport::nodelay_accepted(&sock);
     let sock = Arc::new(sock);
     let registration = ctx.registry.register(&sock);
     if ctx.stopping() {

@@ -65,7 +65,7 @@ enum HandshakeError {
 /// plain TCP (JET over TLS, or HTTPS: the REST API and `wss://` upgrades).
 pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>) {
     let deadline = Instant::now() + ctx.config.handshake_timeout;
-    let _ = sock.set_nodelay(true);
+    crate::transport::nodelay_accepted(&sock);
     let sock = Arc::new(sock);
     let registration = ctx.registry.register(&sock);
     let conn = registration.id();

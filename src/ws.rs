@@ -75,7 +75,7 @@ pub fn serve_upgrade(
         }
     };
     // From here the peer's bytes are relayed data: no more timeouts on reads.
-    if let Err(e) = stream.socket().set_read_timeout(None) {
+    if let Err(e) = stream.clear_read_deadline() {
         return handshake::read_failed(ctx, conn, handshake::ReadError::Closed(e));
     }
     let request = Request {
