@@ -353,16 +353,26 @@ fn reject(ctx: &Context, conn: u64, stream: &Stream, answer: &dyn Answer, status
     answer.refuse(ctx, stream, status);
 }
 
-/// Writes a whole answer in one write, bounded by the handshake timeout.
+/// Writes a connection's first answer in one write, bounded by the handshake
+/// timeout.
 ///
-/// On plain TCP nothing was written to the socket before this answer, and an
-/// answer is far smaller than any send buffer, so the write cannot block and
-/// needs no timeout (two system calls saved per connection). Other transports
-/// wrote their own handshake first and get the timeout.
+/// On plain TCP nothing was written to the socket before a first answer, and
+/// an answer is far smaller than any send buffer, so the write cannot block
+/// and needs no timeout (two system calls saved per connection). Other
+/// transports wrote their own handshake first and get the timeout; so does an
+/// answer after earlier ones on the same connection ([`write_later_response`]).
 pub fn write_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
     if stream.raw_tcp().is_some() && response.len() <= MAX_UNTIMED_ANSWER {
         return stream.write_all(response);
     }
+    write_later_response(ctx, stream, response)
+}
+
+/// Writes an answer with the handshake timeout, then lifts the timeout so the
+/// relayed bytes that follow are not bounded by it. For answers that may find
+/// the send buffer holding earlier ones (a WebSocket upgrade after keep-alive
+/// requests), whose write timeout is still set.
+pub fn write_later_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
     let sock = stream.socket();
     sock.set_write_timeout(Some(ctx.config.handshake_timeout))?;
     stream.write_all(response)?;

@@ -213,7 +213,16 @@ pub fn serve(
             // A WebSocket candidate: the head goes to the WebSocket transport
             // with whatever the client sent after it (its first frames).
             let leftover = std::mem::take(&mut buf);
-            return crate::ws::serve_upgrade(ctx, conn, stream, &request.head, leftover, deadline);
+            let answered = served > 0;
+            return crate::ws::serve_upgrade(
+                ctx,
+                conn,
+                stream,
+                &request.head,
+                leftover,
+                answered,
+                deadline,
+            );
         }
         let keep_alive = request.keep_alive() && served + 1 < MAX_REQUESTS;
         let response = crate::api::route(ctx, &request);
@@ -254,6 +263,8 @@ fn write(
     head_only: bool,
 ) -> io::Result<()> {
     let bytes = response.encode(keep_alive, ctx.config.cors_origin.as_deref(), head_only);
+    // Left set for the next answer on this connection; an upgrade after it
+    // lifts it (`ws::serve_upgrade`).
     stream
         .socket()
         .set_write_timeout(Some(ctx.config.handshake_timeout))?;

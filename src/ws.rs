@@ -23,7 +23,7 @@ use std::io::{self, Cursor};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
@@ -44,7 +44,9 @@ pub const MAX_CONTROL_PAYLOAD: u64 = 125;
 
 /// Serves a WebSocket upgrade request. `head` is the whole request head up to
 /// and including its blank line, `leftover` the bytes read after it (the
-/// peer's first frames, if it did not wait for the 101).
+/// peer's first frames, if it did not wait for the 101). `answered`: earlier
+/// requests on this keep-alive connection were answered, so their write
+/// timeout is still set and the send buffer may hold their answers.
 ///
 /// A malformed upgrade gets a plain HTTP 400 (426 for another WebSocket
 /// version) and is counted; an unknown association or candidate gets a 404
@@ -56,6 +58,7 @@ pub fn serve_upgrade(
     stream: Stream,
     head: &[u8],
     leftover: Vec<u8>,
+    answered: bool,
     deadline: Instant,
 ) {
     let upgrade = match parse_upgrade(head) {
@@ -92,6 +95,7 @@ pub fn serve_upgrade(
         raw: stream,
         accept_key: upgrade.accept_key,
         protocol: upgrade.protocol,
+        answered,
     };
     handshake::serve_request(ctx, conn, ws, &request, &answer, deadline);
 }
@@ -227,6 +231,8 @@ struct UpgradeAnswer {
     raw: Stream,
     accept_key: String,
     protocol: Option<String>,
+    /// Earlier answers on this connection left a write timeout set.
+    answered: bool,
 }
 
 impl Answer for UpgradeAnswer {
@@ -245,7 +251,11 @@ impl Answer for UpgradeAnswer {
             response.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
         }
         response.push_str("\r\n");
-        handshake::write_response(ctx, &*self.raw, response.as_bytes())
+        if self.answered {
+            handshake::write_later_response(ctx, &*self.raw, response.as_bytes())
+        } else {
+            handshake::write_response(ctx, &*self.raw, response.as_bytes())
+        }
     }
 
     fn refuse(&self, ctx: &Context, _ws: &Stream, status: u16) {
@@ -536,6 +546,13 @@ impl Duplex for WsDuplex {
         self.inner.socket()
     }
 
+    fn set_read_deadline(&self, left: Duration) -> io::Result<()> {
+        // The transport underneath knows whether a timeout is set.
+        self.inner.set_read_deadline(left)
+    }
+    fn clear_read_deadline(&self) -> io::Result<()> {
+        self.inner.clear_read_deadline()
+    }
     fn kind(&self) -> Kind {
         self.kind
     }

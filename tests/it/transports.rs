@@ -704,3 +704,63 @@ fn shutdown_closes_tls_and_websocket_connections_quickly() {
     assert_closed(&mut handshaking);
     assert_eq!(relay.server.context().registry.len(), 0);
 }
+
+/// Reads unmasked binary WebSocket frames from `sock` until `n` payload bytes
+/// have arrived; returns the payload.
+fn read_ws_payload(sock: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let head = read_n(sock, 2);
+        assert_eq!(head[0], 0x82, "a final binary frame");
+        let len = match head[1] {
+            126 => u16::from_be_bytes(read_n(sock, 2).try_into().unwrap()) as usize,
+            127 => u64::from_be_bytes(read_n(sock, 8).try_into().unwrap()) as usize,
+            short => short as usize,
+        };
+        assert!(out.len() + len <= n, "more than {n} bytes relayed");
+        out.extend_from_slice(&read_n(sock, len));
+    }
+    out
+}
+
+#[test]
+fn an_upgrade_after_keep_alive_requests_relays_to_a_slow_reader_without_a_write_timeout() {
+    // REST answers are written with the handshake timeout. If the upgrade
+    // that follows on the same connection kept it, a client that stops
+    // reading for longer would have its pair torn down.
+    let timeout = Duration::from_millis(300);
+    let relay = TestRelay::with(|c| c.handshake_timeout = timeout);
+    let a = Uuid::new_v4();
+    let c = Uuid::new_v4();
+    assert!(relay.table().create(a).is_ok());
+    let server = relay.open(Transport::Tcp, "accept", a, c).unwrap();
+    let mut sock = relay.dial();
+    sock.write_all(b"GET /health HTTP/1.1\r\nHost: relay\r\n\r\n")
+        .unwrap();
+    let head = read_http_head(&mut sock);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("a Content-Length")
+        .parse()
+        .unwrap();
+    read_n(&mut sock, length);
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    sock.write_all(&upgrade_request(&format!("/jet/connect/{a}/{c}"), key, ""))
+        .unwrap();
+    let head = read_http_head(&mut sock);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    // More than the sockets buffer while the client does not read, so the
+    // relay's write blocks for the whole pause.
+    let data = pattern(11, 16 * 1024 * 1024);
+    thread::scope(|s| {
+        s.spawn(|| server.send(&data));
+        // The slow client: it reads nothing for three handshake timeouts.
+        thread::sleep(3 * timeout);
+        assert!(
+            read_ws_payload(&mut sock, data.len()) == data,
+            "relayed bytes differ"
+        );
+    });
+}
