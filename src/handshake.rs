@@ -53,14 +53,15 @@ pub fn read_some_by(
     buf: &mut [u8],
     deadline: Instant,
 ) -> Result<usize, ReadError> {
-    let mut waited = stream.raw_tcp().is_none();
+    // Plain TCP first tries a read that cannot block; other transports wait.
+    let mut must_wait = stream.raw_tcp().is_none();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(ReadError::Timeout);
         }
-        if !waited {
-            waited = true;
+        if !must_wait {
+            must_wait = true;
             let sock = stream.socket();
             match crate::transport::read_arrived(sock, buf) {
                 Ok(Some(0)) => return Err(ReadError::Closed(io::ErrorKind::UnexpectedEof.into())),
