@@ -144,14 +144,10 @@ fn pump(
 ) -> io::Result<()> {
     let mut small = [0u8; SMALL_BUFFER];
     loop {
-        let n = match read_some(src, &mut small)? {
+        match forward(running, src, dst, &mut small, counter, total)? {
             0 => return Ok(()),
-            n => n,
-        };
-        running.carried(n, counter, total);
-        dst.write_all(&small[..n])?;
-        if n == small.len() {
-            break;
+            SMALL_BUFFER => break,
+            _ => {}
         }
     }
     let spliceable = match (src.raw_tcp(), dst.raw_tcp()) {
@@ -202,16 +198,32 @@ fn copy_userspace(
 ) -> io::Result<()> {
     let mut buf = vec![0u8; MIN_BUFFER];
     loop {
-        let n = match read_some(src, &mut buf)? {
-            0 => return Ok(()),
-            n => n,
-        };
-        running.carried(n, counter, total);
-        dst.write_all(&buf[..n])?;
+        let n = forward(running, src, dst, &mut buf, counter, total)?;
+        if n == 0 {
+            return Ok(());
+        }
         if n == buf.len() && buf.len() < MAX_BUFFER {
             buf.resize(buf.len() * 2, 0);
         }
     }
+}
+
+/// Reads once into `buf` and writes what came to `dst`; returns how many
+/// bytes moved, 0 at the end of the source's stream.
+fn forward(
+    running: &Running,
+    src: &dyn Duplex,
+    dst: &dyn Duplex,
+    buf: &mut [u8],
+    counter: &AtomicU64,
+    total: &AtomicU64,
+) -> io::Result<usize> {
+    let n = read_some(src, buf)?;
+    if n > 0 {
+        running.carried(n, counter, total);
+        dst.write_all(&buf[..n])?;
+    }
+    Ok(n)
 }
 
 /// One read, retried when a signal interrupts it; `Ok(0)` is the end of stream.

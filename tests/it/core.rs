@@ -261,12 +261,7 @@ fn a_reset_tears_down_both_sides() {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
         Ok(n) => panic!("unexpected {n} bytes"),
     }
-    let info = relay
-        .table()
-        .wait_for(a, WAIT, |i| {
-            i.is_some_and(|i| i.state == AssociationState::Ended)
-        })
-        .expect("the association is kept after its relay ends");
+    let info = relay.wait_ended(a);
     assert_eq!(info.state, AssociationState::Ended);
     assert_eq!(info.candidates[0].state, CandidateState::Closed);
 }

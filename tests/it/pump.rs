@@ -85,12 +85,7 @@ fn large_pseudo_random_streams_relay_exactly_both_ways(path: Path) {
     assert!(got_down == down, "server to client stream corrupted");
     drop(server);
     drop(client);
-    let info = relay
-        .table()
-        .wait_for(a, WAIT, |i| {
-            i.is_some_and(|i| i.state == AssociationState::Ended)
-        })
-        .expect("the association is kept after its relay ends");
+    let info = relay.wait_ended(a);
     assert_eq!(info.state, AssociationState::Ended);
     let candidate = &info.candidates[0];
     assert_eq!(candidate.connect_to_accept, up.len() as u64);
@@ -148,12 +143,7 @@ fn a_reset_from_an_idle_side_tears_down_both_sides(path: Path) {
     // No half-close on a reset: the client side goes down although the
     // client never closes.
     assert_closed(&mut client);
-    let info = relay
-        .table()
-        .wait_for(a, WAIT, |i| {
-            i.is_some_and(|i| i.state == AssociationState::Ended)
-        })
-        .expect("the association is kept after its relay ends");
+    let info = relay.wait_ended(a);
     assert_eq!(info.candidates[0].state, CandidateState::Closed);
 }
 
@@ -182,12 +172,7 @@ fn a_reset_while_bytes_flow_tears_down_both_sides(path: Path) {
     assert_torn_down(&mut client);
     let sent = writer.join().unwrap();
     assert!(sent < MOST);
-    let info = relay
-        .table()
-        .wait_for(a, WAIT, |i| {
-            i.is_some_and(|i| i.state == AssociationState::Ended)
-        })
-        .expect("the association is kept after its relay ends");
+    let info = relay.wait_ended(a);
     assert_eq!(info.candidates[0].state, CandidateState::Closed);
 }
 

@@ -79,6 +79,16 @@ impl TestRelay {
         sock
     }
 
+    /// Waits until association `a` has ended (its relay is over) and returns
+    /// what the table keeps of it.
+    pub fn wait_ended(&self, a: Uuid) -> jet_relay::table::AssociationInfo {
+        self.table()
+            .wait_for(a, WAIT, |i| {
+                i.is_some_and(|i| i.state == jet_relay::table::AssociationState::Ended)
+            })
+            .expect("the association is kept after its relay ends")
+    }
+
     /// An accepted and connected pair on a fresh association.
     pub fn pair(&self) -> (Uuid, TcpStream, TcpStream) {
         let a = Uuid::new_v4();
