@@ -5,9 +5,9 @@
 //! known pseudo-random stream: a wrong byte fails the figure. Run through
 //! `scripts/bench.sh`, or `cargo bench --bench jet-bench -- --help`.
 
-use jet_relay::client::{CandidateUrl, Connector, JetRequest, Relayed, TlsOptions};
-use jet_relay::message::{self, Method};
-use jet_relay::packet;
+use jet_relay::peer::client::{CandidateUrl, Connector, JetRequest, Relayed, TlsOptions};
+use jet_relay::wire::message::{self, Method};
+use jet_relay::wire::packet;
 use rustls::pki_types::ServerName;
 use serde_json::json;
 use std::fmt::Write as _;
@@ -268,7 +268,7 @@ fn tls_options() -> TlsOptions {
 impl TlsConfigs {
     fn load() -> io::Result<Arc<TlsConfigs>> {
         let server =
-            jet_relay::tls::server_config(&test_data("server.pem"), &test_data("server.key"))
+            jet_relay::relay::tls_server_config(&test_data("server.pem"), &test_data("server.key"))
                 .map_err(|e| io::Error::other(format!("TLS server config: {e}")))?;
         let client = Connector::new(tls_options())
             .tls_config()
@@ -501,7 +501,7 @@ enum Peer {
     /// TLS, direct or with the relay: the bench's own split stream, the same
     /// code on both sides of every TLS connection it measures.
     Tls(Box<TlsPeer>),
-    /// A WebSocket (ws or wss) opened with `jet_relay::client`.
+    /// A WebSocket (ws or wss) opened with `jet_relay::peer::client`.
     Ws(Box<Relayed>),
 }
 

@@ -3,33 +3,18 @@
 //! Two peers that can only make outgoing connections meet here: the server
 //! peer sends an accept for an association, the client peer a connect for the
 //! same one, and the relay pairs the two sockets and copies bytes both ways.
-//! [`Server::start`] runs a relay; [`client`] is the peer side.
+//! [`relay::Server::start`] runs a relay; [`peer`] is the peer side; [`wire`]
+//! is the protocol as data.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod log;
 
-pub mod api;
-pub mod client;
-pub mod config;
 pub mod error;
-pub mod handshake;
-pub mod http;
-pub mod message;
-pub mod metrics;
-pub mod negotiate;
-pub mod packet;
-pub mod pool;
-pub mod pump;
-pub mod reaper;
-pub mod server;
-pub mod splice;
-pub mod table;
-pub mod tls;
-pub mod transport;
-pub mod ws;
+pub mod peer;
+pub mod relay;
+pub mod wire;
 
-pub use config::Config;
 pub use error::{Error, Result};
-pub use server::Server;
+pub use relay::{Config, Server};

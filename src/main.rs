@@ -1,10 +1,10 @@
 //! The `jet-relay` command: turns arguments into calls on the library.
 
-use jet_relay::client::{self, CandidateUrl, Connector, JetRequest, Local, TlsOptions};
-use jet_relay::config::{ListenUrl, ListenerConfig};
 use jet_relay::log::{self, Level};
-use jet_relay::message::Method;
-use jet_relay::negotiate::{self, ClientOptions, ServerOptions, SignalIn, SignalOut};
+use jet_relay::peer::client::{self, CandidateUrl, Connector, JetRequest, Local, TlsOptions};
+use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions, SignalIn, SignalOut};
+use jet_relay::relay::config::{ListenUrl, ListenerConfig};
+use jet_relay::wire::message::Method;
 use jet_relay::{Config, Error, Server};
 use std::io::Write;
 use std::path::PathBuf;
@@ -366,7 +366,7 @@ impl PeerArgs {
             (true, [url]) => Ok((
                 CandidateUrl::parse(url)?,
                 None,
-                jet_relay::message::V1_CANDIDATE,
+                jet_relay::wire::message::V1_CANDIDATE,
             )),
             (false, _) => Err(Error::Config(format!(
                 "{command} needs URL ASSOCIATION CANDIDATE (see --help)"

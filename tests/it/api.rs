@@ -2,7 +2,7 @@
 //! HTTP framing limits.
 
 use crate::support::*;
-use jet_relay::config::ApiKey;
+use jet_relay::relay::config::ApiKey;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -136,9 +136,9 @@ fn gather_lists_one_usable_candidate_per_transport() {
         // The tcp:// URL works as is, with a peer that knows nothing else.
         let c: Uuid = candidates[0]["id"].as_str().unwrap().parse().unwrap();
         let (mut server, _) =
-            open_tcp_candidate(urls[0], jet_relay::message::Method::Accept, a, c).unwrap();
+            open_tcp_candidate(urls[0], jet_relay::wire::message::Method::Accept, a, c).unwrap();
         let (mut client, _) =
-            open_tcp_candidate(urls[0], jet_relay::message::Method::Connect, a, c).unwrap();
+            open_tcp_candidate(urls[0], jet_relay::wire::message::Method::Connect, a, c).unwrap();
         client.write_all(b"via gathered url").unwrap();
         server.set_read_timeout(Some(WAIT)).unwrap();
         assert_eq!(read_n(&mut server, 16), b"via gathered url");

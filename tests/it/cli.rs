@@ -163,7 +163,7 @@ fn prints_the_bound_address_and_stops_on_sigterm_within_two_seconds() {
     let mut idle = std::net::TcpStream::connect(&addr).unwrap();
     let (mut parked, _) = crate::support::open_tcp_candidate(
         &relay.url,
-        jet_relay::message::Method::Accept,
+        jet_relay::wire::message::Method::Accept,
         Uuid::new_v4(),
         Uuid::new_v4(),
     )
@@ -269,13 +269,13 @@ fn a_full_file_table_neither_crashes_nor_wedges_the_relay() {
     drop(held);
     let a = Uuid::new_v4();
     let c = Uuid::new_v4();
-    let open = |method: jet_relay::message::Method| {
+    let open = |method: jet_relay::wire::message::Method| {
         crate::support::open_tcp_candidate(&relay.url, method, a, c)
     };
     let (mut server, _) =
-        open(jet_relay::message::Method::Accept).expect("accept after exhaustion");
+        open(jet_relay::wire::message::Method::Accept).expect("accept after exhaustion");
     let (mut client, _) =
-        open(jet_relay::message::Method::Connect).expect("connect after exhaustion");
+        open(jet_relay::wire::message::Method::Connect).expect("connect after exhaustion");
     client.write_all(b"recovered").unwrap();
     server.set_read_timeout(Some(WAIT)).unwrap();
     let mut buf = [0; 9];

@@ -2,8 +2,8 @@
 //! selection, expiry, timeouts and shutdown.
 
 use crate::support::*;
-use jet_relay::packet;
-use jet_relay::table::{AssociationState, CandidateState};
+use jet_relay::relay::{AssociationState, CandidateState};
+use jet_relay::wire::packet;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::thread;
@@ -165,7 +165,7 @@ fn rejections_answer_with_a_status_and_close() {
     assert_eq!(resp.status, 409);
     assert_closed(&mut sock);
     // Nothing above disturbed the parked-then-paired candidate.
-    let m = &relay.server.context().metrics;
+    let m = &relay.server.metrics();
     assert_eq!(m.rejected_404.load(std::sync::atomic::Ordering::Relaxed), 3);
     assert_eq!(m.rejected_409.load(std::sync::atomic::Ordering::Relaxed), 2);
     assert_eq!(m.rejected_400.load(std::sync::atomic::Ordering::Relaxed), 8);
@@ -337,14 +337,14 @@ fn unselected_associations_expire_and_close_their_sockets() {
         "expired too early"
     );
     assert!(relay.table().info(a).is_none());
-    let m = &relay.server.context().metrics;
+    let m = &relay.server.metrics();
     assert_eq!(
         m.associations_expired
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
     // The relay holds no socket for it any more.
-    assert!(relay.server.context().registry.wait_at_most(0, WAIT));
+    assert!(relay.server.wait_open_connections_at_most(0, WAIT));
 }
 
 #[test]
@@ -383,14 +383,14 @@ fn idle_pairs_are_closed_after_the_idle_timeout() {
     assert_closed(&mut server);
     assert_closed(&mut client);
     assert!(quiet_since.elapsed() >= Duration::from_millis(300));
-    let m = &relay.server.context().metrics;
+    let m = &relay.server.metrics();
     assert_eq!(m.idle_closed.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 #[test]
 fn idle_timeout_is_off_by_default() {
     let relay = TestRelay::start();
-    assert!(relay.server.context().config.idle_timeout.is_zero());
+    assert!(relay.server.config().idle_timeout.is_zero());
     let (_, mut server, mut client) = relay.pair();
     // A full association TTL is 300 s: nothing closes this pair during the test.
     server
@@ -453,8 +453,8 @@ fn silent_and_slow_clients_hit_the_handshake_timeout_while_others_relay() {
     trickle.join().unwrap();
     client.write_all(b"after").unwrap();
     assert_eq!(read_n(&mut server, 5), b"after");
-    let m = &relay.server.context().metrics;
-    assert_eq!(m.handshakes(jet_relay::metrics::Outcome::Timeout), 2);
+    let m = &relay.server.metrics();
+    assert_eq!(m.handshakes(jet_relay::relay::Outcome::Timeout), 2);
 }
 
 #[test]
@@ -469,7 +469,7 @@ fn shutdown_closes_every_connection_quickly() {
     for sock in [&mut server, &mut client, &mut parked, &mut idle] {
         assert_closed(sock);
     }
-    assert_eq!(relay.server.context().registry.len(), 0);
+    assert_eq!(relay.server.open_connections(), 0);
     assert!(
         std::net::TcpStream::connect(relay.addr).is_err(),
         "the listener is closed"
@@ -506,19 +506,22 @@ fn at_the_thread_limit_new_connections_are_closed_and_the_relay_recovers() {
     let relay = TestRelay::with(|c| c.max_threads = 16);
     // Each silent connection holds a thread in its handshake.
     let mut silent: Vec<_> = (0..16).map(|_| relay.dial()).collect();
-    let pool = &relay.server.context().pool;
-    assert!(pool.wait_busy(16, WAIT), "16 handshake threads are running");
+    let pool = &relay.server;
+    assert!(
+        pool.wait_busy_threads(16, WAIT),
+        "16 handshake threads are running"
+    );
     // One more is refused at once: closed without an answer.
     let mut refused = relay.dial();
     assert_closed(&mut refused);
     // Release the threads: the relay serves pairs again.
     silent.clear();
-    assert!(pool.wait_idle(1, WAIT));
+    assert!(pool.wait_idle_threads(1, WAIT));
     let (_, mut server, mut client) = relay.pair();
     client.write_all(b"back").unwrap();
     assert_eq!(read_n(&mut server, 4), b"back");
     // Counted by the accept loop before it took the pair's connections.
-    let m = &relay.server.context().metrics;
+    let m = &relay.server.metrics();
     assert_eq!(
         m.spawn_failures.load(std::sync::atomic::Ordering::Relaxed),
         1

@@ -1,10 +1,10 @@
 //! The peer commands against a tcp+tls relay: every candidate type, forwarding, interop, FIFO negotiation.
 
 use crate::support::{data_file, pattern, read_n, read_to_end, TestRelay, WAIT};
-use jet_relay::client::{CandidateUrl, Scheme};
-use jet_relay::negotiate::{Answer, Candidate, Complete, Offer, Role};
-use jet_relay::table::{AssociationInfo, CandidateState};
-use jet_relay::transport::Kind;
+use jet_relay::peer::negotiate::{Answer, Candidate, Complete, Offer, Role};
+use jet_relay::relay::{AssociationInfo, CandidateState};
+use jet_relay::wire::Transport;
+use jet_relay::wire::{CandidateUrl, Transport as Scheme};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -257,8 +257,8 @@ fn create_association(relay: &TestRelay, a: Uuid) {
 }
 
 /// The transport name of a relay connection, for comparing with a URL scheme.
-fn transport(kind: Option<Kind>) -> Option<&'static str> {
-    kind.map(Kind::as_str)
+fn transport(kind: Option<Transport>) -> Option<&'static str> {
+    kind.map(Transport::as_str)
 }
 
 /// Both peers send `a_len` and `b_len` bytes through their stdio, close stdin,
@@ -540,7 +540,7 @@ fn requests_use_mask_0x73_in_one_write_and_the_old_relays_status_line_is_accepte
         let mut buf = vec![0u8; 4096];
         // One write on loopback arrives in one read.
         let n = sock.read(&mut buf).unwrap();
-        let packet = jet_relay::packet::read_packet(&buf[..n]).unwrap();
+        let packet = jet_relay::wire::packet::read_packet(&buf[..n]).unwrap();
         assert_eq!(&buf[..4], b"JET\0");
         assert_eq!(
             u16::from_be_bytes([buf[4], buf[5]]) as usize,
@@ -555,7 +555,7 @@ fn requests_use_mask_0x73_in_one_write_and_the_old_relays_status_line_is_accepte
         );
         assert!(head.contains("Jet-Version: 2\r\n"), "{head}");
         let mut reply =
-            jet_relay::packet::encode(b"HTTP/1.1 200 OK 200\r\nJet-Version: 2\r\n\r\n", 0x73);
+            jet_relay::wire::packet::encode(b"HTTP/1.1 200 OK 200\r\nJet-Version: 2\r\n\r\n", 0x73);
         reply.extend_from_slice(b"relayed right after the answer");
         sock.write_all(&reply).unwrap();
         sock.shutdown(std::net::Shutdown::Write).unwrap();
@@ -757,8 +757,9 @@ fn negotiation_over_gathered_candidates_selects_a_relay_one_when_host_candidates
 #[test]
 fn gathering_sends_the_api_key_as_a_bearer_token_and_never_prints_it() {
     const KEY: &str = "peer-test-api-key-7f3a9c";
-    let relay =
-        TestRelay::with_tls(|config| config.api_key = Some(jet_relay::config::ApiKey::new(KEY)));
+    let relay = TestRelay::with_tls(|config| {
+        config.api_key = Some(jet_relay::relay::config::ApiKey::new(KEY))
+    });
     let gather = format!("http://{}", relay.addr);
     let server_args = ["--gather", gather.as_str(), "--no-host-candidates"];
     // Without a key the relay refuses the gather, and there is nothing to offer.
@@ -944,7 +945,7 @@ fn the_server_leaves_out_relays_it_cannot_use_and_signals_over_stdio() {
     let relay_id = answer.candidates[1].id;
     let mut sock = relay.connect(a, relay_id);
     let complete = Complete {
-        candidate: jet_relay::negotiate::CandidateRef { id: relay_id },
+        candidate: jet_relay::peer::negotiate::CandidateRef { id: relay_id },
     };
     writeln!(stdin, "{}", serde_json::to_string(&complete).unwrap()).unwrap();
     stdin.write_all(b"data after the signaling lines").unwrap();

@@ -3,7 +3,7 @@
 //! the relay picks the path by configuration, falling back when pipes run out.
 
 use crate::support::*;
-use jet_relay::table::{AssociationState, CandidateState};
+use jet_relay::relay::{AssociationState, CandidateState};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
@@ -235,7 +235,7 @@ fn bytes_in_flight_keep_a_pair_from_idling_out(path: Path) {
         assert_eq!(read_n(&mut client, 1), b"k");
         rounds += 1;
     }
-    let m = &relay.server.context().metrics;
+    let m = &relay.server.metrics();
     assert_eq!(m.idle_closed.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
@@ -251,7 +251,7 @@ fn a_quiet_pair_is_closed_by_the_idle_timeout(path: Path) {
     assert!(read_n(&mut client, bulk.len()) == bulk);
     assert_closed(&mut server);
     assert_closed(&mut client);
-    let m = &relay.server.context().metrics;
+    let m = &relay.server.metrics();
     assert_eq!(m.idle_closed.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
@@ -356,7 +356,7 @@ mod selection {
         fn request(&self, method: &str, a: Uuid, c: Uuid) -> TcpStream {
             let mut sock = TcpStream::connect(&self.addr).unwrap();
             sock.set_read_timeout(Some(WAIT)).unwrap();
-            sock.write_all(&jet_relay::packet::encode(
+            sock.write_all(&jet_relay::wire::packet::encode(
                 v2(method, a, c).as_bytes(),
                 0x73,
             ))

@@ -1,8 +1,8 @@
 //! Test helpers: a relay on 127.0.0.1:0 that stops on drop, and raw JET peers.
 
-use jet_relay::config::{Config, ListenUrl, ListenerConfig};
-use jet_relay::message::{self, Response};
-use jet_relay::packet;
+use jet_relay::relay::config::{Config, ListenUrl, ListenerConfig};
+use jet_relay::wire::message::{self, Response};
+use jet_relay::wire::packet;
 use jet_relay::Server;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -44,8 +44,8 @@ impl TestRelay {
         TestRelay { server, addr }
     }
 
-    pub fn table(&self) -> &jet_relay::table::Table {
-        &self.server.context().table
+    pub fn table(&self) -> jet_relay::relay::Associations<'_> {
+        self.server.associations()
     }
 
     /// A raw TCP connection to the relay, with read and write timeouts.
@@ -81,10 +81,10 @@ impl TestRelay {
 
     /// Waits until association `a` has ended (its relay is over) and returns
     /// what the table keeps of it.
-    pub fn wait_ended(&self, a: Uuid) -> jet_relay::table::AssociationInfo {
+    pub fn wait_ended(&self, a: Uuid) -> jet_relay::relay::AssociationInfo {
         self.table()
             .wait_for(a, WAIT, |i| {
-                i.is_some_and(|i| i.state == jet_relay::table::AssociationState::Ended)
+                i.is_some_and(|i| i.state == jet_relay::relay::AssociationState::Ended)
             })
             .expect("the association is kept after its relay ends")
     }
@@ -271,38 +271,7 @@ pub fn data_file(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The transports a peer can reach the relay with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Tcp,
-    Tls,
-    Ws,
-    Wss,
-}
-
-impl Transport {
-    pub const ALL: [Transport; 4] = [
-        Transport::Tcp,
-        Transport::Tls,
-        Transport::Ws,
-        Transport::Wss,
-    ];
-
-    /// The relay's name for it.
-    pub fn kind(self) -> jet_relay::transport::Kind {
-        use jet_relay::transport::Kind;
-        match self {
-            Transport::Tcp => Kind::Tcp,
-            Transport::Tls => Kind::Tls,
-            Transport::Ws => Kind::Ws,
-            Transport::Wss => Kind::Wss,
-        }
-    }
-
-    fn secure(self) -> bool {
-        matches!(self, Transport::Tls | Transport::Wss)
-    }
-}
+pub use jet_relay::wire::Transport;
 
 /// One side of a relayed stream, whatever the transport. A reading thread and
 /// a writing thread may use it at the same time.
@@ -750,7 +719,7 @@ impl TestRelay {
         a: Uuid,
         c: Uuid,
     ) -> Result<Arc<dyn Peer>, u16> {
-        let addr = if transport.secure() {
+        let addr = if transport.is_tls() {
             self.tls_addr()
         } else {
             self.addr
@@ -802,7 +771,7 @@ impl TestRelay {
     ) -> (Uuid, Arc<dyn Peer>, Arc<dyn Peer>) {
         let a = Uuid::new_v4();
         let c = Uuid::new_v4();
-        assert!(self.table().create(a).is_ok());
+        assert!(self.table().create(a));
         let server = self
             .open(accept, "accept", a, c)
             .unwrap_or_else(|s| panic!("accept over {accept:?} answered {s}"));
@@ -848,11 +817,11 @@ pub fn ws_handshake<S: Read + Write>(
 /// relayed socket (after the relay's 200).
 pub fn open_tcp_candidate(
     url: &str,
-    method: jet_relay::message::Method,
+    method: jet_relay::wire::message::Method,
     a: Uuid,
     c: Uuid,
 ) -> jet_relay::Result<(TcpStream, Response)> {
-    use jet_relay::client::{CandidateUrl, Connector, JetRequest, Relayed, TlsOptions};
+    use jet_relay::peer::client::{CandidateUrl, Connector, JetRequest, Relayed, TlsOptions};
     let url = CandidateUrl::parse(url)?;
     let (relayed, response) =
         Connector::new(TlsOptions::default()).open(&url, &JetRequest::v2(method, a, c))?;

@@ -1,11 +1,13 @@
 //! Listeners, the accept loop and the server's life: start, local addresses, shutdown.
 
-use crate::config::{Config, ListenUrl, Scheme};
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::pool::Pool;
-use crate::table::Table;
-use crate::transport::{Registry, TcpDuplex};
+use crate::relay::config::{Config, ListenUrl};
+use crate::relay::metrics::Metrics;
+use crate::relay::pool::Pool;
+use crate::relay::registry::Registry;
+use crate::relay::shared::{BoundListener, Context};
+use crate::relay::table::{AssociationInfo, Table};
+use crate::wire::Transport;
 use rustls::ServerConfig;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
+use uuid::Uuid;
 
 /// How long shutdown waits for connection threads to finish after closing
 /// their sockets (the process must be gone within 2 seconds of a signal).
@@ -24,50 +27,54 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 /// The shortest interval between two warnings about exhausted descriptors.
 pub const RESOURCE_WARNING_INTERVAL: Duration = Duration::from_secs(5);
 
-/// State shared by every thread of one server.
-pub struct Context {
-    /// The validated configuration.
-    pub config: Config,
-    /// The association table.
-    pub table: Table,
-    /// Counters.
-    pub metrics: Metrics,
-    /// Every open socket, for shutdown.
-    pub registry: Arc<Registry>,
-    /// Connection and copy threads.
-    pub pool: Pool,
-    /// The listeners as bound (port 0 resolved), in configuration order.
-    pub listeners: Vec<BoundListener>,
-    stopping: AtomicBool,
-    stop_signal: (Mutex<bool>, Condvar),
-}
+/// The association table as the public API shows it: create, look at and
+/// wait for associations, nothing that touches sockets.
+pub struct Associations<'a>(&'a Table);
 
-impl Context {
-    /// True once shutdown has begun.
-    pub fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
+impl Associations<'_> {
+    /// Creates an association as `POST /jet/association/<id>` would; false if
+    /// it exists already or the table is full.
+    pub fn create(&self, id: Uuid) -> bool {
+        self.0.create(id).is_ok()
     }
 
-    /// Waits up to `timeout` for shutdown; true if it began.
-    pub fn wait_stop(&self, timeout: Duration) -> bool {
-        let (lock, cond) = &self.stop_signal;
-        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) = cond
-            .wait_timeout_while(guard, timeout, |stopped| !*stopped)
-            .unwrap_or_else(|e| e.into_inner());
-        *guard
+    /// A snapshot of one association.
+    pub fn info(&self, id: Uuid) -> Option<AssociationInfo> {
+        self.0.info(id)
     }
-}
 
-/// A listener as bound, for building candidate URLs.
-#[derive(Debug, Clone)]
-pub struct BoundListener {
-    /// The configured URL.
-    pub url: ListenUrl,
-    /// The address actually bound.
-    pub local: SocketAddr,
-    /// The configured external URL, if any.
-    pub external_url: Option<String>,
+    /// Waits up to `limit` until the association's snapshot satisfies `done`
+    /// (`None`: it does not exist). Returns the last snapshot seen.
+    pub fn wait_for(
+        &self,
+        id: Uuid,
+        limit: Duration,
+        done: impl FnMut(Option<&AssociationInfo>) -> bool,
+    ) -> Option<AssociationInfo> {
+        self.0.wait_for(id, limit, done)
+    }
+
+    /// Waits up to `limit` for an association to be removed; true if it is gone.
+    pub fn wait_removed(&self, id: Uuid, limit: Duration) -> bool {
+        self.0.wait_removed(id, limit)
+    }
+
+    /// Gathers candidates as `POST /jet/gather/<id>` would (creating the
+    /// association if needed): one fresh candidate id per URL, or `None`
+    /// when the table refuses (full, or a candidate was selected already).
+    pub fn gather(&self, id: Uuid, urls: &[String]) -> Option<Vec<Uuid>> {
+        self.0.gather(id, urls).ok()
+    }
+
+    /// How many associations the table holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the table holds no association.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A running relay.
@@ -92,12 +99,12 @@ impl Server {
         let mut tls_configs = Vec::new();
         for listener in &config.listeners {
             tls_configs.push(match (listener.url.scheme, &listener.cert, &listener.key) {
-                (Scheme::Tls, Some(cert), Some(key)) => {
-                    Some(crate::tls::server_config(cert, key).map_err(|e| match e {
+                (Transport::Tls, Some(cert), Some(key)) => Some(
+                    crate::relay::stream::tls::server_config(cert, key).map_err(|e| match e {
                         Error::Config(why) => Error::Config(format!("{}: {why}", listener.url)),
                         other => other,
-                    })?)
-                }
+                    })?,
+                ),
                 _ => None,
             });
         }
@@ -111,7 +118,7 @@ impl Server {
                 .collect();
             let socket = TcpListener::bind(&addrs[..])
                 .map_err(|e| Error::io(format!("binding {}", listener.url), e))?;
-            crate::transport::nodelay_listener(&socket)
+            crate::relay::stream::tcp::nodelay_listener(&socket)
                 .map_err(|e| Error::io(format!("turning Nagle off on {}", listener.url), e))?;
             let local = socket
                 .local_addr()
@@ -167,7 +174,7 @@ impl Server {
         server.reaper = Some(
             thread::Builder::new()
                 .name("jet-reaper".into())
-                .spawn(move || crate::reaper::run(reaper_ctx))
+                .spawn(move || crate::relay::reaper::run(reaper_ctx))
                 .map_err(|e| Error::io("starting the reaper thread", e))?,
         );
         Ok(server)
@@ -186,9 +193,40 @@ impl Server {
             .collect()
     }
 
-    /// The shared state, for tests and the REST API.
-    pub fn context(&self) -> &Arc<Context> {
-        &self.ctx
+    /// The configuration the relay runs with (validated, defaults filled in).
+    pub fn config(&self) -> &Config {
+        &self.ctx.config
+    }
+
+    /// The association table, seen through the operations tests and
+    /// embedding programs may use.
+    pub fn associations(&self) -> Associations<'_> {
+        Associations(&self.ctx.table)
+    }
+
+    /// The relay's counters, as `/metrics` exposes them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.ctx.metrics
+    }
+
+    /// How many connections are open (in any state: handshake, parked, paired).
+    pub fn open_connections(&self) -> usize {
+        self.ctx.registry.len()
+    }
+
+    /// Waits up to `limit` until at most `count` connections are open.
+    pub fn wait_open_connections_at_most(&self, count: usize, limit: Duration) -> bool {
+        self.ctx.registry.wait_at_most(count, limit)
+    }
+
+    /// Waits up to `limit` until at least `count` pooled threads are idle.
+    pub fn wait_idle_threads(&self, count: usize, limit: Duration) -> bool {
+        self.ctx.pool.wait_idle(count, limit)
+    }
+
+    /// Waits up to `limit` until at least `count` connection threads are busy.
+    pub fn wait_busy_threads(&self, count: usize, limit: Duration) -> bool {
+        self.ctx.pool.wait_busy(count, limit)
     }
 
     /// Stops accepting, closes every connection and waits (bounded) for the
@@ -266,8 +304,8 @@ fn accept_loop(ctx: Arc<Context>, listener: TcpListener, tls: Option<Arc<ServerC
                 let conn_ctx = Arc::clone(&ctx);
                 let tls = tls.clone();
                 let spawned = ctx.pool.spawn(move || match tls {
-                    Some(tls) => crate::tls::handle(conn_ctx, sock, peer, tls),
-                    None => crate::handshake::handle(conn_ctx, sock, peer),
+                    Some(tls) => crate::relay::conn::tls::handle(conn_ctx, sock, peer, tls),
+                    None => crate::relay::conn::dispatch::handle(conn_ctx, sock, peer),
                 });
                 if let Err(e) = spawned {
                     // The socket went down with the job: closed, nothing else touched.
@@ -296,22 +334,4 @@ fn accept_loop(ctx: Arc<Context>, listener: TcpListener, tls: Option<Arc<ServerC
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM.
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
-}
-
-/// Wraps an accepted socket: no Nagle delay (inherited from the listener on
-/// Linux), registered for shutdown.
-/// `None` when shutdown has begun: the socket is closed at once.
-///
-/// Shutdown sets its flag before it takes the registry's snapshot, and both
-/// registering and the snapshot take the registry lock: a socket registered
-/// after the snapshot therefore sees the flag here.
-pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> Option<(Arc<TcpDuplex>, u64)> {
-    crate::transport::nodelay_accepted(&sock);
-    let sock = Arc::new(sock);
-    let registration = ctx.registry.register(&sock);
-    if ctx.stopping() {
-        return None;
-    }
-    let id = registration.id();
-    Some((Arc::new(TcpDuplex::new(sock, registration)), id))
 }

@@ -4,10 +4,10 @@
 //! tears both sides down, and the second thread to finish releases the pair.
 
 use crate::error::is_disconnect;
-use crate::server::Context;
-use crate::splice::{self, Pipe};
-use crate::table::PairStats;
-use crate::transport::{Duplex, Stream};
+use crate::relay::shared::Context;
+use crate::relay::splice::{self, Pipe};
+use crate::relay::stream::{Duplex, Stream};
+use crate::relay::table::PairStats;
 use std::io;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::log::Level;
-use crate::transport::Kind;
+use crate::wire::Transport;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -125,49 +125,28 @@ impl ListenerConfig {
 /// A parsed listener URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenUrl {
-    /// The scheme: `tcp` or `tls`.
-    pub scheme: Scheme,
+    /// The scheme: `tcp` or `tls` (a listener serves the WebSocket
+    /// transport of its scheme too, see [`ListenUrl::transports`]).
+    pub scheme: Transport,
     /// `HOST:PORT` as written, resolved when binding.
     pub address: String,
 }
 
-/// Transports a listener can serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    /// Plain TCP: JET packets, HTTP and WebSocket upgrades.
-    Tcp,
-    /// TLS, then the same as TCP inside it: JET over TLS, HTTPS and `wss://`.
-    Tls,
-}
-
-impl Scheme {
-    /// The URL scheme.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Tcp => "tcp",
-            Scheme::Tls => "tls",
-        }
-    }
-
-    /// The candidate transports a listener of this scheme serves, for
-    /// gathering: JET and WebSocket, both inside TLS on a TLS listener.
-    pub fn transports(self) -> [Kind; 2] {
-        match self {
-            Scheme::Tcp => [Kind::Tcp, Kind::Ws],
-            Scheme::Tls => [Kind::Tls, Kind::Wss],
-        }
-    }
-}
-
 impl ListenUrl {
+    /// The candidate transports a listener serves, for gathering: JET and
+    /// WebSocket, both inside TLS on a TLS listener.
+    pub fn transports(&self) -> [Transport; 2] {
+        [self.scheme, self.scheme.websocket()]
+    }
+
     /// Parses `tcp://HOST:PORT` or `tls://HOST:PORT`.
     pub fn parse(text: &str) -> std::result::Result<ListenUrl, String> {
         let (scheme, rest) = text
             .split_once("://")
             .ok_or_else(|| format!("{text:?} is not a URL like tcp://127.0.0.1:8080"))?;
         let scheme = match scheme {
-            "tcp" => Scheme::Tcp,
-            "tls" => Scheme::Tls,
+            "tcp" => Transport::Tcp,
+            "tls" => Transport::Tls,
             other => {
                 return Err(format!(
                     "{text:?}: unsupported scheme {other:?} (use tcp or tls)"
@@ -203,7 +182,7 @@ impl Default for Config {
             association_ttl: DEFAULT_ASSOCIATION_TTL,
             idle_timeout: Duration::ZERO,
             ended_retention: DEFAULT_ENDED_RETENTION,
-            max_associations: crate::table::DEFAULT_MAX_ASSOCIATIONS,
+            max_associations: crate::relay::table::DEFAULT_MAX_ASSOCIATIONS,
             max_threads: 0,
             listeners: vec![ListenerConfig::new(
                 ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),
@@ -313,16 +292,23 @@ impl Config {
         for listener in &self.listeners {
             let has_files = (listener.cert.is_some(), listener.key.is_some());
             match (listener.url.scheme, has_files) {
-                (Scheme::Tls, (true, true)) | (Scheme::Tcp, (false, false)) => {}
-                (Scheme::Tls, _) => {
+                (Transport::Tls, (true, true)) | (Transport::Tcp, (false, false)) => {}
+                (Transport::Tls, _) => {
                     return Err(Error::Config(format!(
                         "listeners: {} needs both cert and key (PEM files)",
                         listener.url
                     )))
                 }
-                (Scheme::Tcp, _) => {
+                (Transport::Tcp, _) => {
                     return Err(Error::Config(format!(
                         "listeners: cert and key are for tls:// listeners, not {}",
+                        listener.url
+                    )))
+                }
+                // ListenUrl::parse takes only tcp:// and tls://.
+                (Transport::Ws | Transport::Wss, _) => {
+                    return Err(Error::Config(format!(
+                        "listeners: {} is not a listener scheme (use tcp or tls)",
                         listener.url
                     )))
                 }
@@ -439,14 +425,14 @@ mod tests {
         let config = Config::load(&file).unwrap();
         std::fs::remove_dir_all(&folder).unwrap();
         let listener = &config.listeners[0];
-        assert_eq!(listener.url.scheme, Scheme::Tls);
+        assert_eq!(listener.url.scheme, Transport::Tls);
         assert_eq!(listener.url.to_string(), "tls://127.0.0.1:0");
         assert_eq!(
             listener.cert.as_deref(),
             Some(&*folder.join("certs/server.pem"))
         );
         assert_eq!(listener.key.as_deref(), Some(Path::new("/abs/key.pem")));
-        assert_eq!(listener.url.scheme.transports(), [Kind::Tls, Kind::Wss]);
+        assert_eq!(listener.url.transports(), [Transport::Tls, Transport::Wss]);
     }
 
     #[test]
@@ -469,7 +455,7 @@ mod tests {
 
     #[test]
     fn shipped_relay_toml_parses_and_sets_every_key() {
-        let text = include_str!("../relay.toml");
+        let text = include_str!("../../relay.toml");
         let config = Config::from_toml(text).unwrap();
         assert_eq!(config.listeners[0].url.to_string(), "tcp://127.0.0.1:8080");
         for key in [

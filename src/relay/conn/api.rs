@@ -1,9 +1,9 @@
 //! The REST API of draft 0.2 §2.2.2: associations, candidate gathering, health
 //! and metrics. The only module that builds JSON.
 
-use crate::http::{Request, Response};
-use crate::server::Context;
-use crate::table::{AssociationInfo, AssociationState, CandidateState, Origin};
+use crate::relay::conn::http::{Request, Response};
+use crate::relay::shared::Context;
+use crate::relay::table::{AssociationInfo, AssociationState, CandidateState, Origin};
 use serde_json::{json, Value};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -191,7 +191,7 @@ pub fn candidate_urls(ctx: &Context, req: &Request) -> Vec<String> {
             }
             None => listener.local.to_string(),
         };
-        for kind in listener.url.scheme.transports() {
+        for kind in listener.url.transports() {
             urls.push(format!("{}://{authority}", kind.as_str()));
         }
     }
@@ -321,7 +321,7 @@ pub fn metrics(ctx: &Context) -> String {
             ),
         ],
     );
-    let outcomes: Vec<(String, u64)> = crate::metrics::Outcome::ALL
+    let outcomes: Vec<(String, u64)> = crate::relay::metrics::Outcome::ALL
         .iter()
         .map(|o| (format!("outcome=\"{}\"", o.as_str()), m.handshakes(*o)))
         .collect();
@@ -353,7 +353,7 @@ pub fn metrics(ctx: &Context) -> String {
         "handshake_timeouts_total",
         "counter",
         "Connections closed because no complete request came within the handshake timeout.",
-        &[("", m.handshakes(crate::metrics::Outcome::Timeout))],
+        &[("", m.handshakes(crate::relay::metrics::Outcome::Timeout))],
     );
     family(
         "tls_handshake_failures_total",

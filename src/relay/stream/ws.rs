@@ -14,26 +14,14 @@
 //! thing the reader ever sends, a pong, is handed to the writer side without
 //! waiting for it (see `WsDuplex::flush_control`).
 
-use crate::handshake::{self, Answer};
-use crate::message::{self, Method, Request};
-use crate::metrics::Outcome;
-use crate::server::Context;
-use crate::transport::{Duplex, Kind, Stream};
+use crate::relay::stream::{Duplex, Stream, Transport};
 use std::io::{self, Cursor};
 use std::net::TcpStream;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
-use std::time::{Duration, Instant};
-use tungstenite::handshake::derive_accept_key;
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
-/// The most headers an upgrade request may carry (browsers send about 15).
-pub const MAX_UPGRADE_HEADERS: usize = 64;
-/// The longest `Sec-WebSocket-Key` accepted. RFC 6455 keys are 24 characters
-/// (16 bytes in base64); draft 0.2's own example uses 28, so any base64 text
-/// up to this length is taken.
-pub const MAX_KEY_LEN: usize = 64;
 /// Bytes read from the stream at once while looking for frame headers: a
 /// 64 KiB frame with its largest header (14 bytes) fits, so a message up to
 /// the copy buffer's size crosses the relay as one frame, not two (a 16 KiB
@@ -41,227 +29,6 @@ pub const MAX_KEY_LEN: usize = 64;
 pub const WS_READ_BUFFER: usize = 64 * 1024 + 16;
 /// The largest control frame payload (RFC 6455 §5.5).
 pub const MAX_CONTROL_PAYLOAD: u64 = 125;
-
-/// Serves a WebSocket upgrade request. `head` is the whole request head up to
-/// and including its blank line, `leftover` the bytes read after it (the
-/// peer's first frames, if it did not wait for the 101). `answered`: earlier
-/// requests on this keep-alive connection were answered, so their write
-/// timeout is still set and the send buffer may hold their answers.
-///
-/// A malformed upgrade gets a plain HTTP 400 (426 for another WebSocket
-/// version) and is counted; an unknown association or candidate gets a 404
-/// before any upgrade. On success the answer is the 101, and the connection
-/// is parked, paired or tested exactly like a JET request.
-pub fn serve_upgrade(
-    ctx: &Arc<Context>,
-    conn: u64,
-    stream: Stream,
-    head: &[u8],
-    leftover: Vec<u8>,
-    answered: bool,
-    deadline: Instant,
-) {
-    let upgrade = match parse_upgrade(head) {
-        Ok(upgrade) => upgrade,
-        Err(refusal) => {
-            ctx.metrics
-                .ws_upgrade_failures
-                .fetch_add(1, Ordering::Relaxed);
-            ctx.metrics.handshake(Outcome::Rejected);
-            ctx.metrics.rejected(refusal.status);
-            crate::warn!(
-                "conn={conn} WebSocket upgrade refused {}: {}",
-                refusal.status,
-                refusal.why
-            );
-            return refuse_http(ctx, &stream, refusal.status);
-        }
-    };
-    // From here the peer's bytes are relayed data: no more timeouts on reads.
-    if let Err(e) = stream.clear_read_deadline() {
-        return handshake::read_failed(ctx, conn, handshake::ReadError::Closed(e));
-    }
-    let request = Request {
-        method: upgrade.method,
-        version: 2,
-        association: Some(upgrade.association),
-        candidate: upgrade.candidate,
-    };
-    crate::debug!("conn={conn} WebSocket request {request:?}");
-    // The WebSocket stream exists from the start so the table records the
-    // candidate's transport as ws/wss; nothing is framed before the 101.
-    let ws: Stream = Arc::new(WsDuplex::new(Arc::clone(&stream), leftover));
-    let answer = UpgradeAnswer {
-        raw: stream,
-        accept_key: upgrade.accept_key,
-        protocol: upgrade.protocol,
-        answered,
-    };
-    handshake::serve_request(ctx, conn, ws, &request, &answer, deadline);
-}
-
-/// A valid upgrade request.
-#[derive(Debug)]
-struct Upgrade {
-    method: Method,
-    association: uuid::Uuid,
-    candidate: uuid::Uuid,
-    accept_key: String,
-    protocol: Option<String>,
-}
-
-/// Why an upgrade request was refused before the table was asked.
-#[derive(Debug)]
-struct Refusal {
-    status: u16,
-    why: String,
-}
-
-fn refusal(status: u16, why: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        why: why.into(),
-    }
-}
-
-fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_UPGRADE_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(refusal(400, "incomplete HTTP head")),
-        Err(e) => return Err(refusal(400, format!("not an HTTP head: {e}"))),
-    }
-    if req.method != Some("GET") {
-        return Err(refusal(400, "a WebSocket upgrade must be a GET"));
-    }
-    if req.version != Some(1) {
-        return Err(refusal(400, "a WebSocket upgrade needs HTTP/1.1"));
-    }
-    if !has_token(req.headers, "Upgrade", "websocket") {
-        return Err(refusal(400, "no Upgrade: websocket"));
-    }
-    if !has_token(req.headers, "Connection", "upgrade") {
-        return Err(refusal(400, "no Connection: Upgrade"));
-    }
-    if header(req.headers, "Sec-WebSocket-Version") != Some("13") {
-        return Err(refusal(426, "Sec-WebSocket-Version is not 13"));
-    }
-    let key = header(req.headers, "Sec-WebSocket-Key").unwrap_or_default();
-    if !is_base64(key) {
-        return Err(refusal(400, format!("bad Sec-WebSocket-Key {key:?}")));
-    }
-    let path = req.path.unwrap_or_default();
-    let (method, association, candidate) = message::parse_path(path).map_err(|e| match e {
-        message::RequestError::Malformed(why) | message::RequestError::BadRequest(why) => {
-            refusal(400, why)
-        }
-    })?;
-    // A client offering several subprotocols gets the first: the relay does
-    // not interpret the stream, the peers chose what they offer.
-    let protocol = header(req.headers, "Sec-WebSocket-Protocol")
-        .and_then(|list| list.split(',').map(str::trim).find(|p| !p.is_empty()))
-        .map(str::to_owned);
-    Ok(Upgrade {
-        method,
-        association,
-        candidate,
-        accept_key: derive_accept_key(key.as_bytes()),
-        protocol,
-    })
-}
-
-/// The first value of a header, trimmed; `None` if absent or not text.
-fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .map(str::trim)
-}
-
-/// True when any `name` header lists `token` (comma-separated, any case).
-fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case(name))
-        .filter_map(|h| std::str::from_utf8(h.value).ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// True for non-empty standard base64 text (with its padding).
-fn is_base64(text: &str) -> bool {
-    let body = text.trim_end_matches('=');
-    !text.is_empty()
-        && text.len() <= MAX_KEY_LEN
-        && text.len() % 4 == 0
-        && text.len() - body.len() <= 2
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
-}
-
-/// The reason phrase of a status, with the one only WebSocket uses.
-fn reason(status: u16) -> &'static str {
-    match status {
-        426 => "Upgrade Required",
-        other => message::reason(other),
-    }
-}
-
-/// Writes a plain HTTP refusal (no upgrade), then closes the connection.
-fn refuse_http(ctx: &Context, raw: &Stream, status: u16) {
-    let mut response = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\nConnection: close\r\n",
-        reason(status)
-    );
-    if status == 426 {
-        response.push_str("Sec-WebSocket-Version: 13\r\n");
-    }
-    response.push_str("\r\n");
-    if handshake::write_response(ctx, &**raw, response.as_bytes()).is_ok() {
-        handshake::linger_close(&**raw);
-    }
-}
-
-/// Answers a valid upgrade: the 101 on success, plain HTTP on refusal. Both
-/// go on the raw stream beneath the WebSocket.
-struct UpgradeAnswer {
-    raw: Stream,
-    accept_key: String,
-    protocol: Option<String>,
-    /// Earlier answers on this connection left a write timeout set.
-    answered: bool,
-}
-
-impl Answer for UpgradeAnswer {
-    fn may_create(&self) -> bool {
-        // Draft 0.2: the WebSocket protocol requires the REST API to create
-        // the association first.
-        false
-    }
-
-    fn succeed(&self, ctx: &Context, _ws: &Stream, _extra: &[(&str, &str)]) -> io::Result<()> {
-        let mut response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
-            self.accept_key
-        );
-        if let Some(protocol) = &self.protocol {
-            response.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
-        }
-        response.push_str("\r\n");
-        if self.answered {
-            handshake::write_later_response(ctx, &*self.raw, response.as_bytes())
-        } else {
-            handshake::write_response(ctx, &*self.raw, response.as_bytes())
-        }
-    }
-
-    fn refuse(&self, ctx: &Context, _ws: &Stream, status: u16) {
-        refuse_http(ctx, &self.raw, status);
-    }
-}
 
 /// A WebSocket stream that one thread reads while another writes.
 ///
@@ -273,7 +40,7 @@ impl Answer for UpgradeAnswer {
 /// half-close go.
 pub struct WsDuplex {
     inner: Stream,
-    kind: Kind,
+    kind: Transport,
     /// The frame parser. Only the reading side takes this lock (each stream
     /// has one reader, the writer never touches it), so holding it during
     /// the read from `inner` stalls no writer.
@@ -553,7 +320,7 @@ impl Duplex for WsDuplex {
     fn clear_read_deadline(&self) -> io::Result<()> {
         self.inner.clear_read_deadline()
     }
-    fn kind(&self) -> Kind {
+    fn kind(&self) -> Transport {
         self.kind
     }
 
@@ -638,30 +405,5 @@ mod tests {
                 assert_eq!(fast, slow, "offset {offset} len {len}");
             }
         }
-    }
-
-    #[track_caller]
-    fn check_key(key: &str, ok: bool) {
-        assert_eq!(is_base64(key), ok, "{key:?}");
-    }
-
-    #[test]
-    fn keys_must_be_base64() {
-        check_key("dGhlIHNhbXBsZSBub25jZQ==", true);
-        check_key("B0mBaSTOZiC2RAkp3ScC8MA/gaI=", true);
-        check_key("", false);
-        check_key("not a key!", false);
-        check_key("dGhlIHNhbXBsZSBub25jZQ=", false);
-        check_key("dGhl===", false);
-        check_key(&"A".repeat(68), false);
-    }
-
-    #[test]
-    fn the_rfc_example_key_gets_the_rfc_accept_value() {
-        // RFC 6455 §1.3.
-        assert_eq!(
-            derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
     }
 }

@@ -1,11 +1,11 @@
 //! HTTP/1.1 on the relay's listeners: request framing with limits, keep-alive,
 //! and the hand-off of WebSocket upgrades. Routes live in `api.rs`.
 
-use crate::handshake::{read_failed, read_some_by, ReadError};
-use crate::metrics::Outcome;
-use crate::packet::HEADER_LEN;
-use crate::server::Context;
-use crate::transport::{Duplex, Stream};
+use crate::relay::conn::deadline::{read_failed, read_some_by, ReadError};
+use crate::relay::metrics::Outcome;
+use crate::relay::shared::Context;
+use crate::relay::stream::{Duplex, Stream};
+use crate::wire::packet::HEADER_LEN;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -134,7 +134,7 @@ impl Response {
         let mut head = format!(
             "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
             self.status,
-            crate::message::reason(self.status),
+            crate::wire::message::reason(self.status),
             self.body.len(),
             if keep_alive { "keep-alive" } else { "close" },
         );
@@ -205,7 +205,7 @@ pub fn serve(
                     String::from_utf8_lossy(&response.body)
                 );
                 let _ = write(ctx, &*stream, &response, false, false);
-                crate::handshake::linger_close(&*stream);
+                crate::relay::conn::request::linger_close(&*stream);
                 return;
             }
         };
@@ -214,7 +214,7 @@ pub fn serve(
             // with whatever the client sent after it (its first frames).
             let leftover = std::mem::take(&mut buf);
             let answered = served > 0;
-            return crate::ws::serve_upgrade(
+            return crate::relay::conn::upgrade::serve_upgrade(
                 ctx,
                 conn,
                 stream,
@@ -225,7 +225,7 @@ pub fn serve(
             );
         }
         let keep_alive = request.keep_alive() && served + 1 < MAX_REQUESTS;
-        let response = crate::api::route(ctx, &request);
+        let response = crate::relay::conn::api::route(ctx, &request);
         crate::info!(
             "conn={conn} http {} {} -> {}",
             request.method,
@@ -236,7 +236,7 @@ pub fn serve(
         let head_only = request.method == "HEAD";
         if write(ctx, &*stream, &response, keep_alive, head_only).is_err() || !keep_alive {
             if !keep_alive {
-                crate::handshake::linger_close(&*stream);
+                crate::relay::conn::request::linger_close(&*stream);
             }
             return;
         }

@@ -1,10 +1,11 @@
 //! Peer negotiation (draft 0.2 §2.2.3, §2.3): the offer, answer and complete
 //! messages as JSON lines, candidate gathering, parallel tests and selection.
 
-use crate::client::{CandidateUrl, Connector, JetRequest, Relayed, Scheme};
 use crate::error::{is_timeout, Error, Result};
-use crate::message::{self, Method, RequestError};
-use crate::packet;
+use crate::peer::client::{CandidateUrl, Connector, JetRequest, Relayed};
+use crate::wire::message::{self, Method, RequestError};
+use crate::wire::packet;
+use crate::wire::Transport;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
@@ -137,7 +138,7 @@ impl Offer {
     }
 
     /// The transports the offer allows; `None` when it does not filter.
-    pub fn allowed(&self) -> Option<Vec<Scheme>> {
+    pub fn allowed(&self) -> Option<Vec<Transport>> {
         self.transports.as_deref().map(parse_transports)
     }
 }
@@ -161,13 +162,13 @@ impl Complete {
 
 /// Parses a comma-separated transport list; unknown names are left out (a
 /// later version may add transports this peer does not know).
-pub fn parse_transports(list: &str) -> Vec<Scheme> {
+pub fn parse_transports(list: &str) -> Vec<Transport> {
     list.split(',')
-        .filter_map(|name| Scheme::parse(name.trim()))
+        .filter_map(|name| Transport::parse(name.trim()))
         .collect()
 }
 
-fn allows(allowed: Option<&[Scheme]>, scheme: Scheme) -> bool {
+fn allows(allowed: Option<&[Transport]>, scheme: Transport) -> bool {
     allowed.is_none_or(|list| list.contains(&scheme))
 }
 
@@ -321,7 +322,7 @@ pub struct ClientOptions {
     /// The association id to offer.
     pub association: Uuid,
     /// Transports to announce and test; `None`: all.
-    pub transports: Option<Vec<Scheme>>,
+    pub transports: Option<Vec<Transport>>,
     /// How long to wait for the answer.
     pub timeout: Duration,
     /// How long a working relay candidate waits for a host candidate.
@@ -538,7 +539,9 @@ pub fn run_server(
     let relays = accept_all(connector, association, relay_candidates);
 
     let host = match &options.host_listen {
-        Some(addr) if allows(allowed, Scheme::Tcp) => Some(HostServer::start(addr, association)?),
+        Some(addr) if allows(allowed, Transport::Tcp) => {
+            Some(HostServer::start(addr, association)?)
+        }
         _ => None,
     };
     let mut candidates: Vec<Candidate> = Vec::new();
@@ -694,8 +697,8 @@ pub fn gather(
     };
     let stream = connector.dial(&url)?;
     let sock = stream.socket();
-    sock.set_read_timeout(Some(crate::client::NETWORK_TIMEOUT))
-        .and_then(|()| sock.set_write_timeout(Some(crate::client::NETWORK_TIMEOUT)))
+    sock.set_read_timeout(Some(crate::peer::client::NETWORK_TIMEOUT))
+        .and_then(|()| sock.set_write_timeout(Some(crate::peer::client::NETWORK_TIMEOUT)))
         .map_err(|e| Error::io("setting timeouts", e))?;
     let authorization = match api_key {
         Some(ApiKey(key)) => format!("Authorization: Bearer {key}\r\n"),
@@ -838,7 +841,7 @@ impl HostServer {
             .into_iter()
             .map(|ip| {
                 let url = CandidateUrl {
-                    scheme: Scheme::Tcp,
+                    scheme: Transport::Tcp,
                     host: ip.to_string(),
                     port: local.port(),
                     explicit_port: true,
@@ -1035,7 +1038,7 @@ impl Read for DeadlineReader<'_> {
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        crate::transport::set_read_deadline(self.sock, left)?;
+        crate::relay::stream::tcp::set_read_deadline(self.sock, left)?;
         match self.sock.read(buf) {
             Err(e) if is_timeout(&e) => Err(io::ErrorKind::TimedOut.into()),
             other => other,
@@ -1113,7 +1116,7 @@ mod tests {
             r#"{{"id": "{A}", "role": "client", "transports": "tcp,wss", "version": 2}}"#
         ))
         .unwrap();
-        assert_eq!(offer.allowed(), Some(vec![Scheme::Tcp, Scheme::Wss]));
+        assert_eq!(offer.allowed(), Some(vec![Transport::Tcp, Transport::Wss]));
         let answer = Answer::parse(&format!(
             r#"{{"id": "{A}", "role": "server", "version": 2, "candidates": [
                 {{"id": "174a46de-7c56-30e0-e083-b6b03a2df15f", "url": "tcp://10.1.21.34:4489?ctype=host"}},
@@ -1218,10 +1221,10 @@ mod tests {
     fn transport_lists() {
         assert_eq!(
             parse_transports("tcp, WSS,udp,"),
-            vec![Scheme::Tcp, Scheme::Wss]
+            vec![Transport::Tcp, Transport::Wss]
         );
-        assert!(allows(None, Scheme::Tls));
-        assert!(!allows(Some(&[Scheme::Wss]), Scheme::Tcp));
+        assert!(allows(None, Transport::Tls));
+        assert!(!allows(Some(&[Transport::Wss]), Transport::Tcp));
     }
 
     #[test]

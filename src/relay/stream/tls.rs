@@ -1,20 +1,17 @@
 //! TLS listeners: the certificate from PEM files, the handshake under the
 //! handshake deadline, and a full-duplex stream over rustls.
 
-use crate::error::{is_timeout, Error, Result};
-use crate::handshake::{self, ReadError};
-use crate::metrics::Outcome;
-use crate::server::Context;
-use crate::transport::{set_read_deadline, Duplex, Kind, Registration};
+use crate::error::{Error, Result};
+
+use crate::relay::registry::Registration;
+use crate::relay::stream::{Duplex, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
-use std::time::Instant;
 
 /// Ciphertext read from the socket at once: several full TLS records, so a
 /// busy stream costs one system call per 64 KiB like plain TCP.
@@ -48,112 +45,6 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
             ))
         })?;
     Ok(Arc::new(config))
-}
-
-/// How a TLS handshake failed.
-enum HandshakeError {
-    /// The handshake timeout passed first.
-    Timeout,
-    /// The peer closed or reset.
-    Closed(io::Error),
-    /// The bytes were not an acceptable TLS handshake.
-    Tls(String),
-}
-
-/// Serves one connection accepted on a TLS listener, on its pool thread: the
-/// TLS handshake within the handshake timeout, then the same dispatch as
-/// plain TCP (JET over TLS, or HTTPS: the REST API and `wss://` upgrades).
-pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>) {
-    let deadline = Instant::now() + ctx.config.handshake_timeout;
-    crate::transport::nodelay_accepted(&sock);
-    let sock = Arc::new(sock);
-    let registration = ctx.registry.register(&sock);
-    let conn = registration.id();
-    if ctx.stopping() {
-        // Registered after shutdown closed every socket: nobody would close this one.
-        return;
-    }
-    crate::info!("conn={conn} peer={peer} accepted (tls)");
-    let mut tls = match ServerConnection::new(config) {
-        Ok(tls) => tls,
-        Err(e) => {
-            crate::error!("conn={conn} closed: cannot start a TLS session: {e}");
-            return;
-        }
-    };
-    match complete_handshake(&sock, &mut tls, deadline) {
-        Ok(()) => {}
-        Err(HandshakeError::Timeout) => {
-            return handshake::read_failed(&ctx, conn, ReadError::Timeout)
-        }
-        Err(HandshakeError::Closed(e)) => {
-            return handshake::read_failed(&ctx, conn, ReadError::Closed(e))
-        }
-        Err(HandshakeError::Tls(why)) => {
-            ctx.metrics
-                .tls_handshake_failures
-                .fetch_add(1, Ordering::Relaxed);
-            ctx.metrics.handshake(Outcome::Malformed);
-            crate::warn!("conn={conn} closed: TLS handshake failed: {why}");
-            return;
-        }
-    }
-    if let Err(e) = sock.set_write_timeout(None) {
-        return handshake::read_failed(&ctx, conn, ReadError::Closed(e));
-    }
-    crate::debug!("conn={conn} TLS established ({:?})", tls.protocol_version());
-    let stream = Arc::new(TlsDuplex::new(sock, tls, registration));
-    handshake::dispatch(&ctx, conn, stream, deadline);
-}
-
-/// Runs the server side of the TLS handshake before `deadline`, however
-/// slowly the client's bytes come. The connection is still single-threaded
-/// here, so rustls reads the socket directly.
-fn complete_handshake(
-    sock: &TcpStream,
-    tls: &mut ServerConnection,
-    deadline: Instant,
-) -> Result<(), HandshakeError> {
-    loop {
-        while tls.wants_write() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(HandshakeError::Timeout);
-            }
-            sock.set_write_timeout(Some(left))
-                .map_err(HandshakeError::Closed)?;
-            match tls.write_tls(&mut &*sock) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) => return Err(HandshakeError::Timeout),
-                Err(e) => return Err(HandshakeError::Closed(e)),
-            }
-        }
-        if !tls.is_handshaking() {
-            return Ok(());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HandshakeError::Timeout);
-        }
-        set_read_deadline(sock, left).map_err(HandshakeError::Closed)?;
-        match tls.read_tls(&mut &*sock) {
-            Ok(0) => return Err(HandshakeError::Closed(io::ErrorKind::UnexpectedEof.into())),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => continue,
-            // The deframer refuses an oversized handshake message.
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                return Err(HandshakeError::Tls(e.to_string()))
-            }
-            Err(e) => return Err(HandshakeError::Closed(e)),
-        }
-        if let Err(e) = tls.process_new_packets() {
-            // Tell the client why (best effort: it may not speak TLS at all).
-            let _ = sock.set_write_timeout(Some(handshake::LINGER));
-            let _ = tls.write_tls(&mut &*sock);
-            return Err(HandshakeError::Tls(e.to_string()));
-        }
-    }
 }
 
 /// A TLS stream that one thread reads while another writes.
@@ -349,8 +240,8 @@ impl Duplex for TlsDuplex {
         &self.sock
     }
 
-    fn kind(&self) -> Kind {
-        Kind::Tls
+    fn kind(&self) -> Transport {
+        Transport::Tls
     }
 }
 

@@ -1,8 +1,8 @@
 //! The association table: the only place that locks it, and the rules of pairing,
 //! selection and expiry. Methods return owned values and never do I/O under the lock.
 
-use crate::message::V1_CANDIDATE;
-use crate::transport::{Duplex, Kind, Stream};
+use crate::relay::stream::{Duplex, Stream, Transport};
+use crate::wire::message::V1_CANDIDATE;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -149,9 +149,9 @@ pub struct CandidateInfo {
     /// Its state.
     pub state: CandidateState,
     /// Transport the accepting peer used, once it came.
-    pub accept_transport: Option<Kind>,
+    pub accept_transport: Option<Transport>,
     /// Transport the connecting peer used, once it came.
-    pub connect_transport: Option<Kind>,
+    pub connect_transport: Option<Transport>,
     /// Bytes from the accepting peer to the connecting peer (live).
     pub accept_to_connect: u64,
     /// Bytes from the connecting peer to the accepting peer (live).
@@ -252,8 +252,8 @@ struct Candidate {
     /// The URL handed out when the candidate was gathered.
     url: Option<String>,
     slot: Slot,
-    accept_kind: Option<Kind>,
-    connect_kind: Option<Kind>,
+    accept_kind: Option<Transport>,
+    connect_kind: Option<Transport>,
     stats: Option<Arc<PairStats>>,
 }
 
@@ -442,7 +442,7 @@ impl Table {
 
     /// Version 1 accept: a new association with a fresh id and its single
     /// candidate reserved. Publish the stream after writing the 200.
-    pub fn reserve_v1(&self, kind: Kind) -> Result<Reservation, Reject> {
+    pub fn reserve_v1(&self, kind: Transport) -> Result<Reservation, Reject> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let mut map = self.lock();
         self.admit(&map)?;
@@ -476,7 +476,7 @@ impl Table {
         &self,
         id: Uuid,
         cand: Uuid,
-        kind: Kind,
+        kind: Transport,
         create_missing: bool,
     ) -> Result<Reservation, Reject> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
@@ -886,7 +886,8 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::{Registry, TcpDuplex};
+    use crate::relay::registry::Registry;
+    use crate::relay::stream::tcp::TcpDuplex;
     use std::net::{TcpListener, TcpStream};
 
     /// A real loopback socket wrapped as a stream (the table only stores it).
@@ -904,11 +905,11 @@ mod tests {
     fn a_stale_reservation_cannot_publish_into_a_newer_one() {
         let table = Table::new(10);
         let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
-        let first = table.reserve_accept(a, c, Kind::Tcp, true).unwrap();
+        let first = table.reserve_accept(a, c, Transport::Tcp, true).unwrap();
         // The association is deleted while the first accept writes its 200,
         // then re-created by a second accept on the same ids.
         assert!(table.remove(a).is_some());
-        let second = table.reserve_accept(a, c, Kind::Tcp, true).unwrap();
+        let second = table.reserve_accept(a, c, Transport::Tcp, true).unwrap();
         let (s1, _k1) = stream();
         assert!(
             table.publish(first, s1).is_err(),
@@ -928,7 +929,7 @@ mod tests {
     fn a_connect_waits_for_a_reserved_accept_to_publish() {
         let table = Arc::new(Table::new(10));
         let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
-        let reservation = table.reserve_accept(a, c, Kind::Tcp, true).unwrap();
+        let reservation = table.reserve_accept(a, c, Transport::Tcp, true).unwrap();
         let (connect, _k) = stream();
         // Nothing pairs with a reserved slot.
         assert_eq!(
@@ -952,14 +953,14 @@ mod tests {
     fn a_closed_table_admits_nothing() {
         let table = Table::new(10);
         let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
-        let reservation = table.reserve_accept(a, c, Kind::Tcp, true).unwrap();
+        let reservation = table.reserve_accept(a, c, Transport::Tcp, true).unwrap();
         assert!(table.drain().is_empty());
         let (s, _k) = stream();
         assert!(table.publish(reservation, s).is_err());
         assert_eq!(table.create(a).err().map(Reject::status), Some(503));
         assert_eq!(
             table
-                .reserve_accept(a, c, Kind::Tcp, true)
+                .reserve_accept(a, c, Transport::Tcp, true)
                 .err()
                 .map(Reject::status),
             Some(503)

@@ -1,15 +1,14 @@
-//! A connection's first moments: read the JET request within the handshake
-//! timeout, answer it with one write, then park, pair, test or reject.
+//! Accept, connect and test, the same on every transport: park, pair, test or
+//! reject, answered through the transport's [`Answer`].
 
-use crate::message::{self, Method, Request, RequestError};
-use crate::metrics::Outcome;
-use crate::packet::{self, HEADER_LEN, SIGNATURE};
-use crate::pump::{self, Pair};
-use crate::server::Context;
-use crate::table::Reject;
-use crate::transport::{Duplex, Stream};
+use crate::relay::conn::deadline::{read_failed, ReadError};
+use crate::relay::metrics::Outcome;
+use crate::relay::pump::{self, Pair};
+use crate::relay::shared::Context;
+use crate::relay::stream::{Duplex, Stream};
+use crate::relay::table::Reject;
+use crate::wire::message::{self, Method, Request};
 use std::io;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,150 +19,6 @@ pub const PUBLISH_WAIT: Duration = Duration::from_secs(1);
 pub const LINGER: Duration = Duration::from_millis(500);
 /// The most bytes drained while lingering.
 pub const LINGER_BYTES: usize = 64 * 1024;
-
-/// How reading a request failed.
-#[derive(Debug)]
-pub enum ReadError {
-    /// The handshake timeout passed.
-    Timeout,
-    /// The peer closed or reset.
-    Closed(io::Error),
-}
-
-/// Reads exactly `buf.len()` bytes before `deadline`, however slowly they come.
-pub fn read_exact_by(
-    stream: &dyn Duplex,
-    buf: &mut [u8],
-    deadline: Instant,
-) -> Result<(), ReadError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        filled += read_some_by(stream, &mut buf[filled..], deadline)?;
-    }
-    Ok(())
-}
-
-/// Reads at least one byte (as many as `buf` takes and have arrived) before
-/// `deadline`.
-///
-/// On plain TCP it first takes what has already arrived without waiting, the
-/// usual case for a request, and sets a read timeout only when it must wait.
-pub fn read_some_by(
-    stream: &dyn Duplex,
-    buf: &mut [u8],
-    deadline: Instant,
-) -> Result<usize, ReadError> {
-    // Plain TCP first tries a read that cannot block; other transports wait.
-    let mut must_wait = stream.raw_tcp().is_none();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Timeout);
-        }
-        if !must_wait {
-            must_wait = true;
-            let sock = stream.socket();
-            match crate::transport::read_arrived(sock, buf) {
-                Ok(Some(0)) => return Err(ReadError::Closed(io::ErrorKind::UnexpectedEof.into())),
-                Ok(Some(n)) => return Ok(n),
-                Ok(None) => {}
-                Err(e) => return Err(ReadError::Closed(e)),
-            }
-        }
-        stream.set_read_deadline(left).map_err(ReadError::Closed)?;
-        match stream.read(buf) {
-            Ok(0) => return Err(ReadError::Closed(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if crate::error::is_timeout(&e) => {}
-            Err(e) => return Err(ReadError::Closed(e)),
-        }
-    }
-}
-
-/// Serves one accepted TCP connection from its first byte on.
-pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
-    let Some((stream, conn)) = crate::server::tcp_stream(&ctx, sock) else {
-        return;
-    };
-    crate::info!("conn={conn} peer={peer} accepted");
-    let deadline = Instant::now() + ctx.config.handshake_timeout;
-    dispatch(&ctx, conn, stream, deadline);
-}
-
-/// Reads the first bytes of a connection's stream (plain TCP, or TLS after its
-/// handshake) and serves it: `JET\0` is the binary protocol, anything else
-/// HTTP (the REST API and WebSocket upgrades). Everything must arrive before
-/// `deadline`.
-pub fn dispatch(ctx: &Arc<Context>, conn: u64, stream: Stream, deadline: Instant) {
-    let mut header = [0; HEADER_LEN];
-    if let Err(e) = read_exact_by(&*stream, &mut header, deadline) {
-        return read_failed(ctx, conn, e);
-    }
-    if header[..4] != SIGNATURE {
-        return crate::http::serve(ctx, conn, stream, &header, deadline);
-    }
-    serve_jet(ctx, conn, stream, &header, deadline);
-}
-
-/// Counts and logs a handshake that ended before a whole request arrived.
-pub fn read_failed(ctx: &Context, conn: u64, e: ReadError) {
-    match e {
-        ReadError::Timeout => {
-            ctx.metrics.handshake(Outcome::Timeout);
-            crate::warn!("conn={conn} closed: no complete request within the handshake timeout");
-        }
-        ReadError::Closed(e) => {
-            ctx.metrics.handshake(Outcome::Closed);
-            crate::info!("conn={conn} closed during the handshake: {e}");
-        }
-    }
-}
-
-/// Serves a connection whose first 8 bytes are a JET header.
-pub fn serve_jet(
-    ctx: &Arc<Context>,
-    conn: u64,
-    stream: Stream,
-    header: &[u8; HEADER_LEN],
-    deadline: Instant,
-) {
-    let len = match packet::payload_len(header) {
-        Ok(len) => len,
-        Err(e) => {
-            ctx.metrics.handshake(Outcome::Malformed);
-            crate::warn!("conn={conn} closed: malformed packet: {e}");
-            return;
-        }
-    };
-    let mut payload = vec![0; len];
-    if let Err(e) = read_exact_by(&*stream, &mut payload, deadline) {
-        return read_failed(ctx, conn, e);
-    }
-    let mask = header[7];
-    payload.iter_mut().for_each(|b| *b ^= mask);
-    let request = match message::parse_request(&payload) {
-        Ok(request) => request,
-        Err(RequestError::Malformed(why)) => {
-            ctx.metrics.handshake(Outcome::Malformed);
-            crate::warn!("conn={conn} closed: malformed packet: {why}");
-            return;
-        }
-        Err(RequestError::BadRequest(why)) => {
-            let version = message::requested_version(&payload);
-            return reject(ctx, conn, &stream, &JetAnswer { version }, 400, &why);
-        }
-    };
-    // From here the peer's bytes are relayed data: no more timeouts on reads.
-    if let Err(e) = stream.clear_read_deadline() {
-        return read_failed(ctx, conn, ReadError::Closed(e));
-    }
-    crate::debug!("conn={conn} request {request:?}");
-    let answer = JetAnswer {
-        version: request.version,
-    };
-    serve_request(ctx, conn, stream, &request, &answer, deadline);
-}
 
 /// How a transport answers a request. Accept, connect and test follow the
 /// same table rules on every transport and differ only here: the binary
@@ -347,7 +202,14 @@ fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request, answe
 }
 
 /// Answers a well-formed request with an error status, then closes.
-fn reject(ctx: &Context, conn: u64, stream: &Stream, answer: &dyn Answer, status: u16, why: &str) {
+pub(crate) fn reject(
+    ctx: &Context,
+    conn: u64,
+    stream: &Stream,
+    answer: &dyn Answer,
+    status: u16,
+    why: &str,
+) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
     crate::warn!("conn={conn} rejected {status}: {why}");

@@ -1,7 +1,7 @@
 //! The reaper thread: expires unselected associations, removes ended ones and
 //! closes idle pairs, waking often enough for the shortest configured time.
 
-use crate::server::Context;
+use crate::relay::shared::Context;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

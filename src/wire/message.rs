@@ -199,7 +199,7 @@ pub fn response_packet(status: u16, version: u8, extra: &[(&str, &str)]) -> Vec<
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str(&format!("Jet-Version: {version}\r\n\r\n"));
-    crate::packet::encode(head.as_bytes(), crate::packet::WRITE_MASK)
+    crate::wire::packet::encode(head.as_bytes(), crate::wire::packet::WRITE_MASK)
 }
 
 /// A response as a peer reads it.
@@ -375,7 +375,7 @@ mod tests {
     fn response_packet_is_masked_and_parses_back() {
         let bytes = response_packet(200, 1, &[("Jet-Association", A)]);
         assert_eq!(bytes[7], 0x73);
-        let packet = crate::packet::read_packet(&bytes[..]).unwrap();
+        let packet = crate::wire::packet::read_packet(&bytes[..]).unwrap();
         let resp = parse_response(&packet.payload).unwrap();
         assert_eq!(resp.status, 200);
         assert_eq!(resp.header("jet-association"), Some(A));

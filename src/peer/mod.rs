@@ -1,0 +1,5 @@
+//! The peer side: opening candidates on a relay, the relayed stream, bridges,
+//! and the negotiation between two peers.
+
+pub mod client;
+pub mod negotiate;

@@ -1,0 +1,83 @@
+//! A connection's first bytes: JET (`JET\0`) or HTTP, and the JET request read
+//! within the handshake timeout.
+
+use crate::relay::conn::deadline::{read_exact_by, read_failed, ReadError};
+use crate::relay::conn::request::{reject, serve_request, JetAnswer};
+use crate::relay::metrics::Outcome;
+use crate::relay::shared::Context;
+use crate::relay::stream::Stream;
+use crate::wire::message::{self, RequestError};
+use crate::wire::packet::{self, HEADER_LEN, SIGNATURE};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Serves one accepted TCP connection from its first byte on.
+pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
+    let Some((stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
+        return;
+    };
+    crate::info!("conn={conn} peer={peer} accepted");
+    let deadline = Instant::now() + ctx.config.handshake_timeout;
+    dispatch(&ctx, conn, stream, deadline);
+}
+
+/// Reads the first bytes of a connection's stream (plain TCP, or TLS after its
+/// handshake) and serves it: `JET\0` is the binary protocol, anything else
+/// HTTP (the REST API and WebSocket upgrades). Everything must arrive before
+/// `deadline`.
+pub fn dispatch(ctx: &Arc<Context>, conn: u64, stream: Stream, deadline: Instant) {
+    let mut header = [0; HEADER_LEN];
+    if let Err(e) = read_exact_by(&*stream, &mut header, deadline) {
+        return read_failed(ctx, conn, e);
+    }
+    if header[..4] != SIGNATURE {
+        return crate::relay::conn::http::serve(ctx, conn, stream, &header, deadline);
+    }
+    serve_jet(ctx, conn, stream, &header, deadline);
+}
+
+/// Serves a connection whose first 8 bytes are a JET header.
+pub fn serve_jet(
+    ctx: &Arc<Context>,
+    conn: u64,
+    stream: Stream,
+    header: &[u8; HEADER_LEN],
+    deadline: Instant,
+) {
+    let len = match packet::payload_len(header) {
+        Ok(len) => len,
+        Err(e) => {
+            ctx.metrics.handshake(Outcome::Malformed);
+            crate::warn!("conn={conn} closed: malformed packet: {e}");
+            return;
+        }
+    };
+    let mut payload = vec![0; len];
+    if let Err(e) = read_exact_by(&*stream, &mut payload, deadline) {
+        return read_failed(ctx, conn, e);
+    }
+    let mask = header[7];
+    payload.iter_mut().for_each(|b| *b ^= mask);
+    let request = match message::parse_request(&payload) {
+        Ok(request) => request,
+        Err(RequestError::Malformed(why)) => {
+            ctx.metrics.handshake(Outcome::Malformed);
+            crate::warn!("conn={conn} closed: malformed packet: {why}");
+            return;
+        }
+        Err(RequestError::BadRequest(why)) => {
+            let version = message::requested_version(&payload);
+            return reject(ctx, conn, &stream, &JetAnswer { version }, 400, &why);
+        }
+    };
+    // From here the peer's bytes are relayed data: no more timeouts on reads.
+    if let Err(e) = stream.clear_read_deadline() {
+        return read_failed(ctx, conn, ReadError::Closed(e));
+    }
+    crate::debug!("conn={conn} request {request:?}");
+    let answer = JetAnswer {
+        version: request.version,
+    };
+    serve_request(ctx, conn, stream, &request, &answer, deadline);
+}

@@ -1,0 +1,10 @@
+//! A connection's life before it is paired: the first bytes, the JET request,
+//! HTTP and the REST API, WebSocket upgrades, the TLS handshake.
+
+pub(crate) mod api;
+pub(crate) mod deadline;
+pub(crate) mod dispatch;
+pub(crate) mod http;
+pub(crate) mod request;
+pub(crate) mod tls;
+pub(crate) mod upgrade;

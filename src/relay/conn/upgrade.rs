@@ -1,0 +1,276 @@
+//! WebSocket upgrades (`ws://`, `wss://`, draft 0.2 §2.2.5) on
+//! `/jet/<accept|connect|test>/<association>/<candidate>`: the request checked,
+//! the 101 or a refusal, then the same accept/connect/test as a JET request.
+
+use crate::relay::conn::request::Answer;
+use crate::relay::metrics::Outcome;
+use crate::relay::shared::Context;
+use crate::relay::stream::ws::WsDuplex;
+use crate::relay::stream::Stream;
+use crate::wire::message::{self, Method, Request};
+use std::io::{self};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tungstenite::handshake::derive_accept_key;
+
+/// The most headers an upgrade request may carry (browsers send about 15).
+pub const MAX_UPGRADE_HEADERS: usize = 64;
+/// The longest `Sec-WebSocket-Key` accepted. RFC 6455 keys are 24 characters
+/// (16 bytes in base64); draft 0.2's own example uses 28, so any base64 text
+/// up to this length is taken.
+pub const MAX_KEY_LEN: usize = 64;
+/// Serves a WebSocket upgrade request. `head` is the whole request head up to
+/// and including its blank line, `leftover` the bytes read after it (the
+/// peer's first frames, if it did not wait for the 101). `answered`: earlier
+/// requests on this keep-alive connection were answered, so their write
+/// timeout is still set and the send buffer may hold their answers.
+///
+/// A malformed upgrade gets a plain HTTP 400 (426 for another WebSocket
+/// version) and is counted; an unknown association or candidate gets a 404
+/// before any upgrade. On success the answer is the 101, and the connection
+/// is parked, paired or tested exactly like a JET request.
+pub fn serve_upgrade(
+    ctx: &Arc<Context>,
+    conn: u64,
+    stream: Stream,
+    head: &[u8],
+    leftover: Vec<u8>,
+    answered: bool,
+    deadline: Instant,
+) {
+    let upgrade = match parse_upgrade(head) {
+        Ok(upgrade) => upgrade,
+        Err(refusal) => {
+            ctx.metrics
+                .ws_upgrade_failures
+                .fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.handshake(Outcome::Rejected);
+            ctx.metrics.rejected(refusal.status);
+            crate::warn!(
+                "conn={conn} WebSocket upgrade refused {}: {}",
+                refusal.status,
+                refusal.why
+            );
+            return refuse_http(ctx, &stream, refusal.status);
+        }
+    };
+    // From here the peer's bytes are relayed data: no more timeouts on reads.
+    if let Err(e) = stream.clear_read_deadline() {
+        return crate::relay::conn::deadline::read_failed(
+            ctx,
+            conn,
+            crate::relay::conn::deadline::ReadError::Closed(e),
+        );
+    }
+    let request = Request {
+        method: upgrade.method,
+        version: 2,
+        association: Some(upgrade.association),
+        candidate: upgrade.candidate,
+    };
+    crate::debug!("conn={conn} WebSocket request {request:?}");
+    // The WebSocket stream exists from the start so the table records the
+    // candidate's transport as ws/wss; nothing is framed before the 101.
+    let ws: Stream = Arc::new(WsDuplex::new(Arc::clone(&stream), leftover));
+    let answer = UpgradeAnswer {
+        raw: stream,
+        accept_key: upgrade.accept_key,
+        protocol: upgrade.protocol,
+        answered,
+    };
+    crate::relay::conn::request::serve_request(ctx, conn, ws, &request, &answer, deadline);
+}
+
+/// A valid upgrade request.
+#[derive(Debug)]
+struct Upgrade {
+    method: Method,
+    association: uuid::Uuid,
+    candidate: uuid::Uuid,
+    accept_key: String,
+    protocol: Option<String>,
+}
+
+/// Why an upgrade request was refused before the table was asked.
+#[derive(Debug)]
+struct Refusal {
+    status: u16,
+    why: String,
+}
+
+fn refusal(status: u16, why: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        why: why.into(),
+    }
+}
+
+fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_UPGRADE_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(refusal(400, "incomplete HTTP head")),
+        Err(e) => return Err(refusal(400, format!("not an HTTP head: {e}"))),
+    }
+    if req.method != Some("GET") {
+        return Err(refusal(400, "a WebSocket upgrade must be a GET"));
+    }
+    if req.version != Some(1) {
+        return Err(refusal(400, "a WebSocket upgrade needs HTTP/1.1"));
+    }
+    if !has_token(req.headers, "Upgrade", "websocket") {
+        return Err(refusal(400, "no Upgrade: websocket"));
+    }
+    if !has_token(req.headers, "Connection", "upgrade") {
+        return Err(refusal(400, "no Connection: Upgrade"));
+    }
+    if header(req.headers, "Sec-WebSocket-Version") != Some("13") {
+        return Err(refusal(426, "Sec-WebSocket-Version is not 13"));
+    }
+    let key = header(req.headers, "Sec-WebSocket-Key").unwrap_or_default();
+    if !is_base64(key) {
+        return Err(refusal(400, format!("bad Sec-WebSocket-Key {key:?}")));
+    }
+    let path = req.path.unwrap_or_default();
+    let (method, association, candidate) = message::parse_path(path).map_err(|e| match e {
+        message::RequestError::Malformed(why) | message::RequestError::BadRequest(why) => {
+            refusal(400, why)
+        }
+    })?;
+    // A client offering several subprotocols gets the first: the relay does
+    // not interpret the stream, the peers chose what they offer.
+    let protocol = header(req.headers, "Sec-WebSocket-Protocol")
+        .and_then(|list| list.split(',').map(str::trim).find(|p| !p.is_empty()))
+        .map(str::to_owned);
+    Ok(Upgrade {
+        method,
+        association,
+        candidate,
+        accept_key: derive_accept_key(key.as_bytes()),
+        protocol,
+    })
+}
+
+/// The first value of a header, trimmed; `None` if absent or not text.
+fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::trim)
+}
+
+/// True when any `name` header lists `token` (comma-separated, any case).
+fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// True for non-empty standard base64 text (with its padding).
+fn is_base64(text: &str) -> bool {
+    let body = text.trim_end_matches('=');
+    !text.is_empty()
+        && text.len() <= MAX_KEY_LEN
+        && text.len() % 4 == 0
+        && text.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// The reason phrase of a status, with the one only WebSocket uses.
+fn reason(status: u16) -> &'static str {
+    match status {
+        426 => "Upgrade Required",
+        other => message::reason(other),
+    }
+}
+
+/// Writes a plain HTTP refusal (no upgrade), then closes the connection.
+fn refuse_http(ctx: &Context, raw: &Stream, status: u16) {
+    let mut response = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\nConnection: close\r\n",
+        reason(status)
+    );
+    if status == 426 {
+        response.push_str("Sec-WebSocket-Version: 13\r\n");
+    }
+    response.push_str("\r\n");
+    if crate::relay::conn::request::write_response(ctx, &**raw, response.as_bytes()).is_ok() {
+        crate::relay::conn::request::linger_close(&**raw);
+    }
+}
+
+/// Answers a valid upgrade: the 101 on success, plain HTTP on refusal. Both
+/// go on the raw stream beneath the WebSocket.
+struct UpgradeAnswer {
+    raw: Stream,
+    accept_key: String,
+    protocol: Option<String>,
+    /// Earlier answers on this connection left a write timeout set.
+    answered: bool,
+}
+
+impl Answer for UpgradeAnswer {
+    fn may_create(&self) -> bool {
+        // Draft 0.2: the WebSocket protocol requires the REST API to create
+        // the association first.
+        false
+    }
+
+    fn succeed(&self, ctx: &Context, _ws: &Stream, _extra: &[(&str, &str)]) -> io::Result<()> {
+        let mut response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+            self.accept_key
+        );
+        if let Some(protocol) = &self.protocol {
+            response.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+        }
+        response.push_str("\r\n");
+        if self.answered {
+            crate::relay::conn::request::write_later_response(ctx, &*self.raw, response.as_bytes())
+        } else {
+            crate::relay::conn::request::write_response(ctx, &*self.raw, response.as_bytes())
+        }
+    }
+
+    fn refuse(&self, ctx: &Context, _ws: &Stream, status: u16) {
+        refuse_http(ctx, &self.raw, status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_key(key: &str, ok: bool) {
+        assert_eq!(is_base64(key), ok, "{key:?}");
+    }
+
+    #[test]
+    fn keys_must_be_base64() {
+        check_key("dGhlIHNhbXBsZSBub25jZQ==", true);
+        check_key("B0mBaSTOZiC2RAkp3ScC8MA/gaI=", true);
+        check_key("", false);
+        check_key("not a key!", false);
+        check_key("dGhlIHNhbXBsZSBub25jZQ=", false);
+        check_key("dGhl===", false);
+        check_key(&"A".repeat(68), false);
+    }
+
+    #[test]
+    fn the_rfc_example_key_gets_the_rfc_accept_value() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! The relay: listeners, the association table, connection handling and the
+//! copy threads.
+
+pub mod config;
+pub(crate) mod conn;
+pub(crate) mod metrics;
+pub(crate) mod pool;
+pub(crate) mod pump;
+pub(crate) mod reaper;
+pub(crate) mod registry;
+pub mod server;
+pub(crate) mod shared;
+pub(crate) mod splice;
+pub(crate) mod stream;
+pub(crate) mod table;
+
+pub use config::Config;
+pub use metrics::{Metrics, Outcome};
+pub use server::{Associations, Server};
+pub use stream::tls::server_config as tls_server_config;
+pub use table::{AssociationInfo, AssociationState, CandidateInfo, CandidateState, Origin};

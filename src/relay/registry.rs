@@ -1,0 +1,88 @@
+//! Every open connection, so shutdown can close them all, whatever state they are in.
+
+use std::collections::HashMap;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+/// Every open connection, so shutdown can close them all, whatever state they are in.
+#[derive(Default)]
+pub struct Registry {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Weak<TcpStream>>>,
+    closed: Condvar,
+    /// Threads in `wait_at_most`, counted under the lock.
+    waiters: AtomicUsize,
+}
+
+/// A connection's entry in the [`Registry`]; dropping it removes the entry.
+pub struct Registration {
+    id: u64,
+    registry: Arc<Registry>,
+}
+
+impl Registration {
+    /// The connection's number, used in log lines.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Registry {
+    /// Registers a connection's socket. The registry keeps only a weak
+    /// reference: the descriptor closes when its owners drop it.
+    pub fn register(self: &Arc<Self>, sock: &Arc<TcpStream>) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock().insert(id, Arc::downgrade(sock));
+        Registration {
+            id,
+            registry: Arc::clone(self),
+        }
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Waits up to `limit` until at most `count` connections are open.
+    pub fn wait_at_most(&self, count: usize, limit: Duration) -> bool {
+        let live = self.lock();
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let (live, _) = self
+            .closed
+            .wait_timeout_while(live, limit, |l| l.len() > count)
+            .unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        live.len() <= count
+    }
+
+    /// Shuts down every open connection both ways.
+    pub fn kill_all(&self) {
+        let socks: Vec<_> = self.lock().values().filter_map(Weak::upgrade).collect();
+        for sock in socks {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<TcpStream>>> {
+        // A panic elsewhere cannot leave the map inconsistent (single inserts
+        // and removes), so a poisoned lock is still usable.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut live = self.registry.lock();
+        live.remove(&self.id);
+        // Notifying is a system call even with nobody waiting; waiters are
+        // counted under the same lock, so none is missed.
+        let wake = self.registry.waiters.load(Ordering::Relaxed) > 0;
+        drop(live);
+        if wake {
+            self.registry.closed.notify_all();
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The protocol as data: JET packets, the HTTP heads inside them, candidate
+//! URLs and signaling messages. Nothing here does I/O or starts a thread.
+
+pub mod candidate;
+pub mod message;
+pub mod packet;
+
+pub use candidate::{CandidateUrl, Transport};
