@@ -28,6 +28,7 @@ Sizes take K, M, G (powers of 1024, with or without iB).
 Output: progress on stderr; a table, then one `BENCH {json}` line per figure, on stdout.
 ";
 
+/// What to measure, and how much of it.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub relay: PathBuf,
@@ -44,7 +45,7 @@ pub struct Options {
     pub e_pairs: Vec<usize>,
 }
 
-pub fn parse_size(text: &str) -> Result<u64, String> {
+fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim().trim_end_matches("iB").trim_end_matches('B');
     let (num, mult) = match t.chars().last() {
         Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
@@ -59,7 +60,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
-pub fn parse_list<T>(text: &str, f: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+fn parse_list<T>(text: &str, f: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
     text.split(',')
         .filter(|s| !s.is_empty())
         .map(|s| f(s.trim()))
