@@ -1,10 +1,12 @@
 //! The `jet-relay` command: turns arguments into calls on the library.
 
 use jet_relay::log::{self, Level};
-use jet_relay::peer::client::{self, CandidateUrl, Connector, JetRequest, Local, TlsOptions};
+use jet_relay::peer::bridge::{bridge, listen_once, Local};
 use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions, SignalIn, SignalOut};
+use jet_relay::peer::{Connector, JetRequest, TlsOptions};
 use jet_relay::relay::config::{ListenUrl, ListenerConfig};
 use jet_relay::wire::message::Method;
+use jet_relay::wire::CandidateUrl;
 use jet_relay::{Config, Error, Server};
 use std::io::Write;
 use std::path::PathBuf;
@@ -335,7 +337,7 @@ impl PeerArgs {
     fn local(&self) -> Result<Local, Error> {
         Ok(match (&self.forward, &self.listen) {
             (Some(target), _) => Local::Forward(target.clone()),
-            (None, Some(addr)) => Local::Accepted(client::listen_once(addr)?),
+            (None, Some(addr)) => Local::Accepted(listen_once(addr)?),
             (None, None) => Local::Stdio,
         })
     }
@@ -427,7 +429,7 @@ fn single(method: Method, args: PeerArgs) -> Result<ExitCode, Error> {
             response.status
         );
     }
-    client::bridge(stream, local)?;
+    bridge(stream, local)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -491,7 +493,7 @@ fn offer(args: PeerArgs) -> Result<ExitCode, Error> {
     let (input, mut output) = args.signals("offer", 1)?;
     let selection = negotiate::run_client(&args.connector(), &options, &input, &mut output)?;
     announce(&selection);
-    client::bridge(selection.stream, local)?;
+    bridge(selection.stream, local)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -533,7 +535,7 @@ fn answer(args: PeerArgs) -> Result<ExitCode, Error> {
     let (input, mut output) = args.signals("answer", 2)?;
     let selection = negotiate::run_server(&args.connector(), &options, &input, &mut output)?;
     announce(&selection);
-    client::bridge(selection.stream, local)?;
+    bridge(selection.stream, local)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,15 @@
 //! The peer side: opening candidates on a relay, the relayed stream, bridges,
 //! and the negotiation between two peers.
 
-pub mod client;
+pub mod bridge;
+pub mod connector;
 pub mod negotiate;
+pub mod stream;
+pub(crate) mod tls_stream;
+pub mod trust;
+pub(crate) mod ws_stream;
+
+pub use bridge::{bridge, Bridged, Local};
+pub use connector::{Connector, JetRequest};
+pub use stream::Relayed;
+pub use trust::TlsOptions;

@@ -2,7 +2,9 @@
 //! messages as JSON lines, candidate gathering, parallel tests and selection.
 
 use crate::error::{is_timeout, Error, Result};
-use crate::peer::client::{CandidateUrl, Connector, JetRequest, Relayed};
+use crate::peer::connector::{Connector, JetRequest};
+use crate::peer::stream::Relayed;
+use crate::wire::candidate::CandidateUrl;
 use crate::wire::message::{self, Method, RequestError};
 use crate::wire::packet;
 use crate::wire::Transport;
@@ -697,8 +699,8 @@ pub fn gather(
     };
     let stream = connector.dial(&url)?;
     let sock = stream.socket();
-    sock.set_read_timeout(Some(crate::peer::client::NETWORK_TIMEOUT))
-        .and_then(|()| sock.set_write_timeout(Some(crate::peer::client::NETWORK_TIMEOUT)))
+    sock.set_read_timeout(Some(crate::peer::connector::NETWORK_TIMEOUT))
+        .and_then(|()| sock.set_write_timeout(Some(crate::peer::connector::NETWORK_TIMEOUT)))
         .map_err(|e| Error::io("setting timeouts", e))?;
     let authorization = match api_key {
         Some(ApiKey(key)) => format!("Authorization: Bearer {key}\r\n"),

@@ -821,7 +821,8 @@ pub fn open_tcp_candidate(
     a: Uuid,
     c: Uuid,
 ) -> jet_relay::Result<(TcpStream, Response)> {
-    use jet_relay::peer::client::{CandidateUrl, Connector, JetRequest, Relayed, TlsOptions};
+    use jet_relay::peer::{Connector, JetRequest, Relayed, TlsOptions};
+    use jet_relay::wire::CandidateUrl;
     let url = CandidateUrl::parse(url)?;
     let (relayed, response) =
         Connector::new(TlsOptions::default()).open(&url, &JetRequest::v2(method, a, c))?;
