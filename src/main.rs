@@ -2,10 +2,13 @@
 
 use jet_relay::log::{self, Level};
 use jet_relay::peer::bridge::{bridge, listen_once, Local};
-use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions, SignalIn, SignalOut};
+use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions};
+use jet_relay::peer::signaling::{SignalIn, SignalOut};
+use jet_relay::peer::ApiKey;
 use jet_relay::peer::{Connector, JetRequest, TlsOptions};
 use jet_relay::relay::config::{ListenUrl, ListenerConfig};
 use jet_relay::wire::message::Method;
+use jet_relay::wire::signal::parse_transports;
 use jet_relay::wire::CandidateUrl;
 use jet_relay::{Config, Error, Server};
 use std::io::Write;
@@ -473,7 +476,7 @@ fn offer(args: PeerArgs) -> Result<ExitCode, Error> {
     }
     let transports = match &args.transports {
         Some(list) => {
-            let parsed = negotiate::parse_transports(list);
+            let parsed = parse_transports(list);
             if parsed.is_empty() {
                 return Err(Error::Config(format!(
                     "--transports {list:?}: none of tcp, tls, ws, wss"
@@ -521,7 +524,7 @@ fn answer(args: PeerArgs) -> Result<ExitCode, Error> {
     // neither is ever printed.
     let from_env = || std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty());
     let api_key = match args.api_key.clone().or_else(from_env) {
-        Some(key) => Some(negotiate::ApiKey::new(&key)?),
+        Some(key) => Some(ApiKey::new(&key)?),
         None => None,
     };
     let options = ServerOptions {

@@ -3,7 +3,11 @@
 
 pub mod bridge;
 pub mod connector;
+pub(crate) mod gather;
+pub(crate) mod host;
+pub(crate) mod local_addrs;
 pub mod negotiate;
+pub mod signaling;
 pub mod stream;
 pub(crate) mod tls_stream;
 pub mod trust;
@@ -11,5 +15,6 @@ pub(crate) mod ws_stream;
 
 pub use bridge::{bridge, Bridged, Local};
 pub use connector::{Connector, JetRequest};
+pub use gather::ApiKey;
 pub use stream::Relayed;
 pub use trust::TlsOptions;

@@ -1,8 +1,8 @@
 //! The peer commands against a tcp+tls relay: every candidate type, forwarding, interop, FIFO negotiation.
 
 use crate::support::{data_file, pattern, read_n, read_to_end, TestRelay, WAIT};
-use jet_relay::peer::negotiate::{Answer, Candidate, Complete, Offer, Role};
 use jet_relay::relay::{AssociationInfo, CandidateState};
+use jet_relay::wire::signal::{Answer, Candidate, Complete, Offer, Role};
 use jet_relay::wire::Transport;
 use jet_relay::wire::{CandidateUrl, Transport as Scheme};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -945,7 +945,7 @@ fn the_server_leaves_out_relays_it_cannot_use_and_signals_over_stdio() {
     let relay_id = answer.candidates[1].id;
     let mut sock = relay.connect(a, relay_id);
     let complete = Complete {
-        candidate: jet_relay::peer::negotiate::CandidateRef { id: relay_id },
+        candidate: jet_relay::wire::signal::CandidateRef { id: relay_id },
     };
     writeln!(stdin, "{}", serde_json::to_string(&complete).unwrap()).unwrap();
     stdin.write_all(b"data after the signaling lines").unwrap();
