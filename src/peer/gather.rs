@@ -4,8 +4,8 @@ use crate::error::{Error, Result};
 use crate::peer::connector::Connector;
 use crate::peer::stream::Relayed;
 use crate::wire::candidate::CandidateUrl;
-use crate::wire::message;
 use crate::wire::signal::Candidate;
+use crate::wire::{http, message};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
@@ -120,25 +120,15 @@ fn read_http_response(stream: &Relayed) -> Result<(u16, Vec<u8>)> {
         let mut response = httparse::Response::new(&mut headers);
         match response.parse(&data) {
             Ok(httparse::Status::Complete(len)) => {
-                let header = |name: &str| {
-                    response
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case(name))
-                        .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
-                };
-                if header("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+                let chunked = http::header_lossy(response.headers, "Transfer-Encoding")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+                if chunked {
                     return Err(Error::Protocol(
                         "the REST API answered chunked; expected Content-Length".into(),
                     ));
                 }
-                let length = match header("Content-Length") {
-                    Some(v) => Some(
-                        v.parse::<usize>()
-                            .map_err(|_| Error::Protocol(format!("bad Content-Length {v:?}")))?,
-                    ),
-                    None => None,
-                };
+                let length = http::content_length(response.headers)
+                    .map_err(|e| Error::Protocol(format!("the REST response: {e}")))?;
                 break (response.code.unwrap_or_default(), len, length);
             }
             Ok(httparse::Status::Partial) if eof => {
@@ -151,7 +141,7 @@ fn read_http_response(stream: &Relayed) -> Result<(u16, Vec<u8>)> {
         }
         eof = read_more(stream, &mut data, &mut chunk)?;
     };
-    let want = length.map(|l| head_len + l);
+    let want = length.map(|l| head_len.saturating_add(l));
     if want.is_some_and(|w| w > MAX_REST_RESPONSE) {
         return Err(Error::Protocol("the REST response is too large".into()));
     }
