@@ -4,10 +4,10 @@ use crate::error::{Error, Result};
 use crate::peer::connector::Connector;
 use crate::peer::stream::Relayed;
 use crate::wire::candidate::CandidateUrl;
+use crate::wire::secret::ApiKey;
 use crate::wire::signal::Candidate;
 use crate::wire::{http, message};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::io;
 use uuid::Uuid;
 
@@ -21,34 +21,6 @@ pub struct Gathered {
     pub id: Uuid,
     /// Relay candidates to accept on.
     pub candidates: Vec<Candidate>,
-}
-
-/// The key a relay's REST API asks for. Its `Debug` hides it, and no error
-/// or log line ever shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Checks a key: not empty, no control character (it travels in an HTTP
-    /// header line), no space at either end (the relay trims them). The error
-    /// does not repeat the key.
-    pub fn new(key: &str) -> Result<ApiKey> {
-        if key.is_empty() {
-            return Err(Error::Config("the API key is empty".into()));
-        }
-        if key.chars().any(char::is_control) || key.trim() != key {
-            return Err(Error::Config(
-                "the API key has a control character or a space at one end".into(),
-            ));
-        }
-        Ok(ApiKey(key.to_owned()))
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
 }
 
 /// Asks a relay's REST API for candidates: `POST /jet/gather/<id>`, with
@@ -74,7 +46,7 @@ pub fn gather(
         .and_then(|()| sock.set_write_timeout(Some(crate::peer::connector::NETWORK_TIMEOUT)))
         .map_err(|e| Error::io("setting timeouts", e))?;
     let authorization = match api_key {
-        Some(ApiKey(key)) => format!("Authorization: Bearer {key}\r\n"),
+        Some(key) => format!("Authorization: Bearer {}\r\n", key.expose()),
         None => String::new(),
     };
     let request = format!(

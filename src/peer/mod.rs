@@ -15,6 +15,5 @@ pub(crate) mod ws_stream;
 
 pub use bridge::{bridge, Bridged, Local};
 pub use connector::{Connector, JetRequest};
-pub use gather::ApiKey;
 pub use stream::Relayed;
 pub use trust::TlsOptions;

@@ -3,12 +3,13 @@
 
 use crate::error::{Error, Result};
 use crate::peer::connector::{Connector, JetRequest};
-use crate::peer::gather::{gather, ApiKey};
+use crate::peer::gather::gather;
 use crate::peer::host::HostServer;
 use crate::peer::signaling::{SignalIn, SignalOut};
 use crate::peer::stream::Relayed;
 use crate::wire::candidate::CandidateUrl;
 use crate::wire::message::Method;
+use crate::wire::secret::ApiKey;
 use crate::wire::signal::{allows, Answer, Candidate, CandidateRef, Complete, Offer, Role};
 use crate::wire::Transport;
 use std::collections::HashSet;
@@ -378,9 +379,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn api_keys_are_checked_and_never_shown() {
+    fn server_options_never_show_the_api_key() {
         let key = ApiKey::new("s3cret-key-0123456789").unwrap();
-        assert_eq!(format!("{key:?}"), "ApiKey(***)");
         let options = ServerOptions {
             relays: Vec::new(),
             gather: Vec::new(),
@@ -389,10 +389,5 @@ mod tests {
             timeout: NEGOTIATION_TIMEOUT,
         };
         assert!(!format!("{options:?}").contains("s3cret"));
-        for bad in ["", "two\nlines", " padded", "tab\there"] {
-            let err = ApiKey::new(bad).unwrap_err().to_string();
-            assert!(err.starts_with("configuration: the API key"), "{err}");
-            assert!(bad.is_empty() || !err.contains(bad), "{err}");
-        }
     }
 }

@@ -5,6 +5,7 @@ pub mod candidate;
 pub mod http;
 pub mod message;
 pub mod packet;
+pub mod secret;
 pub mod signal;
 
 pub use candidate::{CandidateUrl, Transport};

@@ -758,7 +758,7 @@ fn negotiation_over_gathered_candidates_selects_a_relay_one_when_host_candidates
 fn gathering_sends_the_api_key_as_a_bearer_token_and_never_prints_it() {
     const KEY: &str = "peer-test-api-key-7f3a9c";
     let relay = TestRelay::with_tls(|config| {
-        config.api_key = Some(jet_relay::relay::config::ApiKey::new(KEY))
+        config.api_key = Some(jet_relay::relay::config::ApiKey::new(KEY).expect("a valid key"))
     });
     let gather = format!("http://{}", relay.addr);
     let server_args = ["--gather", gather.as_str(), "--no-host-candidates"];
