@@ -4,5 +4,6 @@
 pub mod candidate;
 pub mod message;
 pub mod packet;
+pub mod websocket;
 
 pub use candidate::{CandidateUrl, Transport};
