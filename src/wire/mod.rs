@@ -7,5 +7,6 @@ pub mod message;
 pub mod packet;
 pub mod secret;
 pub mod signal;
+pub mod websocket;
 
 pub use candidate::{CandidateUrl, Transport};
