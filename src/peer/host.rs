@@ -1,15 +1,17 @@
 //! The server peer's host-candidate listener: answers a client's JET connect
 //! like a relay would and hands the socket over.
 
-use crate::error::{is_timeout, Error, Result};
+use crate::error::{Error, Result};
 use crate::peer::local_addrs::local_addresses;
+use crate::transport::listener;
+use crate::transport::{TcpHalf, TimedRead};
 use crate::wire::candidate::CandidateUrl;
 use crate::wire::message::{self, Method, RequestError};
 use crate::wire::packet;
 use crate::wire::Transport;
 use std::collections::HashSet;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -96,19 +98,7 @@ impl HostServer {
             }
         }
         self.stop.store(true, Ordering::Release);
-        let mut wake = self.local;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake.ip() {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            });
-        }
-        // The accept loop checks the flag after each connection: wake it.
-        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
-            if let Some(thread) = self.thread.take() {
-                let _ = thread.join();
-            }
-        }
+        listener::wake_and_join(self.local, self.thread.take(), Duration::from_secs(1));
         while let Ok((id, sock)) = self.served.try_recv() {
             close_host(id, &sock);
         }
@@ -130,36 +120,36 @@ fn host_accept_loop(
 ) {
     let taken = Arc::new(Mutex::new(HashSet::new()));
     let busy = Arc::new(AtomicUsize::new(0));
-    loop {
-        let accepted = listener.accept();
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        let Ok((sock, peer)) = accepted else {
-            continue;
-        };
-        if busy.load(Ordering::Acquire) >= MAX_HOST_HANDSHAKES {
-            crate::warn!("host listener: {peer} refused: too many handshakes");
-            continue;
-        }
-        busy.fetch_add(1, Ordering::AcqRel);
-        let (ids, taken, busy, tx, stop) = (
-            Arc::clone(&ids),
-            Arc::clone(&taken),
-            Arc::clone(&busy),
-            tx.clone(),
-            Arc::clone(&stop),
-        );
-        let spawned = thread::Builder::new()
-            .name("host-handshake".into())
-            .spawn(move || {
-                serve_host(sock, association, &ids, &taken, &stop, &tx);
-                busy.fetch_sub(1, Ordering::AcqRel);
-            });
-        if spawned.is_err() {
-            crate::warn!("host listener: cannot start a thread for {peer}");
-        }
-    }
+    listener::accept_until(
+        &listener,
+        || stop.load(Ordering::Acquire),
+        |accepted| {
+            let Ok((sock, peer)) = accepted else {
+                return;
+            };
+            if busy.load(Ordering::Acquire) >= MAX_HOST_HANDSHAKES {
+                crate::warn!("host listener: {peer} refused: too many handshakes");
+                return;
+            }
+            busy.fetch_add(1, Ordering::AcqRel);
+            let (ids, taken, busy, tx, stop) = (
+                Arc::clone(&ids),
+                Arc::clone(&taken),
+                Arc::clone(&busy),
+                tx.clone(),
+                Arc::clone(&stop),
+            );
+            let spawned = thread::Builder::new()
+                .name("host-handshake".into())
+                .spawn(move || {
+                    serve_host(sock, association, &ids, &taken, &stop, &tx);
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                crate::warn!("host listener: cannot start a thread for {peer}");
+            }
+        },
+    );
 }
 
 /// Answers one connection on the host listener like a relay would: 200 to a
@@ -181,10 +171,13 @@ fn serve_host(
     {
         return;
     }
-    let packet = match packet::read_packet(DeadlineReader {
-        sock: &sock,
-        deadline,
-    }) {
+    // The request must arrive whole by the deadline, however slowly it trickles.
+    let sock = Arc::new(sock);
+    let mut reader = TcpHalf::new(Arc::clone(&sock));
+    if reader.set_deadline(Some(deadline)).is_err() {
+        return;
+    }
+    let packet = match packet::read_packet(&mut reader) {
         Ok(packet) => packet,
         Err(e) => {
             crate::info!("host listener: connection closed before a request: {e}");
@@ -218,13 +211,18 @@ fn serve_host(
         }
     };
     let response = message::response_packet(status, version, &[]);
-    if (&sock).write_all(&response).is_err() {
+    if (&*sock).write_all(&response).is_err() {
         return;
     }
     match handed {
         Some(candidate) => {
-            let _ = sock.set_read_timeout(None);
+            let _ = reader.set_deadline(None);
             let _ = sock.set_write_timeout(None);
+            // The reader was the only other owner: the socket is ours alone.
+            drop(reader);
+            let Ok(sock) = Arc::try_unwrap(sock) else {
+                return;
+            };
             crate::info!("host candidate {candidate}: the client connected");
             // If the negotiation is over, the receiver is gone and the socket
             // closes here.
@@ -232,26 +230,6 @@ fn serve_host(
         }
         None => {
             let _ = sock.shutdown(Shutdown::Write);
-        }
-    }
-}
-
-/// Reads with an overall deadline, however slowly the bytes arrive.
-struct DeadlineReader<'a> {
-    sock: &'a TcpStream,
-    deadline: Instant,
-}
-
-impl Read for DeadlineReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        crate::relay::stream::tcp::set_read_deadline(self.sock, left)?;
-        match self.sock.read(buf) {
-            Err(e) if is_timeout(&e) => Err(io::ErrorKind::TimedOut.into()),
-            other => other,
         }
     }
 }
