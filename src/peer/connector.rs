@@ -2,24 +2,31 @@
 //! WebSocket upgrade that carries it, and the relay's answer.
 
 use crate::error::{is_timeout, Error, Result};
-use crate::peer::stream::Relayed;
-use crate::peer::tls_stream::TlsStream;
+use crate::peer::stream::{Halves, Relayed};
 use crate::peer::trust::{build_tls_config, TlsOptions};
-use crate::peer::ws_stream::{Sink, WsIo, WsSender, WsStream};
+use crate::transport::tls::TlsStream;
+use crate::transport::ws::{self, Role};
+use crate::transport::TcpHalf;
 use crate::wire::candidate::CandidateUrl;
+use crate::wire::http;
 use crate::wire::message::{self, Method, Response};
 use crate::wire::packet::{self, WRITE_MASK};
-use rustls::ClientConfig;
-use std::io;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tungstenite::handshake::client::generate_key;
+use tungstenite::handshake::derive_accept_key;
 use uuid::Uuid;
 
 /// How long a peer waits to connect, for the TLS and WebSocket handshakes, and
 /// for the relay's answer.
 pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest answer head to a WebSocket upgrade read.
+pub const MAX_UPGRADE_ANSWER: usize = 16 * 1024;
+
 /// The JET request a peer sends on a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JetRequest {
@@ -85,14 +92,26 @@ impl Connector {
     pub fn dial(&self, url: &CandidateUrl) -> Result<Relayed> {
         let sock = connect_tcp(&url.address())?;
         if url.scheme.is_tls() {
-            Ok(Relayed::Tls(Box::new(TlsStream::handshake(
-                sock,
-                &url.host,
-                self.tls_config()?,
-            )?)))
+            let tls = self.tls_handshake(sock, &url.host)?;
+            let sock = Arc::clone(tls.socket());
+            let (reader, writer) = tls.split();
+            Ok(Relayed::Tls(Box::new(Halves::new(sock, reader, writer))))
         } else {
             Ok(Relayed::Tcp(sock))
         }
+    }
+
+    /// Runs the TLS handshake on a connected socket, verifying `host`, within
+    /// [`NETWORK_TIMEOUT`]. The result has no timeouts set.
+    fn tls_handshake(&self, sock: TcpStream, host: &str) -> Result<TlsStream> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| Error::Config(format!("TLS server name {host:?}: {e}")))?;
+        let conn = ClientConnection::new(self.tls_config()?, name)
+            .map_err(|e| Error::Protocol(format!("TLS: {e}")))?;
+        set_timeouts(&sock, Some(NETWORK_TIMEOUT))?;
+        let tls = TlsStream::handshake(sock, conn).map_err(|e| Error::io("TLS handshake", e))?;
+        set_timeouts(tls.socket(), None)?;
+        Ok(tls)
     }
 
     /// Opens a candidate: connects, sends the JET request (or the WebSocket
@@ -111,10 +130,7 @@ impl Connector {
             request.association,
             request.candidate,
         );
-        let sock = stream.socket();
-        sock.set_read_timeout(Some(NETWORK_TIMEOUT))
-            .and_then(|()| sock.set_write_timeout(Some(NETWORK_TIMEOUT)))
-            .map_err(|e| Error::io("setting timeouts", e))?;
+        set_timeouts(stream.socket(), Some(NETWORK_TIMEOUT))?;
         // One write for the whole packet: deployed relays read it with one read.
         stream
             .write_all(&packet::encode(head.as_bytes(), WRITE_MASK))
@@ -133,10 +149,7 @@ impl Connector {
         if response.status != 200 {
             return Err(Error::Status(response.status));
         }
-        let sock = stream.socket();
-        sock.set_read_timeout(None)
-            .and_then(|()| sock.set_write_timeout(None))
-            .map_err(|e| Error::io("clearing timeouts", e))?;
+        set_timeouts(stream.socket(), None)?;
         Ok((stream, response))
     }
 
@@ -151,78 +164,120 @@ impl Connector {
             ));
         }
         let sock = connect_tcp(&url.address())?;
-        sock.set_read_timeout(Some(NETWORK_TIMEOUT))
-            .and_then(|()| sock.set_write_timeout(Some(NETWORK_TIMEOUT)))
-            .map_err(|e| Error::io("setting timeouts", e))?;
-        let control = sock
-            .try_clone()
-            .map_err(|e| Error::io("cloning the socket", e))?;
-        let sink = if url.scheme.is_tls() {
-            Sink::Tls(Arc::new(TlsStream::handshake(
-                sock,
-                &url.host,
-                self.tls_config()?,
-            )?))
+        let path = request.websocket_path();
+        let authority = url.authority();
+        if url.scheme.is_tls() {
+            let mut tls = self.tls_handshake(sock, &url.host)?;
+            set_timeouts(tls.socket(), Some(NETWORK_TIMEOUT))?;
+            let (response, leftover) = upgrade(&mut tls, &authority, &path)?;
+            set_timeouts(tls.socket(), None)?;
+            let sock = Arc::clone(tls.socket());
+            let (reader, writer) = tls.split();
+            let (reader, writer) = ws::new(reader, writer, Role::Client, leftover);
+            Ok((
+                Relayed::Wss(Box::new(Halves::new(sock, reader, writer))),
+                response,
+            ))
         } else {
-            Sink::Plain(sock)
-        };
-        let sender = Arc::new(WsSender {
-            sink,
-            send: Mutex::new(()),
-            control: Mutex::new(Vec::new()),
-            handshaking: AtomicBool::new(true),
-            sent_close: AtomicBool::new(false),
-        });
-        let io = WsIo(Arc::clone(&sender));
-        let target = format!(
-            "{}://{}{}",
-            url.scheme.as_str(),
-            url.authority(),
-            request.websocket_path()
-        );
-        let (ws, reply) = match tungstenite::client::client(target.as_str(), io) {
-            Ok(done) => done,
-            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(reply))) => {
-                return Err(Error::Status(reply.status().as_u16()))
+            set_timeouts(&sock, Some(NETWORK_TIMEOUT))?;
+            let (response, leftover) = upgrade(&mut &sock, &authority, &path)?;
+            set_timeouts(&sock, None)?;
+            let sock = Arc::new(sock);
+            let (reader, writer) = ws::new(
+                TcpHalf::new(Arc::clone(&sock)),
+                TcpHalf::new(Arc::clone(&sock)),
+                Role::Client,
+                leftover,
+            );
+            Ok((
+                Relayed::Ws(Box::new(Halves::new(sock, reader, writer))),
+                response,
+            ))
+        }
+    }
+}
+
+/// Sets (or with `None` clears) both socket timeouts.
+fn set_timeouts(sock: &TcpStream, timeout: Option<Duration>) -> Result<()> {
+    sock.set_read_timeout(timeout)
+        .and_then(|()| sock.set_write_timeout(timeout))
+        .map_err(|e| {
+            let what = if timeout.is_some() {
+                "setting timeouts"
+            } else {
+                "clearing timeouts"
+            };
+            Error::io(what, e)
+        })
+}
+
+/// Sends the WebSocket upgrade for `path` and reads the answer's head.
+/// Returns the answer and the bytes read after its head: the relay's first
+/// frames when it did not wait, which the WebSocket reader must see first.
+/// Any status but 101 is [`Error::Status`].
+fn upgrade(
+    stream: &mut (impl Read + Write),
+    authority: &str,
+    path: &str,
+) -> Result<(Response, Vec<u8>)> {
+    let key = generate_key();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .and_then(|()| stream.flush())
+        .map_err(|e| Error::io("WebSocket handshake", e))?;
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_len = loop {
+        let mut headers = [httparse::EMPTY_HEADER; message::MAX_HEADERS];
+        match httparse::Response::new(&mut headers).parse(&data) {
+            Ok(httparse::Status::Complete(len)) => break len,
+            Ok(httparse::Status::Partial) if data.len() > MAX_UPGRADE_ANSWER => {
+                return Err(Error::Protocol(
+                    "WebSocket handshake: the answer's head is too long".into(),
+                ))
             }
-            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))) => {
-                return Err(Error::io("WebSocket handshake", e))
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(Error::Protocol(format!("WebSocket handshake: {e}"))),
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(Error::io(
+                    "WebSocket handshake",
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the answer"),
+                ))
             }
-            Err(tungstenite::HandshakeError::Failure(e)) => {
-                return Err(Error::Protocol(format!("WebSocket handshake: {e}")))
-            }
-            Err(tungstenite::HandshakeError::Interrupted(_)) => {
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => {
                 return Err(Error::io(
                     "WebSocket handshake",
                     io::Error::new(io::ErrorKind::TimedOut, "no answer in time"),
                 ))
             }
-        };
-        let response = Response {
-            status: reply.status().as_u16(),
-            headers: reply
-                .headers()
-                .iter()
-                .map(|(name, value)| {
-                    (
-                        name.as_str().to_owned(),
-                        String::from_utf8_lossy(value.as_bytes()).trim().to_owned(),
-                    )
-                })
-                .collect(),
-        };
-        control
-            .set_read_timeout(None)
-            .and_then(|()| control.set_write_timeout(None))
-            .map_err(|e| Error::io("clearing timeouts", e))?;
-        // From here the reader owns tungstenite; data frames are written
-        // beside it (see WsStream).
-        sender.handshaking.store(false, Ordering::Release);
-        Ok((
-            Relayed::Ws(Box::new(WsStream::new(ws, sender, control))),
-            response,
-        ))
+            Err(e) => return Err(Error::io("WebSocket handshake", e)),
+        }
+    };
+    let response = message::parse_response(&data[..head_len])
+        .map_err(|e| Error::Protocol(format!("WebSocket handshake: {e}")))?;
+    if response.status != 101 {
+        return Err(Error::Status(response.status));
     }
+    let upgraded = http::has_token(&response.headers, "Upgrade", "websocket")
+        && http::has_token(&response.headers, "Connection", "upgrade");
+    if !upgraded {
+        return Err(Error::Protocol(
+            "WebSocket handshake: the 101 does not upgrade to websocket".into(),
+        ));
+    }
+    if response.header("Sec-WebSocket-Accept") != Some(derive_accept_key(key.as_bytes()).as_str()) {
+        return Err(Error::Protocol(
+            "WebSocket handshake: wrong Sec-WebSocket-Accept".into(),
+        ));
+    }
+    Ok((response, data[head_len..].to_vec()))
 }
 
 /// Connects to `HOST:PORT`, trying each resolved address, with a timeout.

@@ -9,9 +9,7 @@ pub(crate) mod local_addrs;
 pub mod negotiate;
 pub mod signaling;
 pub mod stream;
-pub(crate) mod tls_stream;
 pub mod trust;
-pub(crate) mod ws_stream;
 
 pub use bridge::{bridge, Bridged, Local};
 pub use connector::{Connector, JetRequest};
