@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 
 /// The largest chunk a bridge moves in one read (and one WebSocket frame).
-pub const BRIDGE_BUFFER: usize = 64 * 1024;
+pub(crate) const BRIDGE_BUFFER: usize = 64 * 1024;
 
 /// Byte counts of a finished bridge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,7 +60,7 @@ fn pump_out(relayed: &Relayed, mut dst: impl Write) -> io::Result<u64> {
 /// Copies stdin to the relayed stream (half-closing it at EOF) and the stream
 /// to stdout, until both directions have ended: a peer that sends, ends its
 /// stdin and then reads the reply gets all of it, and so does the other side.
-pub fn bridge_stdio(relayed: Relayed) -> Result<Bridged> {
+pub(crate) fn bridge_stdio(relayed: Relayed) -> Result<Bridged> {
     let relayed = Arc::new(relayed);
     let writer = Arc::clone(&relayed);
     let upstream = thread::Builder::new()
@@ -92,7 +92,7 @@ pub fn bridge_stdio(relayed: Relayed) -> Result<Bridged> {
 
 /// Relays between the relayed stream and a local TCP connection, both ways
 /// with half-close, until both directions have ended.
-pub fn bridge_tcp(relayed: Relayed, local: TcpStream) -> Result<Bridged> {
+pub(crate) fn bridge_tcp(relayed: Relayed, local: TcpStream) -> Result<Bridged> {
     let relayed = Arc::new(relayed);
     let local_in = local
         .try_clone()

@@ -23,9 +23,9 @@ use uuid::Uuid;
 
 /// How long a peer waits to connect, for the TLS and WebSocket handshakes, and
 /// for the relay's answer.
-pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest answer head to a WebSocket upgrade read.
-pub const MAX_UPGRADE_ANSWER: usize = 16 * 1024;
+pub(crate) const MAX_UPGRADE_ANSWER: usize = 16 * 1024;
 
 /// The JET request a peer sends on a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl JetRequest {
     }
 
     /// The request path of the WebSocket upgrade that carries this request.
-    pub fn websocket_path(&self) -> String {
+    pub(crate) fn websocket_path(&self) -> String {
         format!(
             "/jet/{}/{}/{}",
             self.method.as_str(),
@@ -281,7 +281,7 @@ fn upgrade(
 }
 
 /// Connects to `HOST:PORT`, trying each resolved address, with a timeout.
-pub fn connect_tcp(address: &str) -> Result<TcpStream> {
+pub(crate) fn connect_tcp(address: &str) -> Result<TcpStream> {
     let addrs: Vec<SocketAddr> = address
         .to_socket_addrs()
         .map_err(|e| Error::io(format!("resolving {address}"), e))?

@@ -2,14 +2,14 @@
 //! and the negotiation between two peers.
 
 pub mod bridge;
-pub mod connector;
+pub(crate) mod connector;
 pub(crate) mod gather;
 pub(crate) mod host;
 pub(crate) mod local_addrs;
 pub mod negotiate;
 pub mod signaling;
-pub mod stream;
-pub mod trust;
+pub(crate) mod stream;
+pub(crate) mod trust;
 
 pub use bridge::{bridge, Bridged, Local};
 pub use connector::{Connector, JetRequest};

@@ -25,7 +25,7 @@ pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// host candidate (a direct route is preferred when both work).
 pub const HOST_PREFERENCE_WINDOW: Duration = Duration::from_millis(250);
 /// The longest a candidate test can take: connect, TLS handshake and answer.
-pub const CANDIDATE_TEST_LIMIT: Duration = Duration::from_secs(35);
+pub(crate) const CANDIDATE_TEST_LIMIT: Duration = Duration::from_secs(35);
 
 /// The candidate both peers ended with.
 pub struct Selection {
@@ -36,7 +36,7 @@ pub struct Selection {
 }
 
 /// True for a direct (host) candidate: `?ctype=host`.
-pub fn is_host(url: &CandidateUrl) -> bool {
+pub(crate) fn is_host(url: &CandidateUrl) -> bool {
     url.ctype() == Some("host")
 }
 

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 /// The longest signaling line accepted.
-pub const MAX_SIGNAL_LINE: usize = 64 * 1024;
+pub(crate) const MAX_SIGNAL_LINE: usize = 64 * 1024;
 
 /// Where signaling lines go: a file or FIFO, or stdout for `-`.
 pub struct SignalOut {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 /// Where the system's CA bundle usually lives (Debian, Fedora, openSUSE,
 /// Alpine and macOS), tried in order when `SSL_CERT_FILE` is not set.
-pub const SYSTEM_CA_FILES: &[&str] = &[
+pub(crate) const SYSTEM_CA_FILES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",

@@ -2,7 +2,7 @@
 //! URLs and signaling messages. Nothing here does I/O or starts a thread.
 
 pub mod candidate;
-pub mod http;
+pub(crate) mod http;
 pub mod message;
 pub mod packet;
 pub mod secret;

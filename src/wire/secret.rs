@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer};
 use std::fmt;
 
 /// The shortest key accepted: shorter ones are guessable.
-pub const MIN_API_KEY_LEN: usize = 16;
+pub(crate) const MIN_API_KEY_LEN: usize = 16;
 
 /// The REST API key. Never printed: `Debug` shows a mask, and no error built
 /// here repeats it.
@@ -13,7 +13,7 @@ pub const MIN_API_KEY_LEN: usize = 16;
 pub struct ApiKey(String);
 
 impl ApiKey {
-    /// Checks a key: at least [`MIN_API_KEY_LEN`] bytes, no control character
+    /// Checks a key: at least 16 bytes, no control character
     /// (it travels in an HTTP header line), no space at either end (the relay
     /// trims what it is presented).
     pub fn new(key: &str) -> Result<ApiKey> {

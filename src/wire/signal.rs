@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The protocol versions the messages may carry ("transports" came with 3).
-pub const VERSIONS: std::ops::RangeInclusive<u8> = 2..=3;
+pub(crate) const VERSIONS: std::ops::RangeInclusive<u8> = 2..=3;
 
 /// Which side of the association a message comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,7 +132,7 @@ pub fn parse_transports(list: &str) -> Vec<Transport> {
 }
 
 /// True when `scheme` is in `allowed` (`None`: every transport is).
-pub fn allows(allowed: Option<&[Transport]>, scheme: Transport) -> bool {
+pub(crate) fn allows(allowed: Option<&[Transport]>, scheme: Transport) -> bool {
     allowed.is_none_or(|list| list.contains(&scheme))
 }
 
