@@ -331,7 +331,38 @@ fn accept_loop(ctx: Arc<Context>, listener: TcpListener, tls: Option<Arc<ServerC
     }
 }
 
+/// True for the `accept` failures that mean the process or the system is
+/// out of descriptors, buffers or memory: EMFILE, ENFILE, ENOBUFS, ENOMEM.
 fn is_resource_exhaustion(e: &io::Error) -> bool {
-    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
-    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::io::Errno;
+        matches!(
+            Errno::from_io_error(e),
+            Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        e.kind() == io::ErrorKind::OutOfMemory
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn descriptor_and_memory_exhaustion_pause_the_accept_loop_and_nothing_else_does() {
+        use rustix::io::Errno;
+        for errno in [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM] {
+            let e = io::Error::from_raw_os_error(errno.raw_os_error());
+            assert!(is_resource_exhaustion(&e), "{e}");
+        }
+        for errno in [Errno::CONNABORTED, Errno::INTR, Errno::PERM, Errno::PROTO] {
+            let e = io::Error::from_raw_os_error(errno.raw_os_error());
+            assert!(!is_resource_exhaustion(&e), "{e}");
+        }
+    }
 }
