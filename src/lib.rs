@@ -23,6 +23,7 @@ pub mod packet;
 pub mod pool;
 pub mod pump;
 pub mod reaper;
+pub mod relay;
 pub mod server;
 pub mod splice;
 pub mod table;
