@@ -12,6 +12,8 @@ pub mod server;
 pub(crate) mod shared;
 pub(crate) mod splice;
 pub(crate) mod stream;
+#[cfg(target_os = "linux")]
+pub mod systemd;
 pub(crate) mod table;
 
 pub use config::Config;
