@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod log;
+pub mod relay;
 
 pub mod api;
 pub mod client;

@@ -1,0 +1,3 @@
+//! The relay's pieces that are being gathered under one module.
+
+pub mod token;
