@@ -25,6 +25,8 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 /// Default number of (jti, purpose) pairs remembered at once.
 pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 
+/// Most characters of token-supplied text quoted in a [`TokenError`].
+const MAX_ERROR_DETAIL_CHARS: usize = 200;
 /// The only `type` claim this verifier takes.
 const TOKEN_TYPE: &str = "association";
 /// The only connection mode this relay implements: rendezvous.
@@ -348,7 +350,7 @@ impl Verifier {
             return Err(TokenError::CriticalHeader);
         }
         let alg = Algorithm::parse(&header.alg)
-            .ok_or_else(|| TokenError::UnsupportedAlgorithm(header.alg.clone()))?;
+            .ok_or_else(|| TokenError::UnsupportedAlgorithm(clip(&header.alg)))?;
         let signature = b64::decode(signature_b64.as_bytes(), Alphabet::Url)
             .map_err(|e| malformed(format!("signature: {e}")))?;
         // The signing input is the two first segments as sent (RFC 7515 section 5.2).
@@ -383,7 +385,7 @@ impl Verifier {
                 let named: Vec<&TokenKey> =
                     self.keys.keys.iter().filter(|k| &k.kid == kid).collect();
                 if named.is_empty() {
-                    return Err(TokenError::UnknownKid(kid.clone()));
+                    return Err(TokenError::UnknownKid(clip(kid)));
                 }
                 named
             }
@@ -398,7 +400,7 @@ impl Verifier {
             (Some(kid), true) => {
                 return Err(TokenError::WrongAlgorithm {
                     alg,
-                    kid: kid.clone(),
+                    kid: clip(kid),
                     key_type: named[0].key_type,
                 })
             }
@@ -426,11 +428,11 @@ impl Verifier {
     ) -> Result<Claims, TokenError> {
         let kind = raw.kind.ok_or(TokenError::MissingClaim("type"))?;
         if kind != TOKEN_TYPE {
-            return Err(TokenError::WrongType(kind));
+            return Err(TokenError::WrongType(clip(&kind)));
         }
         let cm = raw.jet_cm.ok_or(TokenError::MissingClaim("jet_cm"))?;
         if cm != CONNECTION_MODE_RENDEZVOUS {
-            return Err(TokenError::UnsupportedConnectionMode(cm));
+            return Err(TokenError::UnsupportedConnectionMode(clip(&cm)));
         }
         if raw.jet_rec == Some(true) {
             return Err(TokenError::RecordingRequested);
@@ -488,7 +490,16 @@ impl Verifier {
 }
 
 fn malformed(what: String) -> TokenError {
-    TokenError::Malformed(what)
+    TokenError::Malformed(clip(&what))
+}
+
+/// At most [`MAX_ERROR_DETAIL_CHARS`] of a token-supplied text, so an error
+/// (and the log line it ends up in) stays short whatever the token holds.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_DETAIL_CHARS) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 fn decode_json<T: for<'de> Deserialize<'de>>(segment: &str, what: &str) -> Result<T, TokenError> {

@@ -688,9 +688,37 @@ fn token_corruptions_are_refused_without_panicking() {
 }
 
 #[test]
-fn token_verifier_is_shareable_across_threads() {
-    fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<Verifier>();
+fn token_used_from_many_threads_at_once_passes_exactly_once_per_purpose() {
+    let f = fixture();
+    let t = token(&f.ed, "ed", &claims());
+    let passed = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| f.verify(&t).is_ok())).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .filter(|ok| *ok)
+            .count()
+    });
+    assert_eq!(passed, 1);
+}
+
+#[test]
+fn token_errors_quote_at_most_a_bounded_part_of_the_token() {
+    let f = fixture();
+    let long_kid = "k".repeat(5000);
+    let err = f.verify(&token(&f.ed, &long_kid, &claims())).unwrap_err();
+    assert!(
+        matches!(&err, TokenError::UnknownKid(k) if k.len() < 300),
+        "{err:?}"
+    );
+    let long_type = with(claims(), "type", json!("t".repeat(5000)));
+    assert!(
+        f.verify(&token(&f.ed, "ed", &long_type))
+            .unwrap_err()
+            .to_string()
+            .len()
+            < 300
+    );
 }
 
 #[test]
