@@ -401,8 +401,9 @@ impl Verifier {
                 return Err(TokenError::WrongAlgorithm {
                     alg,
                     kid: clip(kid),
+                    // `named` is not empty: an empty one returned UnknownKid above.
                     key_type: named[0].key_type,
-                })
+                });
             }
             (None, true) => return Err(TokenError::NoKeyForAlgorithm(alg)),
             _ => {}
