@@ -20,6 +20,7 @@ pub mod message;
 pub mod metrics;
 pub mod negotiate;
 pub mod packet;
+pub mod peer;
 pub mod pool;
 pub mod pump;
 pub mod reaper;
