@@ -1,20 +1,4 @@
 //! Proxies on the way to a relay: proxy URLs, the curl-like choice from the environment, and [`dial`].
-//!
-//! Which variable serves which transport (lowercase names win over uppercase,
-//! an empty value counts as unset):
-//!
-//! | relay scheme  | variables, first set wins                 |
-//! |---------------|-------------------------------------------|
-//! | `tls`, `wss`  | `https_proxy`, `HTTPS_PROXY`, then `ALL_PROXY` |
-//! | `ws`          | `http_proxy` (lowercase only), then `ALL_PROXY` |
-//! | `tcp`         | `all_proxy`, `ALL_PROXY`                   |
-//!
-//! `tcp://` JET is not HTTP, so `http_proxy` (meant for plain HTTP URLs) does
-//! not apply to it; `ws://` is an HTTP upgrade and does. Like curl, the
-//! uppercase `HTTP_PROXY` is ignored: CGI servers put a request's `Proxy:`
-//! header there ("httpoxy"). `NO_PROXY` applies to every proxy, the one from
-//! `--proxy` included (as in curl), so a list can keep a local relay direct;
-//! `--no-proxy` ignores all of it.
 
 mod deadline;
 mod dial;
@@ -304,7 +288,23 @@ fn percent_decode(text: &str) -> Result<String, String> {
 }
 
 /// The proxies a peer may use, from `--proxy`, `--no-proxy` and the
-/// environment (the rules are in the module documentation).
+/// environment.
+///
+/// Which variable serves which transport (lowercase names win over uppercase,
+/// an empty value counts as unset):
+///
+/// | relay scheme | variables, the first one set wins               |
+/// |--------------|-------------------------------------------------|
+/// | `tls`, `wss` | `https_proxy`, `HTTPS_PROXY`, then `ALL_PROXY`  |
+/// | `ws`         | `http_proxy` (lowercase only), then `ALL_PROXY` |
+/// | `tcp`        | `all_proxy`, `ALL_PROXY`                        |
+///
+/// `tcp://` JET is not HTTP, so `http_proxy` (meant for plain HTTP URLs) does
+/// not apply to it; `ws://` is an HTTP upgrade and does. Like curl, the
+/// uppercase `HTTP_PROXY` is ignored: CGI servers put a request's `Proxy:`
+/// header there ("httpoxy"). `NO_PROXY` applies to every proxy, the one from
+/// `--proxy` included (as in curl), so a list can keep a local relay direct;
+/// `--no-proxy` ignores all of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxySettings {
     explicit: Option<Proxy>,

@@ -23,6 +23,11 @@ const MAX_SOCKS_DOMAIN: usize = 255;
 /// Errors keep their `io::ErrorKind` (`TimedOut`, `PermissionDenied` for
 /// refused credentials, `ConnectionRefused` for a proxy's refusal) and say
 /// which proxy, which target and what went wrong.
+///
+/// `Connector` calls it where it now calls `connect_tcp`, for every scheme:
+/// `dial(&url.host, url.port, proxy_for(&settings, url.scheme.as_str(),
+/// &url.host, url.port), NETWORK_TIMEOUT)`; TLS and the WebSocket upgrade
+/// then run inside the tunnel, still naming the relay's host.
 pub fn dial(
     target_host: &str,
     target_port: u16,
@@ -45,15 +50,21 @@ pub fn dial(
                     format!("connecting to the {} proxy {addr}", proxy.kind()),
                 )
             })?;
+            // Every handshake error names the proxy first, then says what it did.
+            let who = format!("the {} proxy {addr}", proxy.kind());
+            let target = Target {
+                host,
+                port: target_port,
+                who: &who,
+            };
             match proxy {
                 Proxy::Http { auth, .. } => {
-                    http_connect(&mut sock, host, target_port, auth.as_ref(), &deadline)
+                    http_connect(&mut sock, &target, auth.as_ref(), &deadline)
                 }
                 Proxy::Socks5 { auth, .. } => {
-                    socks_connect(&mut sock, host, target_port, auth.as_ref(), &deadline)
+                    socks_connect(&mut sock, &target, auth.as_ref(), &deadline)
                 }
-            }
-            .map_err(|e| context(e, format!("{} proxy {addr}", proxy.kind())))?;
+            }?;
             sock
         }
     };
@@ -102,15 +113,21 @@ fn check_target(host: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Where a handshake is to lead, and which proxy is asked, for messages.
+struct Target<'a> {
+    host: &'a str,
+    port: u16,
+    who: &'a str,
+}
+
 fn http_connect(
     sock: &mut TcpStream,
-    host: &str,
-    port: u16,
+    to: &Target<'_>,
     auth: Option<&(String, String)>,
     deadline: &Deadline,
 ) -> io::Result<()> {
-    check_target(host)?;
-    let target = authority(host, port);
+    check_target(to.host)?;
+    let (target, who) = (authority(to.host, to.port), to.who);
     let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
     if let Some((user, pass)) = auth {
         request.push_str("Proxy-Authorization: Basic ");
@@ -120,9 +137,9 @@ fn http_connect(
     request.push_str("\r\n");
     deadline
         .write_all(sock, request.as_bytes())
-        .map_err(|e| context(e, format!("sending CONNECT {target}")))?;
+        .map_err(|e| context(e, format!("{who}: sending CONNECT {target}")))?;
     let head = read_head(sock, deadline)
-        .map_err(|e| context(e, format!("reading the answer to CONNECT {target}")))?;
+        .map_err(|e| context(e, format!("{who}: reading the answer to CONNECT {target}")))?;
     let mut headers = [httparse::EMPTY_HEADER; MAX_PROXY_HEADERS];
     let mut answer = httparse::Response::new(&mut headers);
     match answer.parse(&head) {
@@ -130,13 +147,13 @@ fn http_connect(
         Ok(httparse::Status::Partial) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("incomplete answer to CONNECT {target}"),
+                format!("{who} sent an incomplete answer to CONNECT {target}"),
             ))
         }
         Err(e) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("the answer to CONNECT {target} is not HTTP: {e}"),
+                format!("{who} answered CONNECT {target} with something not HTTP: {e}"),
             ))
         }
     }
@@ -156,7 +173,7 @@ fn http_connect(
         .collect();
     Err(io::Error::new(
         kind,
-        format!("the HTTP proxy refused CONNECT {target}: {code} {reason}")
+        format!("{who} refused CONNECT {target}: {code} {reason}")
             .trim_end()
             .to_owned(),
     ))
@@ -183,13 +200,13 @@ fn read_head(sock: &mut TcpStream, deadline: &Deadline) -> io::Result<Vec<u8>> {
 
 fn socks_connect(
     sock: &mut TcpStream,
-    host: &str,
-    port: u16,
+    to: &Target<'_>,
     auth: Option<&(String, String)>,
     deadline: &Deadline,
 ) -> io::Result<()> {
+    let (host, port) = (to.host, to.port);
     check_target(host)?;
-    let target = authority(host, port);
+    let (target, who) = (authority(host, port), to.who);
     // Built first: a name SOCKS5 cannot carry fails before a byte is sent.
     let mut request = vec![socks::VERSION, socks::CMD_CONNECT, 0];
     match host.parse::<IpAddr>() {
@@ -225,47 +242,47 @@ fn socks_connect(
     };
     deadline
         .write_all(sock, greeting)
-        .map_err(|e| context(e, "sending the greeting"))?;
+        .map_err(|e| context(e, format!("{who}: sending the greeting")))?;
     let mut choice = [0u8; 2];
     deadline
         .read_exact(sock, &mut choice)
-        .map_err(|e| context(e, "reading the chosen method"))?;
+        .map_err(|e| context(e, format!("{who}: reading the chosen method")))?;
     if choice[0] != socks::VERSION {
         return Err(protocol(format!(
-            "not a SOCKS5 proxy (it answered version {})",
+            "{who} answered version {}: not a SOCKS5 proxy",
             choice[0]
         )));
     }
     match (choice[1], auth) {
         (socks::METHOD_NO_AUTH, _) => {}
         (socks::METHOD_USER_PASS, Some((user, pass))) => {
-            user_pass(sock, user, pass, deadline)?;
+            user_pass(sock, who, user, pass, deadline)?;
         }
         (socks::METHOD_NONE_ACCEPTABLE, _) => {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 if auth.is_some() {
-                    "it accepts neither no authentication nor a user name and password"
+                    format!("{who} accepts neither no authentication nor a user name and password")
                 } else {
-                    "it requires authentication: give user:pass@ in the proxy URL"
+                    format!("{who} requires authentication: give user:pass@ in the proxy URL")
                 },
             ))
         }
         (method, _) => {
             return Err(protocol(format!(
-                "it chose authentication method {method}, which we did not offer"
+                "{who} chose authentication method {method}, which we did not offer"
             )))
         }
     }
     deadline
         .write_all(sock, &request)
-        .map_err(|e| context(e, format!("sending CONNECT {target}")))?;
+        .map_err(|e| context(e, format!("{who}: sending CONNECT {target}")))?;
     let mut reply = [0u8; 4];
-    let read_reply = |e| context(e, format!("reading the answer to CONNECT {target}"));
+    let read_reply = |e| context(e, format!("{who}: reading the answer to CONNECT {target}"));
     deadline.read_exact(sock, &mut reply).map_err(read_reply)?;
     if reply[0] != socks::VERSION {
         return Err(protocol(format!(
-            "the answer to CONNECT {target} has version {}",
+            "{who} answered CONNECT {target} with version {}",
             reply[0]
         )));
     }
@@ -278,7 +295,7 @@ fn socks_connect(
         return Err(io::Error::new(
             kind,
             format!(
-                "the SOCKS5 proxy could not connect to {target}: {} (reply {})",
+                "{who} could not connect to {target}: {} (reply {})",
                 socks::reply_text(reply[1]),
                 reply[1]
             ),
@@ -296,7 +313,7 @@ fn socks_connect(
         }
         other => {
             return Err(protocol(format!(
-                "the answer to CONNECT {target} has address type {other}"
+                "{who} answered CONNECT {target} with address type {other}"
             )))
         }
     };
@@ -305,7 +322,13 @@ fn socks_connect(
 }
 
 /// RFC 1929 user name and password sub-negotiation.
-fn user_pass(sock: &mut TcpStream, user: &str, pass: &str, deadline: &Deadline) -> io::Result<()> {
+fn user_pass(
+    sock: &mut TcpStream,
+    who: &str,
+    user: &str,
+    pass: &str,
+    deadline: &Deadline,
+) -> io::Result<()> {
     let too_long = || {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -320,17 +343,20 @@ fn user_pass(sock: &mut TcpStream, user: &str, pass: &str, deadline: &Deadline) 
     request.extend_from_slice(pass.as_bytes());
     deadline
         .write_all(sock, &request)
-        .map_err(|e| context(e, "sending the user name and password"))?;
+        .map_err(|e| context(e, format!("{who}: sending the user name and password")))?;
     let mut status = [0u8; 2];
-    deadline
-        .read_exact(sock, &mut status)
-        .map_err(|e| context(e, "reading the answer to the user name and password"))?;
+    deadline.read_exact(sock, &mut status).map_err(|e| {
+        context(
+            e,
+            format!("{who}: reading the answer to the user name and password"),
+        )
+    })?;
     // Some servers answer with version 5 here; only the status matters.
     if status[1] != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "it rejected the user name and password for {user:?} (status {})",
+                "{who} rejected the user name and password for {user:?} (status {})",
                 status[1]
             ),
         ));

@@ -281,9 +281,11 @@ fn http_connect_with_wrong_credentials_reports_407() {
     let err = dial("relay.example", 443, Some(&proxy), TIMEOUT).expect_err("refused");
     assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
     assert!(
-        err.to_string().contains(
-            "the HTTP proxy refused CONNECT relay.example:443: 407 Proxy Authentication Required"
-        ),
+        err.to_string().contains(&format!(
+            "the HTTP proxy 127.0.0.1:{} refused CONNECT relay.example:443: \
+             407 Proxy Authentication Required",
+            proxy.addr().port
+        )),
         "{err}"
     );
 }
