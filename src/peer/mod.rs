@@ -3,3 +3,5 @@
 
 pub mod client;
 pub mod negotiate;
+pub mod proxy;
+pub mod socks;
