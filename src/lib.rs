@@ -23,11 +23,13 @@ pub mod packet;
 pub mod pool;
 pub mod pump;
 pub mod reaper;
+pub mod relay;
 pub mod server;
 pub mod splice;
 pub mod table;
 pub mod tls;
 pub mod transport;
+pub mod wire;
 pub mod ws;
 
 pub use config::Config;

@@ -1,0 +1,4 @@
+//! The relay's policy pieces: who may connect and how much.
+
+pub mod cidr;
+pub mod limits;
