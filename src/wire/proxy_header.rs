@@ -58,8 +58,10 @@ pub enum Version {
 pub enum Command {
     /// Relayed on behalf of a client (every v1 header, v2 command 0x1).
     Proxy,
-    /// Opened by the proxy itself, e.g. a health check (v2 command 0x0); the
-    /// addresses are those of the socket.
+    /// Opened by the proxy itself (v2 command 0x0); the addresses are those
+    /// of the socket. HAProxy's health checks are LOCAL (`option httpchk`
+    /// sends LOCAL then `GET /health`), so refusing LOCAL outright marks the
+    /// instance down.
     Local,
 }
 

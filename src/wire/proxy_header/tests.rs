@@ -453,3 +453,24 @@ fn mutated_headers_never_panic_and_never_overrun() {
         }
     }
 }
+
+/// Bytes captured from HAProxy 2.6.12 with `send-proxy-v2` (dist/haproxy):
+/// an `option httpchk` health check, a layer-4 check, and a relayed client.
+#[test]
+fn parses_what_haproxy_2_6_sends() {
+    let http_check = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00GET /health HTTP/1.0\r\n\r\n";
+    let l4_check = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    let client = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\x7f\x00\x00\x01\x7f\x00\x00\x01\xed\x16\x8e\xf3GET /jet/association/abc HTTP/1.1\r\n";
+    let local = complete(Version::V2, Command::Local, None, 16);
+    check(http_check, local);
+    check(l4_check, local);
+    check(
+        client,
+        complete(
+            Version::V2,
+            Command::Proxy,
+            Some(("127.0.0.1:60694", "127.0.0.1:36595")),
+            28,
+        ),
+    );
+}
