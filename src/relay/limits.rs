@@ -132,7 +132,8 @@ pub struct LimitsConfig {
     /// refusing instead would let whoever fills the map (one IPv6 /48 holds
     /// 65536 clients) lock every newcomer out, while passing leaves them
     /// bounded by the relay's global limits (`max_threads`). Clients already
-    /// tracked stay limited.
+    /// tracked stay limited. Applies to each map (permits, rate buckets)
+    /// separately; 0 tracks no one, which turns every limit off.
     pub max_tracked_clients: usize,
     /// Clients never limited nor tracked. Defaults to loopback: the operator's
     /// own tools, and a local reverse proxy that does not send PROXY headers
@@ -214,6 +215,13 @@ pub struct LimitStats {
     pub refused_rest: u64,
     /// Acquires and requests passed untracked because the maps were full.
     pub untracked: u64,
+}
+
+impl LimitStats {
+    /// Refusals of one kind.
+    pub fn refused_of(&self, kind: LimitKind) -> u64 {
+        self.refused[kind.index()]
+    }
 }
 
 /// The limits, shared by every connection thread (clone it: clones share).

@@ -98,6 +98,7 @@ fn kinds_are_counted_and_refused_separately() {
     }
     assert!(l.try_acquire(ParkedAccept, client).is_err());
     assert_eq!(l.stats().refused, [1, 1, 2]);
+    assert_eq!(l.stats().refused_of(ParkedAccept), 2);
     drop(p);
     assert_eq!(l.tracked(), (1, 0), "entry stays while any kind is held");
     assert!(l.try_acquire(ParkedAccept, client).is_ok());
