@@ -1,9 +1,4 @@
 //! Per-client limits: concurrent connections, handshakes and parked accepts, and a REST request rate.
-//!
-//! A client is an IPv4 address or an IPv6 /64 ([`ClientKey`]): one host on
-//! IPv6 usually holds a whole /64, so counting single IPv6 addresses would let
-//! it multiply its share by picking new addresses. The maps behind the limits
-//! hold live clients only, up to [`LimitsConfig::max_tracked_clients`].
 
 use crate::relay::cidr::{Cidr, CidrSet};
 use serde::Deserialize;
@@ -41,9 +36,10 @@ pub const DEFAULT_MAX_TRACKED_CLIENTS: usize = 100_000;
 const V6_CLIENT_PREFIX_BITS: u32 = 64;
 const KINDS: usize = 3;
 
-/// Whom a limit counts against: an IPv4 address, or an IPv6 /64. An
-/// IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) is its IPv4
-/// address.
+/// Whom a limit counts against: an IPv4 address, or an IPv6 /64 (one host on
+/// IPv6 usually holds a whole /64, so counting single addresses would let it
+/// multiply its share by picking new ones). An IPv4-mapped IPv6 address (a
+/// dual-stack socket's IPv4 peer) is its IPv4 address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClientKey {
     /// An IPv4 client.

@@ -1,9 +1,9 @@
 //! The HAProxy PROXY protocol header (v1 text, v2 binary) as data: parse and encode, no I/O.
-//!
-//! Facts from haproxy's `doc/proxy-protocol.txt`. A receiver configured for the
-//! PROXY protocol must not guess whether a header is present: [`parse`] fails on
-//! anything that does not start like one, and never reads past the header, so
-//! the bytes after `consumed` belong to the next protocol layer.
+
+// Facts from haproxy's doc/proxy-protocol.txt. A receiver configured for the
+// PROXY protocol must not guess whether a header is present, so `parse` fails
+// on anything that does not start like one; it never reads past the header,
+// so the bytes after `consumed` belong to the next protocol layer.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
