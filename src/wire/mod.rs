@@ -4,5 +4,6 @@
 pub mod candidate;
 pub mod message;
 pub mod packet;
+pub mod proxy_header;
 
 pub use candidate::{CandidateUrl, Transport};
