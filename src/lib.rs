@@ -20,6 +20,7 @@ pub mod message;
 pub mod metrics;
 pub mod negotiate;
 pub mod packet;
+pub mod peer;
 pub mod pool;
 pub mod pump;
 pub mod reaper;
@@ -28,6 +29,7 @@ pub mod splice;
 pub mod table;
 pub mod tls;
 pub mod transport;
+pub mod wire;
 pub mod ws;
 
 pub use config::Config;

@@ -1,0 +1,1 @@
+//! JMUX over any byte stream.

@@ -1,0 +1,3 @@
+//! The protocols as data: message types, encoders and decoders, no I/O and no threads.
+
+pub mod jmux;
