@@ -45,7 +45,7 @@ fn send_on(shared: &Shared, channel: &Channel, message: Message) -> bool {
 
 /// Reads the local socket into DATA, only within the window the peer granted,
 /// so a peer that stops granting stops this socket being read and nothing else.
-fn uplink(shared: &Shared, channel: &Channel) {
+fn uplink(shared: &Shared, channel: &Arc<Channel>) {
     let mut eof_sent = false;
     'reading: loop {
         let wanted = {
@@ -108,20 +108,10 @@ fn uplink(shared: &Shared, channel: &Channel) {
             return;
         }
     }
-    {
-        let mut closed = channel.lock_gate();
-        if !*closed {
-            let recipient_id = channel.remote_id;
-            if !shared.send(Message::Close { recipient_id }) {
-                return;
-            }
-            *closed = true;
-        }
-    }
-    let mut state = channel.lock();
-    state.close_sent = true;
-    if state.close_received {
-        shared.release(channel.local_id);
+    let mut closed = channel.lock_gate();
+    if !*closed {
+        // The writer thread marks the CLOSE sent and frees the id if due.
+        *closed = shared.send_close(channel);
     }
 }
 

@@ -116,7 +116,7 @@ pub struct ChannelState {
     pub eof_received: bool,
     /// The peer sent CLOSE: stop reading locally, answer CLOSE.
     pub close_received: bool,
-    /// We sent CLOSE (set after it is queued; see [`Channel::gate`]).
+    /// Our CLOSE is on the wire (set by the writer thread just before writing it).
     pub close_sent: bool,
     /// The local write side is finished: all data written and shut, or failed.
     pub downlink_done: bool,

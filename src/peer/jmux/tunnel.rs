@@ -26,6 +26,9 @@ pub const MAX_URGENT: usize = 4 * wire::MAX_CHANNELS;
 /// What the writer thread takes from its queue.
 pub(super) enum Outgoing {
     Message(Message),
+    /// CLOSE for this channel: the writer marks it sent just before it goes on
+    /// the wire, so when the peer's answer arrives the reader already knows.
+    Close(Arc<Channel>),
     /// Look at the urgent list and the end flag.
     Wake,
 }
@@ -47,7 +50,7 @@ enum Slot {
 pub(super) struct Shared {
     config: TunnelConfig,
     queue: SyncSender<Outgoing>,
-    urgent: Mutex<VecDeque<Message>>,
+    urgent: Mutex<VecDeque<Outgoing>>,
     table: Mutex<HashMap<u32, Slot>>,
     ended: AtomicBool,
     reason: Mutex<Option<EndReason>>,
@@ -66,11 +69,18 @@ impl Shared {
         !self.ended.load(Ordering::Acquire) && self.queue.send(Outgoing::Message(message)).is_ok()
     }
 
+    /// Queues CLOSE for a channel (its id is freed once both CLOSEs passed).
+    pub(super) fn send_close(&self, channel: &Arc<Channel>) -> bool {
+        !self.ended.load(Ordering::Acquire)
+            && self.queue.send(Outgoing::Close(channel.clone())).is_ok()
+    }
+
     /// Queues a message without ever blocking: for the reader thread.
-    fn send_urgent(&self, message: Message) {
-        match self.queue.try_send(Outgoing::Message(message)) {
+    fn send_urgent(&self, message: Outgoing) {
+        match self.queue.try_send(message) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(Outgoing::Message(message))) => {
+            Err(TrySendError::Full(Outgoing::Wake)) => {}
+            Err(TrySendError::Full(message)) => {
                 let mut urgent = lock(&self.urgent);
                 if urgent.len() >= MAX_URGENT {
                     drop(urgent);
@@ -83,7 +93,6 @@ impl Shared {
                 // take and looks at the urgent list after each of them.
                 let _ = self.queue.try_send(Outgoing::Wake);
             }
-            Err(TrySendError::Full(Outgoing::Wake)) => {}
         }
     }
 
@@ -119,8 +128,17 @@ impl Shared {
     }
 
     /// Frees a channel id once both CLOSEs passed; called with the channel state locked.
-    pub(super) fn release(&self, local_id: u32) {
+    fn release(&self, local_id: u32) {
         lock(&self.table).remove(&local_id);
+    }
+
+    /// Our CLOSE is about to go on the wire: the channel is closed if the peer's came already.
+    fn close_sent(&self, channel: &Channel) {
+        let mut state = channel.lock();
+        state.close_sent = true;
+        if state.close_received {
+            self.release(channel.local_id);
+        }
     }
 
     fn channel(&self, local_id: u32) -> Option<Arc<Channel>> {
@@ -301,11 +319,19 @@ impl Opener {
 fn write_loop(shared: &Shared, mut writer: Box<dyn Write + Send>, outgoing: Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH + wire::MAX_MESSAGE_SIZE);
     let push = |batch: &mut Vec<u8>, item: Outgoing| {
-        if let Outgoing::Message(message) = item {
-            if let Err(err) = wire::encode(&message, batch) {
-                // Our own messages are sized to fit; skip one rather than stop all.
-                crate::error!("jmux: not sent: {err}");
+        let message = match item {
+            Outgoing::Message(message) => message,
+            Outgoing::Close(channel) => {
+                shared.close_sent(&channel);
+                Message::Close {
+                    recipient_id: channel.remote_id,
+                }
             }
+            Outgoing::Wake => return,
+        };
+        if let Err(err) = wire::encode(&message, batch) {
+            // Our own messages are sized to fit; skip one rather than stop all.
+            crate::error!("jmux: not sent: {err}");
         }
     };
     while let Ok(first) = outgoing.recv() {
@@ -315,8 +341,8 @@ fn write_loop(shared: &Shared, mut writer: Box<dyn Write + Send>, outgoing: Rece
         batch.clear();
         push(&mut batch, first);
         loop {
-            for message in lock(&shared.urgent).drain(..) {
-                push(&mut batch, Outgoing::Message(message));
+            for item in lock(&shared.urgent).drain(..) {
+                push(&mut batch, item);
             }
             if batch.len() >= WRITE_BATCH {
                 break;
@@ -376,11 +402,11 @@ fn dispatch(shared: &Arc<Shared>, message: Message) {
             destination,
         } => {
             let refuse = |reason, description: &str| {
-                shared.send_urgent(Message::OpenFailure {
+                shared.send_urgent(Outgoing::Message(Message::OpenFailure {
                     recipient_id: sender_id,
                     reason,
                     description: description.into(),
-                })
+                }))
             };
             if shared.config.policy.is_none() {
                 return refuse(wire::REASON_NOT_ALLOWED, "this side accepts no channels");
@@ -425,11 +451,8 @@ fn dispatch(shared: &Arc<Shared>, message: Message) {
             if !bridge::start(shared, &channel) {
                 // No thread to send our CLOSE from: send it from here.
                 *channel.lock_gate() = true;
-                channel.lock().close_sent = true;
                 reset_socket(&channel.socket);
-                shared.send_urgent(Message::Close {
-                    recipient_id: sender_id,
-                });
+                shared.send_urgent(Outgoing::Close(channel.clone()));
             }
             let _ = answer.try_send(Ok(()));
         }
