@@ -105,7 +105,7 @@ impl ReceiveWindow {
 
 /// What the reader thread and a channel's two threads tell each other.
 #[derive(Debug)]
-pub struct ChannelState {
+pub(crate) struct ChannelState {
     /// Our window towards the peer.
     pub send: SendWindow,
     /// The peer's window towards us.
@@ -128,7 +128,7 @@ pub struct ChannelState {
 
 /// One open channel, shared by the reader thread and the channel's two threads.
 #[derive(Debug)]
-pub struct Channel {
+pub(crate) struct Channel {
     /// Our id for the channel (the one the peer puts in its messages).
     pub local_id: u32,
     /// The peer's id for the channel (the one we put in ours).
@@ -143,12 +143,12 @@ pub struct Channel {
     /// CLOSE is queued: so no message about the channel can follow its CLOSE
     /// (the peer may reuse its id as soon as it has our CLOSE). The reader thread
     /// never takes it, so a full queue cannot stall it.
-    pub gate: Mutex<bool>,
+    gate: Mutex<bool>,
 }
 
 impl Channel {
     /// A channel with the windows both sides announced.
-    pub fn new(
+    pub(crate) fn new(
         ids: (u32, u32),
         remote_window: u32,
         remote_max_packet: usize,
@@ -178,22 +178,25 @@ impl Channel {
 
     /// Locks the state. A thread that panicked while holding it left plain
     /// flags and counters behind, still worth reading, so poison is ignored.
-    pub fn lock(&self) -> MutexGuard<'_, ChannelState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ChannelState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits for a change announced by [`Channel::notify`].
-    pub fn wait<'a>(&self, guard: MutexGuard<'a, ChannelState>) -> MutexGuard<'a, ChannelState> {
+    pub(crate) fn wait<'a>(
+        &self,
+        guard: MutexGuard<'a, ChannelState>,
+    ) -> MutexGuard<'a, ChannelState> {
         self.changed.wait(guard).unwrap_or_else(|p| p.into_inner())
     }
 
     /// Wakes both channel threads.
-    pub fn notify(&self) {
+    pub(crate) fn notify(&self) {
         self.changed.notify_all();
     }
 
     /// Locks the send gate (see [`Channel::gate`]).
-    pub fn lock_gate(&self) -> MutexGuard<'_, bool> {
+    pub(crate) fn lock_gate(&self) -> MutexGuard<'_, bool> {
         self.gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

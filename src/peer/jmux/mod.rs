@@ -1,11 +1,6 @@
 //! JMUX over any full-duplex byte stream: many bridged TCP connections in one.
-//!
-//! A [`Tunnel`] runs one reader thread, one writer thread (fed by a bounded
-//! queue) and two threads per channel, one per direction of its local socket.
-//! The reader thread only decodes and hands bytes over; data for a channel
-//! waits in that channel's buffer, bounded by the window it granted, so a
-//! stalled local socket stops its own channel and nothing else.
 
+mod accept;
 mod bridge;
 pub mod channel;
 mod tunnel;

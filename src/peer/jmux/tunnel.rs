@@ -1,12 +1,12 @@
 //! The tunnel: reader and writer threads, the channel table, opening and accepting.
 
-use super::bridge;
 use super::channel::Channel;
-use super::{reset_socket, EndReason, OpenError, Refusal, Stream, TunnelConfig};
-use crate::wire::jmux::{self as wire, Decoded, Destination, Message};
+use super::{accept, bridge};
+use super::{reset_socket, EndReason, OpenError, Stream, TunnelConfig};
+use crate::wire::jmux::{self as wire, Decoded, Message};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,7 +48,7 @@ enum Slot {
 
 /// What every thread of one tunnel shares.
 pub(super) struct Shared {
-    config: TunnelConfig,
+    pub(super) config: TunnelConfig,
     queue: SyncSender<Outgoing>,
     urgent: Mutex<VecDeque<Outgoing>>,
     table: Mutex<HashMap<u32, Slot>>,
@@ -128,7 +128,7 @@ impl Shared {
     }
 
     /// Frees a channel id once both CLOSEs passed; called with the channel state locked.
-    fn release(&self, local_id: u32) {
+    pub(super) fn release(&self, local_id: u32) {
         lock(&self.table).remove(&local_id);
     }
 
@@ -138,6 +138,17 @@ impl Shared {
         state.close_sent = true;
         if state.close_received {
             self.release(channel.local_id);
+        }
+    }
+
+    /// Puts an accepted, connected channel in its reserved slot; false if the tunnel ended.
+    pub(super) fn install_accepted(&self, channel: &Arc<Channel>) -> bool {
+        match lock(&self.table).get_mut(&channel.local_id) {
+            Some(slot @ Slot::Accepting) => {
+                *slot = Slot::Open(channel.clone());
+                true
+            }
+            _ => false,
         }
     }
 
@@ -160,6 +171,13 @@ impl Shared {
 }
 
 /// A running JMUX tunnel over one stream.
+///
+/// It runs one reader thread, one writer thread (fed by a bounded queue) and
+/// two threads per channel, one per direction of its local socket. The reader
+/// thread only decodes and hands bytes over: data for a channel waits in that
+/// channel's buffer, bounded by the window it granted, so a stalled local
+/// socket stops its own channel and nothing else. Dropping the tunnel ends it
+/// (even while [`Opener`]s remain); [`Tunnel::wait`] says why it ended.
 pub struct Tunnel {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
@@ -411,14 +429,17 @@ fn dispatch(shared: &Arc<Shared>, message: Message) {
             if shared.config.policy.is_none() {
                 return refuse(wire::REASON_NOT_ALLOWED, "this side accepts no channels");
             }
-            let Some(id) = shared.reserve(&mut lock(&shared.table), Slot::Accepting) else {
+            // Reserved in its own statement: the table lock is released before
+            // a refusal, which may end the tunnel (and that takes the lock).
+            let reserved = shared.reserve(&mut lock(&shared.table), Slot::Accepting);
+            let Some(id) = reserved else {
                 return refuse(wire::REASON_GENERAL_FAILURE, "too many channels");
             };
             let peer = (sender_id, initial_window, usize::from(max_packet));
             let accepting = shared.clone();
             let spawned = thread::Builder::new()
                 .name("jmux-accept".into())
-                .spawn(move || accept(&accepting, id, peer, &destination));
+                .spawn(move || accept::accept(&accepting, id, peer, &destination));
             if spawned.is_err() {
                 shared.release(id);
                 refuse(wire::REASON_GENERAL_FAILURE, "out of threads");
@@ -521,98 +542,4 @@ fn dispatch(shared: &Arc<Shared>, message: Message) {
             let _ = channel.socket.shutdown(std::net::Shutdown::Read);
         }
     }
-}
-
-/// Runs on its own thread per accepted OPEN: policy, connect, then the uplink.
-fn accept(shared: &Arc<Shared>, id: u32, peer: (u32, u32, usize), destination: &str) {
-    let (peer_id, peer_window, peer_max_packet) = peer;
-    let allowed = match &shared.config.policy {
-        Some(policy) => policy(destination),
-        None => Err(Refusal {
-            reason: wire::REASON_NOT_ALLOWED,
-            description: "this side accepts no channels".into(),
-        }),
-    };
-    let connected = allowed.and_then(|()| connect(destination, shared.config.connect_timeout));
-    let socket = match connected {
-        Ok(socket) => socket,
-        Err(refusal) => {
-            crate::info!("jmux: refused {destination}: {}", refusal.description);
-            // Sent before the id is freed; the peer never learned our id anyway.
-            let _ = shared.send(Message::OpenFailure {
-                recipient_id: peer_id,
-                reason: refusal.reason,
-                description: refusal.description,
-            });
-            shared.release(id);
-            return;
-        }
-    };
-    let channel = Arc::new(Channel::new(
-        (id, peer_id),
-        peer_window,
-        peer_max_packet.min(wire::MAX_DATA_PAYLOAD),
-        shared.config.window,
-        socket,
-    ));
-    {
-        let mut table = lock(&shared.table);
-        match table.get_mut(&id) {
-            Some(slot @ Slot::Accepting) => *slot = Slot::Open(channel.clone()),
-            _ => {
-                // The tunnel ended while we were connecting.
-                drop(table);
-                return reset_socket(&channel.socket);
-            }
-        }
-    }
-    let success = Message::OpenSuccess {
-        recipient_id: peer_id,
-        sender_id: id,
-        initial_window: shared.config.window,
-        max_packet: shared.config.max_packet,
-    };
-    if shared.send(success) {
-        bridge::run_accepted(shared, &channel);
-    }
-}
-
-/// Connects a `tcp://HOST:PORT` destination, mapping failures to reason codes.
-fn connect(destination: &str, timeout: std::time::Duration) -> Result<TcpStream, Refusal> {
-    let refusal = |reason, description: String| Refusal {
-        reason,
-        description,
-    };
-    let parsed = Destination::parse(destination)
-        .map_err(|text| refusal(wire::REASON_ADDRESS_TYPE_NOT_SUPPORTED, text))?;
-    if parsed.scheme != "tcp" {
-        return Err(refusal(
-            wire::REASON_ADDRESS_TYPE_NOT_SUPPORTED,
-            format!("scheme {:?} is not supported", parsed.scheme),
-        ));
-    }
-    let addrs: Vec<SocketAddr> = (parsed.host.as_str(), parsed.port)
-        .to_socket_addrs()
-        .map_err(|err| refusal(wire::REASON_HOST_UNREACHABLE, format!("resolving: {err}")))?
-        .collect();
-    let mut last = refusal(wire::REASON_HOST_UNREACHABLE, "no address".into());
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(socket) => {
-                let _ = socket.set_nodelay(true);
-                return Ok(socket);
-            }
-            Err(err) => {
-                let reason = match err.kind() {
-                    io::ErrorKind::ConnectionRefused => wire::REASON_CONNECTION_REFUSED,
-                    io::ErrorKind::TimedOut => wire::REASON_TTL_EXPIRED,
-                    io::ErrorKind::HostUnreachable => wire::REASON_HOST_UNREACHABLE,
-                    io::ErrorKind::NetworkUnreachable => wire::REASON_NETWORK_UNREACHABLE,
-                    _ => wire::REASON_GENERAL_FAILURE,
-                };
-                last = refusal(reason, format!("connecting {addr}: {err}"));
-            }
-        }
-    }
-    Err(last)
 }
