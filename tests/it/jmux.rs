@@ -1,12 +1,15 @@
 //! JMUX tunnels: both roles against an independent implementation written from the spec, and against each other.
 
 use crate::support::{pattern, WAIT};
-use jet_relay::peer::jmux::{EndReason, OpenError, Opener, Policy, Refusal, Stream, Tunnel};
+use jet_relay::peer::jmux::{
+    EndReason, OpenError, Opener, Policy, Refusal, Stream, Tunnel, TunnelConfig,
+};
 use jet_relay::wire::jmux::{DecodeError, REASON_NOT_ALLOWED};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 /// A second JMUX codec, written from the spec text alone.
 mod spec;
@@ -576,4 +579,56 @@ fn dropped_stream_resets_every_channel_and_the_tunnels_report_it() {
         opener.open_bridged(&lb.dest_url, tunnel_end),
         Err(OpenError::TunnelEnded)
     );
+}
+
+#[test]
+fn open_times_out_and_a_late_success_is_closed() {
+    let (ours, theirs) = socket_pair();
+    let config = TunnelConfig {
+        open_timeout: Duration::from_millis(200),
+        ..TunnelConfig::default()
+    };
+    let tunnel = Tunnel::start(Stream::from_tcp(ours).expect("split"), config).expect("start");
+    let mut peer = Peer(with_timeouts(theirs));
+    let (test_end, tunnel_end) = socket_pair();
+    let mut test_end = with_timeouts(test_end);
+    let opener = tunnel.opener();
+    let opening = thread::spawn(move || opener.open_bridged("tcp://slow.internal:1", tunnel_end));
+    let open = peer.recv();
+    assert_eq!(open.kind, spec::OPEN);
+    let client_id = open.word(0);
+    // The peer answers only after the opener gave up.
+    let result = opening.join().expect("no panic");
+    assert_eq!(result, Err(OpenError::Timeout));
+    assert_reset(&mut test_end, "the abandoned local connection");
+    peer.open_success(client_id, 41, 4096, 4096);
+    assert_eq!(close_after_eof(&mut peer), 41, "the late channel is closed");
+    peer.close(client_id);
+    // A refused OPEN behind the CLOSE: once its answer is back, the reader
+    // has handled the CLOSE too, and the id is free again.
+    peer.open(3, 4096, 4096, "tcp://127.0.0.1:1");
+    assert_eq!(peer.recv().kind, spec::OPEN_FAILURE);
+    let (_test_end, tunnel_end) = socket_pair();
+    let opener = tunnel.opener();
+    let opening = thread::spawn(move || opener.open_bridged("tcp://slow.internal:1", tunnel_end));
+    let open = peer.recv();
+    assert_eq!((open.kind, open.word(0)), (spec::OPEN, client_id));
+    peer.open_success(client_id, 42, 4096, 4096);
+    opening
+        .join()
+        .expect("no panic")
+        .expect("the open succeeds");
+}
+
+/// Skips an EOF and window adjusts; returns the recipient id of the CLOSE.
+fn close_after_eof(peer: &mut Peer) -> u32 {
+    for _ in 0..1000 {
+        let frame = peer.recv();
+        match frame.kind {
+            spec::EOF | spec::WINDOW_ADJUST => continue,
+            spec::CLOSE => return frame.word(0),
+            other => panic!("expected CLOSE, got type {other}"),
+        }
+    }
+    panic!("no CLOSE after 1000 messages");
 }

@@ -58,6 +58,8 @@ pub struct TunnelConfig {
     pub policy: Option<Policy>,
     /// How long connecting to an accepted destination may take.
     pub connect_timeout: Duration,
+    /// How long [`Opener::open_bridged`] waits for the peer's answer.
+    pub open_timeout: Duration,
     /// The receive window granted to the peer on each channel.
     pub window: u32,
     /// The largest DATA payload we ask the peer to send.
@@ -67,11 +69,16 @@ pub struct TunnelConfig {
 /// How long an accepting tunnel tries to connect to a destination by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an open waits for its answer by default: longer than the peer's
+/// own connect timeout, so its refusal arrives first.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Default for TunnelConfig {
     fn default() -> TunnelConfig {
         TunnelConfig {
             policy: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            open_timeout: DEFAULT_OPEN_TIMEOUT,
             window: crate::wire::jmux::DEFAULT_WINDOW,
             max_packet: crate::wire::jmux::DEFAULT_MAX_PACKET,
         }
@@ -94,6 +101,8 @@ pub enum OpenError {
     TooManyChannels,
     /// The tunnel ended before the answer came.
     TunnelEnded,
+    /// No answer came within [`TunnelConfig::open_timeout`].
+    Timeout,
 }
 
 impl fmt::Display for OpenError {
@@ -110,6 +119,7 @@ impl fmt::Display for OpenError {
             OpenError::DestinationTooLong => write!(f, "destination URL too long for JMUX"),
             OpenError::TooManyChannels => write!(f, "too many JMUX channels"),
             OpenError::TunnelEnded => write!(f, "the JMUX tunnel ended"),
+            OpenError::Timeout => write!(f, "no answer to the JMUX open in time"),
         }
     }
 }

@@ -282,7 +282,8 @@ impl Drop for Tunnel {
 }
 
 impl Opener {
-    /// Sends OPEN for `destination` and waits for the answer; on success
+    /// Sends OPEN for `destination` and waits for the answer (at most
+    /// [`TunnelConfig::open_timeout`]); on success
     /// `local` is bridged to the channel until both sides close it. On failure
     /// `local` is reset, so whoever is on its other end sees the refusal.
     pub fn open_bridged(&self, destination: &str, local: TcpStream) -> Result<(), OpenError> {
@@ -330,7 +331,17 @@ impl Opener {
             return Err(OpenError::TunnelEnded);
         }
         // The reader thread answers, or drops the sender when the tunnel ends.
-        answered.recv().unwrap_or(Err(OpenError::TunnelEnded))
+        match answered.recv_timeout(shared.config.open_timeout) {
+            Ok(answer) => answer,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(OpenError::TunnelEnded),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // The slot stays until the answer: a late OPEN_SUCCESS then
+                // bridges this dead socket, whose first read fails, and the
+                // channel closes itself the ordinary way.
+                reset_socket(&local);
+                Err(OpenError::Timeout)
+            }
+        }
     }
 }
 
