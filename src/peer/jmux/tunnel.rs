@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle};
 
 /// Messages the writer queue holds before senders block: with 32 KiB DATA,
@@ -52,6 +52,9 @@ pub(super) struct Shared {
     queue: SyncSender<Outgoing>,
     urgent: Mutex<VecDeque<Outgoing>>,
     table: Mutex<HashMap<u32, Slot>>,
+    /// Channels whose id was freed but whose threads may still run (a
+    /// downlink still writing to a slow socket): reset too if the tunnel ends.
+    retired: Mutex<Vec<Weak<Channel>>>,
     ended: AtomicBool,
     reason: Mutex<Option<EndReason>>,
     closer: Box<dyn Fn() + Send + Sync>,
@@ -109,6 +112,12 @@ impl Shared {
         // Set before the table is emptied, so no open can slip in after it.
         self.ended.store(true, Ordering::Release);
         (self.closer)();
+        let retired = std::mem::take(&mut *lock(&self.retired));
+        for channel in retired.iter().filter_map(Weak::upgrade) {
+            channel.lock().reset = true;
+            channel.notify();
+            reset_socket(&channel.socket);
+        }
         let slots = std::mem::take(&mut *lock(&self.table));
         for (_, slot) in slots {
             match slot {
@@ -132,12 +141,20 @@ impl Shared {
         lock(&self.table).remove(&local_id);
     }
 
+    /// Frees a closed channel's id, keeping an eye on its threads until they end.
+    fn retire(&self, channel: &Arc<Channel>) {
+        self.release(channel.local_id);
+        let mut retired = lock(&self.retired);
+        retired.retain(|weak| weak.strong_count() > 0);
+        retired.push(Arc::downgrade(channel));
+    }
+
     /// Our CLOSE is about to go on the wire: the channel is closed if the peer's came already.
-    fn close_sent(&self, channel: &Channel) {
+    fn close_sent(&self, channel: &Arc<Channel>) {
         let mut state = channel.lock();
         state.close_sent = true;
         if state.close_received {
-            self.release(channel.local_id);
+            self.retire(channel);
         }
     }
 
@@ -212,6 +229,7 @@ impl Tunnel {
             queue,
             urgent: Mutex::new(VecDeque::new()),
             table: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
             ended: AtomicBool::new(false),
             reason: Mutex::new(None),
             closer: stream.closer,
@@ -544,7 +562,7 @@ fn dispatch(shared: &Arc<Shared>, message: Message) {
             let mut state = channel.lock();
             state.close_received = true;
             if state.close_sent {
-                shared.release(recipient_id);
+                shared.retire(&channel);
             }
             drop(state);
             channel.notify();

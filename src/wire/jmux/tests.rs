@@ -81,6 +81,11 @@ fn decodes_every_type_from_spec_bytes() {
 
 #[test]
 fn decodes_edge_cases() {
+    // Flags are ignored on receipt.
+    check(
+        b"\x69\x00\x08\xff\x00\x00\x00\x03",
+        complete(Message::Eof { recipient_id: 3 }, 8),
+    );
     // Empty DATA, empty failure text, trailing NULs, a following message left alone.
     check(
         b"\x68\x00\x08\x00\x00\x00\x00\x02\x69",
