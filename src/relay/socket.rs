@@ -45,7 +45,7 @@ pub fn bind_listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Re
     rustix::net::bind(&fd, &addr)?;
     let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
     rustix::net::listen(&fd, backlog)?;
-    Ok(TcpListener::from(std::os::fd::OwnedFd::from(fd)))
+    Ok(TcpListener::from(fd))
 }
 
 /// Binds a listening TCP socket (std's backlog; no `SO_REUSEPORT` here).

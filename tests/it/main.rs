@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod core;
 mod cuts;
+mod jmux;
 mod peer;
 mod pump;
 mod support;
