@@ -199,7 +199,10 @@ impl Endpoint {
     ) -> io::Result<Peer> {
         let peer = self.dial(addr)?;
         let head = message::request_head(method, 2, "bench", Some(association), candidate);
-        (&peer).write_all(&packet::encode(head.as_bytes(), packet::WRITE_MASK))?;
+        (&peer).write_all(
+            &packet::encode(head.as_bytes(), packet::WRITE_MASK)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        )?;
         let reply = packet::read_packet(&mut &peer)?;
         let response = message::parse_response(&reply.payload).map_err(io::Error::other)?;
         if response.status != 200 {

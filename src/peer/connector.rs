@@ -133,7 +133,10 @@ impl Connector {
         set_timeouts(stream.socket(), Some(NETWORK_TIMEOUT))?;
         // One write for the whole packet: deployed relays read it with one read.
         stream
-            .write_all(&packet::encode(head.as_bytes(), WRITE_MASK))
+            .write_all(
+                &packet::encode(head.as_bytes(), WRITE_MASK)
+                    .map_err(|e| Error::Protocol(e.to_string()))?,
+            )
             .map_err(|e| Error::io("sending the request", e))?;
         let reply = packet::read_packet(&stream).map_err(|e| {
             if is_timeout(&e) {

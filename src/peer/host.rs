@@ -6,7 +6,7 @@ use crate::peer::local_addrs::local_addresses;
 use crate::transport::listener;
 use crate::transport::{TcpHalf, TimedRead};
 use crate::wire::candidate::CandidateUrl;
-use crate::wire::message::{self, Method, RequestError};
+use crate::wire::message::{self, Command, RequestError};
 use crate::wire::packet;
 use crate::wire::Transport;
 use std::collections::HashSet;
@@ -191,18 +191,21 @@ fn serve_host(
         }
         Err(RequestError::BadRequest(_)) => (400, 2, None),
         Ok(request) => {
-            let ours = request.association == Some(association) && ids.contains(&request.candidate);
-            match request.method {
-                _ if !ours => (404, request.version, None),
-                Method::Accept => (400, request.version, None),
-                Method::Test => (200, request.version, None),
-                Method::Connect => {
+            let ours = request
+                .command
+                .ids()
+                .filter(|(a, c)| *a == association && ids.contains(c));
+            match (request.command, ours) {
+                (_, None) => (404, request.version, None),
+                (Command::AcceptNew | Command::Accept { .. }, _) => (400, request.version, None),
+                (Command::Test { .. }, _) => (200, request.version, None),
+                (Command::Connect { candidate, .. }, Some(_)) => {
                     let fresh = taken
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(request.candidate);
+                        .insert(candidate);
                     if fresh && !stop.load(Ordering::Acquire) {
-                        (200, request.version, Some(request.candidate))
+                        (200, request.version, Some(candidate))
                     } else {
                         (409, request.version, None)
                     }
@@ -210,7 +213,10 @@ fn serve_host(
             }
         }
     };
-    let response = message::response_packet(status, version, &[]);
+    // Fixed short heads: always fit a packet.
+    let Ok(response) = message::response_packet(status, version, &[]) else {
+        return;
+    };
     if (&*sock).write_all(&response).is_err() {
         return;
     }

@@ -5,9 +5,12 @@ pub mod bridge;
 pub(crate) mod connector;
 pub(crate) mod gather;
 pub(crate) mod host;
+pub mod jmux;
 pub(crate) mod local_addrs;
 pub mod negotiate;
+pub mod proxy;
 pub mod signaling;
+pub mod socks;
 pub(crate) mod stream;
 pub(crate) mod trust;
 

@@ -3,8 +3,10 @@
 
 pub mod candidate;
 pub(crate) mod http;
+pub mod jmux;
 pub mod message;
 pub mod packet;
+pub mod proxy_header;
 pub mod secret;
 pub mod signal;
 pub mod websocket;

@@ -3,6 +3,8 @@
 mod api;
 mod cli;
 mod core;
+mod cuts;
+mod jmux;
 mod peer;
 mod pump;
 mod support;

@@ -555,7 +555,8 @@ fn requests_use_mask_0x73_in_one_write_and_the_old_relays_status_line_is_accepte
         );
         assert!(head.contains("Jet-Version: 2\r\n"), "{head}");
         let mut reply =
-            jet_relay::wire::packet::encode(b"HTTP/1.1 200 OK 200\r\nJet-Version: 2\r\n\r\n", 0x73);
+            jet_relay::wire::packet::encode(b"HTTP/1.1 200 OK 200\r\nJet-Version: 2\r\n\r\n", 0x73)
+                .expect("a test head fits a packet");
         reply.extend_from_slice(b"relayed right after the answer");
         sock.write_all(&reply).unwrap();
         sock.shutdown(std::net::Shutdown::Write).unwrap();

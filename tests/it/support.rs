@@ -60,7 +60,7 @@ impl TestRelay {
     /// write) and reads the response packet.
     pub fn request(&self, head: &str, mask: u8, extra: &[u8]) -> (TcpStream, Response) {
         let mut sock = self.dial();
-        let mut bytes = packet::encode(head.as_bytes(), mask);
+        let mut bytes = packet::encode(head.as_bytes(), mask).expect("a test head fits a packet");
         bytes.extend_from_slice(extra);
         sock.write_all(&bytes).unwrap();
         let response = read_response(&mut sock);
@@ -735,7 +735,10 @@ impl TestRelay {
             Transport::Tls => {
                 let mut stream = tls_connect(addr, "localhost").expect("TLS handshake");
                 stream
-                    .write_all(&packet::encode(v2(method, a, c).as_bytes(), 0x73))
+                    .write_all(
+                        &packet::encode(v2(method, a, c).as_bytes(), 0x73)
+                            .expect("a test head fits a packet"),
+                    )
                     .unwrap();
                 stream.flush().unwrap();
                 let packet = packet::read_packet(&mut stream).expect("a response packet");

@@ -57,8 +57,7 @@ pub fn serve_jet(
     if let Err(e) = read_exact_by(&*stream, &mut payload, deadline) {
         return read_failed(ctx, conn, e);
     }
-    let mask = header[7];
-    payload.iter_mut().for_each(|b| *b ^= mask);
+    packet::unmask(&mut payload, header[7]);
     let request = match message::parse_request(&payload) {
         Ok(request) => request,
         Err(RequestError::Malformed(why)) => {

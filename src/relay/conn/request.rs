@@ -7,10 +7,11 @@ use crate::relay::pump::{self, Pair};
 use crate::relay::shared::Context;
 use crate::relay::stream::{Duplex, Stream};
 use crate::relay::table::Reject;
-use crate::wire::message::{self, Method, Request};
+use crate::wire::message::{self, Command, Request};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 /// The longest a connect waits for an accept that is writing its 200 at that moment.
 pub const PUBLISH_WAIT: Duration = Duration::from_secs(1);
@@ -47,11 +48,15 @@ impl Answer for JetAnswer {
         true
     }
     fn succeed(&self, ctx: &Context, stream: &Stream, extra: &[(&str, &str)]) -> io::Result<()> {
-        let response = message::response_packet(200, self.version, extra);
+        let response = message::response_packet(200, self.version, extra)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         write_response(ctx, &**stream, &response)
     }
     fn refuse(&self, ctx: &Context, stream: &Stream, status: u16) {
-        let response = message::response_packet(status, self.version, &[]);
+        // A refusal's head is short and fixed: it always fits a packet.
+        let Ok(response) = message::response_packet(status, self.version, &[]) else {
+            return;
+        };
         if write_response(ctx, &**stream, &response).is_ok() {
             linger_close(&**stream);
         }
@@ -69,22 +74,55 @@ pub fn serve_request(
     answer: &dyn Answer,
     deadline: Instant,
 ) {
-    match request.method {
-        Method::Accept => accept(ctx, conn, stream, request, answer),
-        Method::Connect => connect(ctx, conn, stream, request, answer, deadline),
-        Method::Test => test(ctx, conn, &stream, request, answer),
+    match request.command {
+        Command::AcceptNew => accept(ctx, conn, stream, request.version, None, answer),
+        Command::Accept {
+            association,
+            candidate,
+        } => accept(
+            ctx,
+            conn,
+            stream,
+            request.version,
+            Some((association, candidate)),
+            answer,
+        ),
+        Command::Connect {
+            association,
+            candidate,
+        } => connect(
+            ctx,
+            conn,
+            stream,
+            (request.version, association, candidate),
+            answer,
+            deadline,
+        ),
+        Command::Test {
+            association,
+            candidate,
+        } => test(ctx, conn, &stream, (association, candidate), answer),
     }
 }
 
-fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, answer: &dyn Answer) {
-    let reserved = match request.association {
+/// Parks an accept: on its named candidate, or (`ids` = `None`, version 1)
+/// on the one candidate of an association the relay creates for it.
+fn accept(
+    ctx: &Arc<Context>,
+    conn: u64,
+    stream: Stream,
+    version: u8,
+    ids: Option<(Uuid, Uuid)>,
+    answer: &dyn Answer,
+) {
+    let reserved = match ids {
         None if ctx.config.accept_requires_api() => Err(Reject::NotFound(
             "version 1 accepts cannot name an association created through the API",
         )),
         None => ctx.table.reserve_v1(stream.kind()),
-        Some(association) => ctx.table.reserve_accept(
+        Some((association, candidate)) => ctx.table.reserve_accept(
             association,
-            request.candidate,
+            candidate,
             stream.kind(),
             answer.may_create() && !ctx.config.accept_requires_api(),
         ),
@@ -96,7 +134,7 @@ fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, answ
     let (association, candidate) = (reservation.association, reservation.candidate);
     let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
     let association_text = association.to_string();
-    let extra: &[(&str, &str)] = if request.version == 1 {
+    let extra: &[(&str, &str)] = if version == 1 {
         &[
             ("Jet-Association", &association_text),
             ("Jet-Instance", &ctx.config.instance),
@@ -116,9 +154,8 @@ fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, answ
         Ok(()) => {
             ctx.metrics.handshake(Outcome::Parked);
             crate::info!(
-                "conn={conn} association={association} candidate={candidate} parked (accept over {}, version {})",
+                "conn={conn} association={association} candidate={candidate} parked (accept over {}, version {version})",
                 kind.as_str(),
-                request.version
             );
         }
         Err(stream) => {
@@ -136,14 +173,10 @@ fn connect(
     ctx: &Arc<Context>,
     conn: u64,
     stream: Stream,
-    request: &Request,
+    (version, association, candidate): (u8, Uuid, Uuid),
     answer: &dyn Answer,
     deadline: Instant,
 ) {
-    let association = request
-        .association
-        .expect("connect requests always name an association");
-    let candidate = request.candidate;
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .min(PUBLISH_WAIT);
@@ -163,10 +196,9 @@ fn connect(
     }
     ctx.metrics.handshake(Outcome::Paired);
     crate::info!(
-        "conn={conn} association={association} candidate={candidate} paired (accept {} + connect {}, version {})",
+        "conn={conn} association={association} candidate={candidate} paired (accept {} + connect {}, version {version})",
         accept.kind().as_str(),
         stream.kind().as_str(),
-        request.version
     );
     pump::relay(
         Arc::clone(ctx),
@@ -180,17 +212,19 @@ fn connect(
     );
 }
 
-fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request, answer: &dyn Answer) {
-    let association = request
-        .association
-        .expect("test requests always name an association");
-    match ctx.table.test(association, request.candidate) {
+fn test(
+    ctx: &Arc<Context>,
+    conn: u64,
+    stream: &Stream,
+    (association, candidate): (Uuid, Uuid),
+    answer: &dyn Answer,
+) {
+    match ctx.table.test(association, candidate) {
         Ok(()) => {
             if answer.succeed(ctx, stream, &[]).is_ok() {
                 ctx.metrics.handshake(Outcome::Tested);
                 crate::info!(
-                    "conn={conn} association={association} candidate={} tested over {}",
-                    request.candidate,
+                    "conn={conn} association={association} candidate={candidate} tested over {}",
                     stream.kind().as_str()
                 );
                 // Over WebSocket this is the close frame right after the 101.

@@ -8,7 +8,7 @@ use crate::relay::shared::Context;
 use crate::relay::stream::ws::WsDuplex;
 use crate::relay::stream::Stream;
 use crate::wire::http;
-use crate::wire::message::{self, Method, Request};
+use crate::wire::message::{self, Command, Method, Request};
 use std::io::{self};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -65,10 +65,8 @@ pub fn serve_upgrade(
         );
     }
     let request = Request {
-        method: upgrade.method,
         version: 2,
-        association: Some(upgrade.association),
-        candidate: upgrade.candidate,
+        command: Command::new(upgrade.method, upgrade.association, upgrade.candidate),
     };
     crate::debug!("conn={conn} WebSocket request {request:?}");
     // The WebSocket stream exists from the start so the table records the
