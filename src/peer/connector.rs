@@ -24,8 +24,8 @@ use uuid::Uuid;
 /// How long a peer waits to connect, for the TLS and WebSocket handshakes, and
 /// for the relay's answer.
 pub(crate) const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest answer head to a WebSocket upgrade read.
-pub(crate) const MAX_UPGRADE_ANSWER: usize = 16 * 1024;
+/// The longest HTTP response head accepted for a WebSocket upgrade.
+pub(crate) const MAX_UPGRADE_RESPONSE: usize = 16 * 1024;
 
 /// The JET request a peer sends on a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,10 +92,7 @@ impl Connector {
     pub fn dial(&self, url: &CandidateUrl) -> Result<Relayed> {
         let sock = connect_tcp(&url.address())?;
         if url.scheme.is_tls() {
-            let tls = self.tls_handshake(sock, &url.host)?;
-            let sock = Arc::clone(tls.socket());
-            let (reader, writer) = tls.split();
-            Ok(Relayed::Tls(Box::new(Halves::new(sock, reader, writer))))
+            Ok(Relayed::tls(self.tls_handshake(sock, &url.host)?))
         } else {
             Ok(Relayed::Tcp(sock))
         }
@@ -178,7 +175,7 @@ impl Connector {
             let (reader, writer) = tls.split();
             let (reader, writer) = ws::new(reader, writer, Role::Client, leftover);
             Ok((
-                Relayed::Wss(Box::new(Halves::new(sock, reader, writer))),
+                Relayed::Wss(Box::new(Halves::new(reader, writer, sock))),
                 response,
             ))
         } else {
@@ -193,7 +190,7 @@ impl Connector {
                 leftover,
             );
             Ok((
-                Relayed::Ws(Box::new(Halves::new(sock, reader, writer))),
+                Relayed::Ws(Box::new(Halves::new(reader, writer, sock))),
                 response,
             ))
         }
@@ -237,7 +234,7 @@ fn upgrade(
         let mut headers = [httparse::EMPTY_HEADER; message::MAX_HEADERS];
         match httparse::Response::new(&mut headers).parse(&data) {
             Ok(httparse::Status::Complete(len)) => break len,
-            Ok(httparse::Status::Partial) if data.len() > MAX_UPGRADE_ANSWER => {
+            Ok(httparse::Status::Partial) if data.len() > MAX_UPGRADE_RESPONSE => {
                 return Err(Error::Protocol(
                     "WebSocket handshake: the answer's head is too long".into(),
                 ))

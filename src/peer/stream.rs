@@ -1,6 +1,6 @@
 //! The relayed stream a peer ends up with: TCP, TLS or WebSocket behind one face.
 
-use crate::transport::tls::{TlsReader, TlsWriter};
+use crate::transport::tls::{TlsReader, TlsStream, TlsWriter};
 use crate::transport::ws::{WsReader, WsWriter};
 use crate::transport::TcpHalf;
 use std::io::{self, Read, Write};
@@ -20,65 +20,67 @@ pub enum Relayed {
     Wss(Box<Halves<WsReader<TlsReader>, WsWriter<TlsWriter>>>),
 }
 
-/// A stream's read half and write half, each behind its own lock: only the
-/// reading thread takes `reader` and only writers take `writer`, so a read
-/// blocked on the socket never holds up a write (nor the other way round).
+/// A stream's read half and write half, for a reading thread and a writing
+/// thread that share the stream by reference. Each lock is taken only by
+/// the thread on its side (the reader holds its own across a socket read,
+/// which no writer waits on), so neither direction can stall the other.
 pub struct Halves<R, W> {
-    sock: Arc<TcpStream>,
     reader: Mutex<R>,
     writer: Mutex<W>,
+    sock: Arc<TcpStream>,
 }
 
-impl<R: Read, W: Write> Halves<R, W> {
+impl<R, W> Halves<R, W> {
     /// Wraps the two halves of a stream over `sock`.
-    pub(crate) fn new(sock: Arc<TcpStream>, reader: R, writer: W) -> Halves<R, W> {
+    pub(crate) fn new(reader: R, writer: W, sock: Arc<TcpStream>) -> Halves<R, W> {
         Halves {
-            sock,
             reader: Mutex::new(reader),
             writer: Mutex::new(writer),
+            sock,
         }
     }
 
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        lock(&self.reader).read(buf)
-    }
-
-    /// Writes all of `buf` and flushes it: nothing waits in a buffer.
-    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        let mut writer = lock(&self.writer);
-        writer.write_all(buf)?;
-        writer.flush()
+    fn reader(&self) -> MutexGuard<'_, R> {
+        // A half is left consistent by every call, even one that panicked.
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn writer(&self) -> MutexGuard<'_, W> {
-        lock(&self.writer)
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Locks a half; its state stays consistent even if a holder panicked (the
-/// transport changes it only by whole calls).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Relayed {
+    /// TLS whose handshake is done.
+    pub(crate) fn tls(tls: TlsStream) -> Relayed {
+        let sock = Arc::clone(tls.socket());
+        let (reader, writer) = tls.split();
+        Relayed::Tls(Box::new(Halves::new(reader, writer, sock)))
+    }
+
     /// Reads relayed bytes; `Ok(0)` is the end of the other peer's stream.
+    /// A TLS stream cut without close_notify is an error, not an end.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Relayed::Tcp(sock) => (&*sock).read(buf),
-            Relayed::Tls(tls) => tls.read(buf),
-            Relayed::Ws(ws) => ws.read(buf),
-            Relayed::Wss(wss) => wss.read(buf),
+            Relayed::Tls(tls) => tls.reader().read(buf),
+            Relayed::Ws(ws) => ws.reader().read(buf),
+            Relayed::Wss(ws) => ws.reader().read(buf),
         }
     }
 
     /// Writes all of `buf` (one WebSocket frame).
     pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        fn flushed(mut w: impl Write, buf: &[u8]) -> io::Result<()> {
+            // What a write timeout left queued surfaces here, not later.
+            w.write_all(buf)?;
+            w.flush()
+        }
         match self {
             Relayed::Tcp(sock) => (&*sock).write_all(buf),
-            Relayed::Tls(tls) => tls.write_all(buf),
-            Relayed::Ws(ws) => ws.write_all(buf),
-            Relayed::Wss(wss) => wss.write_all(buf),
+            Relayed::Tls(tls) => flushed(&mut *tls.writer(), buf),
+            Relayed::Ws(ws) => ws.writer().write_all(buf),
+            Relayed::Wss(ws) => flushed(&mut *ws.writer(), buf),
         }
     }
 
@@ -89,7 +91,7 @@ impl Relayed {
             Relayed::Tcp(sock) => sock.shutdown(Shutdown::Write),
             Relayed::Tls(tls) => tls.writer().shutdown(),
             Relayed::Ws(ws) => ws.writer().shutdown(),
-            Relayed::Wss(wss) => wss.writer().shutdown(),
+            Relayed::Wss(ws) => ws.writer().shutdown(),
         }
     }
 
@@ -104,7 +106,7 @@ impl Relayed {
             Relayed::Tcp(sock) => sock,
             Relayed::Tls(tls) => &tls.sock,
             Relayed::Ws(ws) => &ws.sock,
-            Relayed::Wss(wss) => &wss.sock,
+            Relayed::Wss(ws) => &ws.sock,
         }
     }
 
