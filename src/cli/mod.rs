@@ -84,5 +84,5 @@ fn peer_logging() {
         .ok()
         .and_then(|text| Level::parse(&text))
         .unwrap_or(Level::Warn);
-    log::set_level(level);
+    log::init(level);
 }

@@ -32,7 +32,7 @@ pub fn run(args: RelayArgs) -> Result<()> {
             .ok_or_else(|| Error::Config(format!("JET_RELAY_LOG: {text:?} is not a log level")))?,
         Err(_) => config.log_level,
     };
-    log::set_level(level);
+    log::init(level);
 
     let (stop_tx, stop_rx) = mpsc::channel();
     ctrlc::set_handler(move || {

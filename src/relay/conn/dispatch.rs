@@ -17,6 +17,7 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
     let Some((stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
         return;
     };
+    let _scope = crate::log::conn_scope(conn);
     crate::info!("conn={conn} peer={peer} accepted");
     let deadline = Instant::now() + ctx.config.handshake_timeout;
     dispatch(&ctx, conn, stream, deadline);

@@ -33,6 +33,7 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<
     let sock = Arc::new(sock);
     let registration = ctx.registry.register(&sock);
     let conn = registration.id();
+    let _scope = crate::log::conn_scope(conn);
     if ctx.stopping() {
         // Registered after shutdown closed every socket: nobody would close this one.
         return;
