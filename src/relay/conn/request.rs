@@ -116,7 +116,7 @@ fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, answ
         Ok(()) => {
             ctx.metrics.handshake(Outcome::Parked);
             crate::info!(
-                "conn={conn} association={association} candidate={candidate} parked (accept over {}, version {})",
+                "association={association} candidate={candidate} parked (accept over {}, version {})",
                 kind.as_str(),
                 request.version
             );
@@ -124,9 +124,7 @@ fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, answ
         Err(stream) => {
             // Deleted or expired while we wrote the answer, or shutting down.
             ctx.metrics.handshake(Outcome::Closed);
-            crate::info!(
-                "conn={conn} association={association} went away before the accept parked"
-            );
+            crate::info!("association={association} went away before the accept parked");
             stream.kill();
         }
     }
@@ -154,7 +152,7 @@ fn connect(
     if let Err(e) = answer.succeed(ctx, &stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
         // peer saw the pairing start), so the pair ends here.
-        crate::info!("conn={conn} association={association} candidate={candidate} connect peer left before its answer: {e}");
+        crate::info!("association={association} candidate={candidate} connect peer left before its answer: {e}");
         stream.kill();
         accept.kill();
         ctx.table.release(association, candidate, &stats);
@@ -163,7 +161,7 @@ fn connect(
     }
     ctx.metrics.handshake(Outcome::Paired);
     crate::info!(
-        "conn={conn} association={association} candidate={candidate} paired (accept {} + connect {}, version {})",
+        "association={association} candidate={candidate} paired (accept {} + connect {}, version {})",
         accept.kind().as_str(),
         stream.kind().as_str(),
         request.version
@@ -189,7 +187,7 @@ fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request, answe
             if answer.succeed(ctx, stream, &[]).is_ok() {
                 ctx.metrics.handshake(Outcome::Tested);
                 crate::info!(
-                    "conn={conn} association={association} candidate={} tested over {}",
+                    "association={association} candidate={} tested over {}",
                     request.candidate,
                     stream.kind().as_str()
                 );
@@ -204,7 +202,7 @@ fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request, answe
 /// Answers a well-formed request with an error status, then closes.
 pub(crate) fn reject(
     ctx: &Context,
-    conn: u64,
+    _conn: u64,
     stream: &Stream,
     answer: &dyn Answer,
     status: u16,
@@ -212,7 +210,7 @@ pub(crate) fn reject(
 ) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
-    crate::warn!("conn={conn} rejected {status}: {why}");
+    crate::warn!("rejected {status}: {why}");
     answer.refuse(ctx, stream, status);
 }
 
