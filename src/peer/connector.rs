@@ -114,7 +114,7 @@ impl Connector {
     /// Opens a candidate: connects, sends the JET request (or the WebSocket
     /// upgrade that carries it) and reads the answer. Returns the stream only
     /// on success (200, or 101 for WebSocket); any other status is
-    /// [`Error::Status`].
+    /// [`Error::Refused`].
     pub fn open(&self, url: &CandidateUrl, request: &JetRequest) -> Result<(Relayed, Response)> {
         if url.scheme.is_websocket() {
             return self.open_websocket(url, request);
@@ -145,9 +145,12 @@ impl Connector {
                 Error::io("reading the response", e)
             }
         })?;
-        let response = message::parse_response(&reply.payload).map_err(Error::Protocol)?;
+        let response = message::parse_response(&reply.payload)?;
         if response.status != 200 {
-            return Err(Error::Status(response.status));
+            return Err(Error::Refused {
+                status: response.status,
+                reason: None,
+            });
         }
         set_timeouts(stream.socket(), None)?;
         Ok((stream, response))
@@ -214,7 +217,7 @@ fn set_timeouts(sock: &TcpStream, timeout: Option<Duration>) -> Result<()> {
 /// Sends the WebSocket upgrade for `path` and reads the answer's head.
 /// Returns the answer and the bytes read after its head: the relay's first
 /// frames when it did not wait, which the WebSocket reader must see first.
-/// Any status but 101 is [`Error::Status`].
+/// Any status but 101 is [`Error::Refused`].
 fn upgrade(
     stream: &mut (impl Read + Write),
     authority: &str,
@@ -260,10 +263,12 @@ fn upgrade(
             Err(e) => return Err(Error::io("WebSocket handshake", e)),
         }
     };
-    let response = message::parse_response(&data[..head_len])
-        .map_err(|e| Error::Protocol(format!("WebSocket handshake: {e}")))?;
+    let response = message::parse_response(&data[..head_len])?;
     if response.status != 101 {
-        return Err(Error::Status(response.status));
+        return Err(Error::Refused {
+            status: response.status,
+            reason: None,
+        });
     }
     let upgraded = http::has_token(&response.headers, "Upgrade", "websocket")
         && http::has_token(&response.headers, "Connection", "upgrade");
