@@ -1,6 +1,7 @@
 //! The relay: listeners, the association table, connection handling and the
 //! copy threads.
 
+pub(crate) mod certs;
 #[allow(dead_code)]
 pub(crate) mod cidr;
 pub mod config;
@@ -25,8 +26,9 @@ pub(crate) mod table;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod token;
 
+pub use certs::fixed_server_config as tls_server_config;
 pub use config::Config;
 pub use metrics::{Metrics, Outcome};
+pub use server::ReloadReport;
 pub use server::{Associations, Server};
-pub use stream::tls::server_config as tls_server_config;
 pub use table::{AssociationInfo, AssociationState, CandidateInfo, CandidateState, Origin};

@@ -151,7 +151,7 @@ fn pump(
         }
     }
     let spliceable = match (src.raw_tcp(), dst.raw_tcp()) {
-        (Some(from), Some(to)) if running.ctx.config.zero_copy && splice::AVAILABLE => {
+        (Some(from), Some(to)) if running.ctx.config().zero_copy && splice::AVAILABLE => {
             Some((from, to))
         }
         _ => None,

@@ -218,7 +218,7 @@ pub struct Table {
     /// Source of reservation tokens.
     next_token: AtomicU64,
     /// The most associations the table holds.
-    max_associations: usize,
+    max_associations: AtomicUsize,
 }
 
 /// A reserved accept slot, to publish once the 200 is written (or give up).
@@ -380,15 +380,63 @@ impl Table {
             epoch: Instant::now(),
             closed: AtomicBool::new(false),
             next_token: AtomicU64::new(1),
-            max_associations,
+            max_associations: AtomicUsize::new(max_associations),
         }
+    }
+
+    /// Changes the most associations held at once (a reload); associations
+    /// over a lowered limit stay until they end.
+    pub fn set_limit(&self, max_associations: usize) {
+        self.max_associations
+            .store(max_associations, Ordering::Relaxed);
+    }
+
+    /// The descriptors of every paired connection (both sides of each pair),
+    /// so a drain can tell relaying connections from waiting ones.
+    pub fn paired_descriptors(&self) -> std::collections::HashSet<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let map = self.lock();
+        let mut fds = std::collections::HashSet::new();
+        for assoc in map.values() {
+            for c in &assoc.candidates {
+                if let Slot::Paired {
+                    accept, connect, ..
+                } = &c.slot
+                {
+                    for side in [accept, connect] {
+                        if let Some(stream) = side.upgrade() {
+                            fds.insert(stream.socket().as_raw_fd());
+                        }
+                    }
+                }
+            }
+        }
+        fds
+    }
+
+    /// Closes every parked accept (a drain: its peer is told to go elsewhere)
+    /// and returns their sockets to kill; pairs are left alone.
+    pub fn close_parked(&self) -> Vec<Victim> {
+        let mut victims = Vec::new();
+        let mut map = self.lock();
+        for assoc in map.values_mut() {
+            for c in &mut assoc.candidates {
+                if matches!(c.slot, Slot::Parked(_)) {
+                    if let Slot::Parked(stream) = std::mem::replace(&mut c.slot, Slot::Closed) {
+                        victims.push(Victim::Owned(stream));
+                    }
+                }
+            }
+        }
+        self.notify(map);
+        victims
     }
 
     /// Refuses new associations when the table is closed or full.
     fn admit(&self, map: &HashMap<Uuid, Association>) -> Result<(), Reject> {
         if self.closed.load(Ordering::Acquire) {
             Err(Reject::Unavailable("the relay is shutting down"))
-        } else if map.len() >= self.max_associations {
+        } else if map.len() >= self.max_associations.load(Ordering::Relaxed) {
             Err(Reject::Unavailable("too many associations"))
         } else {
             Ok(())

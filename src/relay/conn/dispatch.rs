@@ -19,7 +19,7 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
     };
     let _scope = crate::log::conn_scope(conn);
     crate::info!("peer={peer} accepted");
-    let deadline = Instant::now() + ctx.config.handshake_timeout;
+    let deadline = Instant::now() + ctx.config().handshake_timeout;
     dispatch(&ctx, conn, stream, deadline);
 }
 

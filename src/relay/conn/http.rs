@@ -237,7 +237,7 @@ pub fn serve(
         if ctx.stopping() {
             return;
         }
-        deadline = Instant::now() + ctx.config.handshake_timeout;
+        deadline = Instant::now() + ctx.config().handshake_timeout;
     }
 }
 
@@ -256,12 +256,12 @@ fn write(
     keep_alive: bool,
     head_only: bool,
 ) -> io::Result<()> {
-    let bytes = response.encode(keep_alive, ctx.config.cors_origin.as_deref(), head_only);
+    let bytes = response.encode(keep_alive, ctx.config().cors_origin.as_deref(), head_only);
     // Left set for the next answer on this connection; an upgrade after it
     // lifts it (`ws::serve_upgrade`).
     stream
         .socket()
-        .set_write_timeout(Some(ctx.config.handshake_timeout))?;
+        .set_write_timeout(Some(ctx.config().handshake_timeout))?;
     stream.write_all(&bytes)
 }
 

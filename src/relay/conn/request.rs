@@ -116,7 +116,7 @@ fn accept(
     answer: &dyn Answer,
 ) {
     let reserved = match ids {
-        None if ctx.config.accept_requires_api() => Err(Reject::NotFound(
+        None if ctx.config().accept_requires_api() => Err(Reject::NotFound(
             "version 1 accepts cannot name an association created through the API",
         )),
         None => ctx.table.reserve_v1(stream.kind()),
@@ -124,7 +124,7 @@ fn accept(
             association,
             candidate,
             stream.kind(),
-            answer.may_create() && !ctx.config.accept_requires_api(),
+            answer.may_create() && !ctx.config().accept_requires_api(),
         ),
     };
     let reservation = match reserved {
@@ -132,12 +132,17 @@ fn accept(
         Err(why) => return reject(ctx, conn, &stream, answer, why.status(), why.reason()),
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
-    let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
+    let timeout = ctx
+        .config()
+        .association_ttl
+        .as_secs_f64()
+        .ceil()
+        .to_string();
     let association_text = association.to_string();
     let extra: &[(&str, &str)] = if version == 1 {
         &[
             ("Jet-Association", &association_text),
-            ("Jet-Instance", &ctx.config.instance),
+            ("Jet-Instance", &ctx.config().instance),
             ("Jet-Timeout", &timeout),
         ]
     } else {
@@ -269,7 +274,7 @@ pub fn write_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io
 /// requests), whose write timeout is still set.
 pub fn write_later_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
     let sock = stream.socket();
-    sock.set_write_timeout(Some(ctx.config.handshake_timeout))?;
+    sock.set_write_timeout(Some(ctx.config().handshake_timeout))?;
     stream.write_all(response)?;
     sock.set_write_timeout(None)
 }

@@ -28,7 +28,7 @@ enum HandshakeError {
 /// TLS handshake within the handshake timeout, then the same dispatch as
 /// plain TCP (JET over TLS, or HTTPS: the REST API and `wss://` upgrades).
 pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>) {
-    let deadline = Instant::now() + ctx.config.handshake_timeout;
+    let deadline = Instant::now() + ctx.config().handshake_timeout;
     crate::relay::stream::tcp::nodelay_accepted(&sock);
     let sock = Arc::new(sock);
     let registration = ctx.registry.register(&sock);
