@@ -764,3 +764,92 @@ fn an_upgrade_after_keep_alive_requests_relays_to_a_slow_reader_without_a_write_
         );
     });
 }
+
+/// Encrypts `plaintext` on a fresh TLS connection to the relay (handshake
+/// done) and returns the socket with the records, not yet sent.
+fn unsent_tls_records(relay: &TestRelay, plaintext: &[u8]) -> (TcpStream, Vec<u8>) {
+    let mut stream = tls_connect(relay.tls_addr(), "localhost").expect("TLS handshake");
+    stream.conn.writer().write_all(plaintext).unwrap();
+    let mut records = Vec::new();
+    while stream.conn.wants_write() {
+        stream.conn.write_tls(&mut records).unwrap();
+    }
+    (stream.sock, records)
+}
+
+/// Sends `bytes` one at a time, `gap` apart, until the relay closes.
+fn trickle(mut sock: TcpStream, bytes: Vec<u8>, gap: Duration) {
+    for byte in bytes {
+        if sock.write_all(&[byte]).is_err() {
+            return;
+        }
+        // The slow client is the input under test, not synchronisation.
+        thread::sleep(gap);
+    }
+}
+
+/// Reads (and drops session tickets) until the relay closes; how long that took.
+fn time_until_closed(mut sock: TcpStream, started: Instant) -> Duration {
+    let mut buf = [0; 1024];
+    for _ in 0..100 {
+        match sock.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return started.elapsed(),
+            Err(e) => panic!("expected a close, got {e}"),
+        }
+    }
+    panic!("the relay sent more than 100 reads of bytes and did not close");
+}
+
+#[test]
+fn the_handshake_timeout_holds_against_tls_records_trickled_byte_by_byte() {
+    let relay = TestRelay::with_tls(|c| c.handshake_timeout = Duration::from_millis(300));
+    let a = Uuid::new_v4();
+    assert!(relay.table().create(a));
+    let requests = [
+        (
+            "JET over TLS",
+            packet::encode(v2("accept", a, Uuid::new_v4()).as_bytes(), 0x73),
+        ),
+        (
+            "an HTTPS request",
+            b"GET /jet/health HTTP/1.1\r\nHost: relay\r\nAccept: application/json\r\n\r\n".to_vec(),
+        ),
+        (
+            "a wss upgrade",
+            upgrade_request(
+                &format!("/jet/accept/{a}/{}", Uuid::new_v4()),
+                "dGhlIHNhbXBsZSBub25jZQ==",
+                "",
+            ),
+        ),
+    ];
+    let gap = Duration::from_millis(40);
+    let mut watchers = Vec::new();
+    for (what, plaintext) in requests {
+        let (sock, records) = unsent_tls_records(&relay, &plaintext);
+        // Byte by byte the request takes seconds: far past the timeout.
+        assert!(
+            gap * records.len() as u32 > Duration::from_secs(3),
+            "{what}"
+        );
+        let writer = sock.try_clone().unwrap();
+        let started = Instant::now();
+        let trickler = thread::spawn(move || trickle(writer, records, gap));
+        watchers.push((
+            what,
+            trickler,
+            thread::spawn(move || time_until_closed(sock, started)),
+        ));
+    }
+    for (what, trickler, watcher) in watchers {
+        let took = watcher.join().unwrap();
+        trickler.join().unwrap();
+        assert!(
+            took < Duration::from_secs(1),
+            "{what} trickled byte by byte held its connection {took:?} against a 0.3 s handshake timeout"
+        );
+    }
+    assert_eq!(relay.server.metrics().handshakes(Outcome::Timeout), 3);
+}

@@ -5,7 +5,7 @@ use crate::relay::conn::deadline::{read_failed, ReadError};
 use crate::relay::metrics::Outcome;
 use crate::relay::pump::{self, Pair};
 use crate::relay::shared::Context;
-use crate::relay::stream::{Duplex, Stream};
+use crate::relay::stream::{Stream, Transport};
 use crate::relay::table::Reject;
 use crate::wire::message::{self, Method, Request};
 use std::io;
@@ -30,10 +30,11 @@ pub trait Answer {
     fn may_create(&self) -> bool;
     /// Writes the success answer (`extra` holds version 1's headers) within
     /// the handshake timeout. Relayed bytes may follow it at once.
-    fn succeed(&self, ctx: &Context, stream: &Stream, extra: &[(&str, &str)]) -> io::Result<()>;
+    fn succeed(&self, ctx: &Context, stream: &mut Stream, extra: &[(&str, &str)])
+        -> io::Result<()>;
     /// Writes a refusal with `status` within the handshake timeout, then
     /// closes the connection (lingering so the refusal is read).
-    fn refuse(&self, ctx: &Context, stream: &Stream, status: u16);
+    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16);
 }
 
 /// The binary protocol's answers: one JET response packet echoing the version.
@@ -46,14 +47,19 @@ impl Answer for JetAnswer {
     fn may_create(&self) -> bool {
         true
     }
-    fn succeed(&self, ctx: &Context, stream: &Stream, extra: &[(&str, &str)]) -> io::Result<()> {
+    fn succeed(
+        &self,
+        ctx: &Context,
+        stream: &mut Stream,
+        extra: &[(&str, &str)],
+    ) -> io::Result<()> {
         let response = message::response_packet(200, self.version, extra);
-        write_response(ctx, &**stream, &response)
+        write_response(ctx, stream, &response)
     }
-    fn refuse(&self, ctx: &Context, stream: &Stream, status: u16) {
+    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16) {
         let response = message::response_packet(status, self.version, &[]);
-        if write_response(ctx, &**stream, &response).is_ok() {
-            linger_close(&**stream);
+        if write_response(ctx, stream, &response).is_ok() {
+            linger_close(stream);
         }
     }
 }
@@ -72,11 +78,17 @@ pub fn serve_request(
     match request.method {
         Method::Accept => accept(ctx, conn, stream, request, answer),
         Method::Connect => connect(ctx, conn, stream, request, answer, deadline),
-        Method::Test => test(ctx, conn, &stream, request, answer),
+        Method::Test => test(ctx, conn, stream, request, answer),
     }
 }
 
-fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, answer: &dyn Answer) {
+fn accept(
+    ctx: &Arc<Context>,
+    conn: u64,
+    mut stream: Stream,
+    request: &Request,
+    answer: &dyn Answer,
+) {
     let reserved = match request.association {
         None if ctx.config.accept_requires_api() => Err(Reject::NotFound(
             "version 1 accepts cannot name an association created through the API",
@@ -91,7 +103,7 @@ fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, answ
     };
     let reservation = match reserved {
         Ok(reservation) => reservation,
-        Err(why) => return reject(ctx, conn, &stream, answer, why.status(), why.reason()),
+        Err(why) => return reject(ctx, conn, &mut stream, answer, why.status(), why.reason()),
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
     let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
@@ -107,7 +119,7 @@ fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, answ
     };
     // The success answer goes out before the candidate is visible to
     // connects, so a fast connect can never relay bytes ahead of it.
-    if let Err(e) = answer.succeed(ctx, &stream, extra) {
+    if let Err(e) = answer.succeed(ctx, &mut stream, extra) {
         ctx.table.unreserve(reservation);
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
@@ -135,7 +147,7 @@ fn accept(ctx: &Arc<Context>, conn: u64, stream: Stream, request: &Request, answ
 fn connect(
     ctx: &Arc<Context>,
     conn: u64,
-    stream: Stream,
+    mut stream: Stream,
     request: &Request,
     answer: &dyn Answer,
     deadline: Instant,
@@ -149,9 +161,9 @@ fn connect(
         .min(PUBLISH_WAIT);
     let (accept, stats) = match ctx.table.pair(association, candidate, &stream, wait) {
         Ok(pair) => pair,
-        Err(why) => return reject(ctx, conn, &stream, answer, why.status(), why.reason()),
+        Err(why) => return reject(ctx, conn, &mut stream, answer, why.status(), why.reason()),
     };
-    if let Err(e) = answer.succeed(ctx, &stream, &[]) {
+    if let Err(e) = answer.succeed(ctx, &mut stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
         // peer saw the pairing start), so the pair ends here.
         crate::info!("conn={conn} association={association} candidate={candidate} connect peer left before its answer: {e}");
@@ -180,13 +192,13 @@ fn connect(
     );
 }
 
-fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request, answer: &dyn Answer) {
+fn test(ctx: &Arc<Context>, conn: u64, mut stream: Stream, request: &Request, answer: &dyn Answer) {
     let association = request
         .association
         .expect("test requests always name an association");
     match ctx.table.test(association, request.candidate) {
         Ok(()) => {
-            if answer.succeed(ctx, stream, &[]).is_ok() {
+            if answer.succeed(ctx, &mut stream, &[]).is_ok() {
                 ctx.metrics.handshake(Outcome::Tested);
                 crate::info!(
                     "conn={conn} association={association} candidate={} tested over {}",
@@ -194,10 +206,10 @@ fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request, answe
                     stream.kind().as_str()
                 );
                 // Over WebSocket this is the close frame right after the 101.
-                linger_close(&**stream);
+                linger_close(&mut stream);
             }
         }
-        Err(why) => reject(ctx, conn, stream, answer, why.status(), why.reason()),
+        Err(why) => reject(ctx, conn, &mut stream, answer, why.status(), why.reason()),
     }
 }
 
@@ -205,7 +217,7 @@ fn test(ctx: &Arc<Context>, conn: u64, stream: &Stream, request: &Request, answe
 pub(crate) fn reject(
     ctx: &Context,
     conn: u64,
-    stream: &Stream,
+    stream: &mut Stream,
     answer: &dyn Answer,
     status: u16,
     why: &str,
@@ -224,9 +236,11 @@ pub(crate) fn reject(
 /// and needs no timeout (two system calls saved per connection). Other
 /// transports wrote their own handshake first and get the timeout; so does an
 /// answer after earlier ones on the same connection ([`write_later_response`]).
-pub fn write_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
-    if stream.raw_tcp().is_some() && response.len() <= MAX_UNTIMED_ANSWER {
-        return stream.write_all(response);
+pub fn write_response(ctx: &Context, stream: &mut Stream, response: &[u8]) -> io::Result<()> {
+    // A WebSocket upgrade's 101 goes beneath the framing, on the socket too.
+    let on_tcp = matches!(stream.kind(), Transport::Tcp | Transport::Ws);
+    if on_tcp && response.len() <= MAX_UNTIMED_ANSWER {
+        return stream.write_unframed(response);
     }
     write_later_response(ctx, stream, response)
 }
@@ -235,11 +249,12 @@ pub fn write_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io
 /// relayed bytes that follow are not bounded by it. For answers that may find
 /// the send buffer holding earlier ones (a WebSocket upgrade after keep-alive
 /// requests), whose write timeout is still set.
-pub fn write_later_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
-    let sock = stream.socket();
-    sock.set_write_timeout(Some(ctx.config.handshake_timeout))?;
-    stream.write_all(response)?;
-    sock.set_write_timeout(None)
+pub fn write_later_response(ctx: &Context, stream: &mut Stream, response: &[u8]) -> io::Result<()> {
+    stream
+        .socket()
+        .set_write_timeout(Some(ctx.config.handshake_timeout))?;
+    stream.write_unframed(response)?;
+    stream.socket().set_write_timeout(None)
 }
 
 /// The largest first answer written without a write timeout on plain TCP: a
@@ -250,14 +265,19 @@ pub const MAX_UNTIMED_ANSWER: usize = 1024;
 /// drains what the peer still sends for a short while: closing a socket with
 /// unread input sends a reset, which can destroy the answer before the peer
 /// reads it.
-pub fn linger_close(stream: &dyn Duplex) {
+pub fn linger_close(stream: &mut Stream) {
     let _ = stream.shutdown_write();
+    drain(stream);
+}
+
+/// Reads and drops what the peer still sends, for at most [`LINGER`] and
+/// [`LINGER_BYTES`], after our side has ended.
+pub fn drain(stream: &mut Stream) {
     let deadline = Instant::now() + LINGER;
     let mut drained = 0;
     let mut buf = [0u8; 4096];
     while drained < LINGER_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_deadline(left).is_err() {
+        if Instant::now() >= deadline || stream.set_read_deadline(deadline).is_err() {
             return;
         }
         match stream.read(&mut buf) {
