@@ -2,6 +2,9 @@
 //! over TCP, TLS or WebSocket, the relayed stream, and the bridges to stdio or TCP.
 
 use crate::error::{is_disconnect, is_timeout, Error, Result};
+use crate::transport::tls::{TlsReader, TlsStream, TlsWriter};
+use crate::transport::ws::{self, Role, WsReader, WsWriter};
+use crate::transport::TcpHalf;
 pub use crate::wire::candidate::{CandidateUrl, Transport};
 use crate::wire::message::{self, Method, Response};
 use crate::wire::packet::{self, WRITE_MASK};
@@ -15,11 +18,9 @@ use rustls::{
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::Duration;
-use tungstenite::protocol::WebSocket;
 use uuid::Uuid;
 
 /// How long a peer waits to connect, for the TLS and WebSocket handshakes, and
@@ -27,8 +28,8 @@ use uuid::Uuid;
 pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest chunk a bridge moves in one read (and one WebSocket frame).
 pub const BRIDGE_BUFFER: usize = 64 * 1024;
-/// Bytes of TLS records read from the socket at a time.
-pub const TLS_READ_CHUNK: usize = 16 * 1024;
+/// The longest HTTP response head accepted for a WebSocket upgrade.
+pub const MAX_UPGRADE_RESPONSE: usize = 16 * 1024;
 /// Where the system's CA bundle usually lives (Debian, Fedora, openSUSE,
 /// Alpine and macOS), tried in order when `SSL_CERT_FILE` is not set.
 pub const SYSTEM_CA_FILES: &[&str] = &[
@@ -113,11 +114,8 @@ impl Connector {
     pub fn dial(&self, url: &CandidateUrl) -> Result<Relayed> {
         let sock = connect_tcp(&url.address())?;
         if url.scheme.is_tls() {
-            Ok(Relayed::Tls(Box::new(TlsStream::handshake(
-                sock,
-                &url.host,
-                self.tls_config()?,
-            )?)))
+            let tls = tls_handshake(sock, &url.host, self.tls_config()?)?;
+            Ok(Relayed::tls(tls))
         } else {
             Ok(Relayed::Tcp(sock))
         }
@@ -182,74 +180,129 @@ impl Connector {
         sock.set_read_timeout(Some(NETWORK_TIMEOUT))
             .and_then(|()| sock.set_write_timeout(Some(NETWORK_TIMEOUT)))
             .map_err(|e| Error::io("setting timeouts", e))?;
-        let control = sock
-            .try_clone()
-            .map_err(|e| Error::io("cloning the socket", e))?;
-        let sink = if url.scheme.is_tls() {
-            Sink::Tls(Arc::new(TlsStream::handshake(
-                sock,
-                &url.host,
-                self.tls_config()?,
-            )?))
-        } else {
-            Sink::Plain(sock)
-        };
-        let sender = Arc::new(WsSender {
-            sink,
-            send: Mutex::new(()),
-            control: Mutex::new(Vec::new()),
-            handshaking: AtomicBool::new(true),
-            sent_close: AtomicBool::new(false),
-        });
-        let io = WsIo(Arc::clone(&sender));
-        let target = format!(
-            "{}://{}{}",
-            url.scheme.as_str(),
+        let key = tungstenite::handshake::client::generate_key();
+        let head = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n",
+            request.websocket_path(),
             url.authority(),
-            request.websocket_path()
         );
-        let (ws, reply) = match tungstenite::client::client(target.as_str(), io) {
-            Ok(done) => done,
-            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(reply))) => {
-                return Err(Error::Status(reply.status().as_u16()))
+        let relayed = if url.scheme.is_tls() {
+            let mut tls = tls_handshake(sock, &url.host, self.tls_config()?)?;
+            let sock = Arc::clone(tls.socket());
+            sock.set_read_timeout(Some(NETWORK_TIMEOUT))
+                .and_then(|()| sock.set_write_timeout(Some(NETWORK_TIMEOUT)))
+                .map_err(|e| Error::io("setting timeouts", e))?;
+            let (response, leftover) = upgrade(&mut tls, &head, &key)?;
+            let (reader, writer) = tls.split();
+            let (reader, writer) = ws::new(reader, writer, Role::Client, leftover);
+            (
+                Relayed::Wss(Box::new(Halves::new(reader, writer, sock))),
+                response,
+            )
+        } else {
+            let sock = Arc::new(sock);
+            let (response, leftover) = upgrade(&mut TcpHalf::new(Arc::clone(&sock)), &head, &key)?;
+            let half = TcpHalf::new(Arc::clone(&sock));
+            let (reader, writer) = ws::new(half.clone(), half, Role::Client, leftover);
+            (
+                Relayed::Ws(Box::new(Halves::new(reader, writer, sock))),
+                response,
+            )
+        };
+        let sock = relayed.0.socket();
+        sock.set_read_timeout(None)
+            .and_then(|()| sock.set_write_timeout(None))
+            .map_err(|e| Error::io("clearing timeouts", e))?;
+        Ok(relayed)
+    }
+}
+
+/// Runs the TLS handshake on a connected socket, verifying `host`; the
+/// result has no timeouts set.
+fn tls_handshake(sock: TcpStream, host: &str, config: Arc<ClientConfig>) -> Result<TlsStream> {
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| Error::Config(format!("TLS server name {host:?}: {e}")))?;
+    let conn =
+        ClientConnection::new(config, name).map_err(|e| Error::Protocol(format!("TLS: {e}")))?;
+    sock.set_read_timeout(Some(NETWORK_TIMEOUT))
+        .and_then(|()| sock.set_write_timeout(Some(NETWORK_TIMEOUT)))
+        .map_err(|e| Error::io("setting timeouts", e))?;
+    let tls = TlsStream::handshake(sock, conn).map_err(|e| Error::io("TLS handshake", e))?;
+    let sock = tls.socket();
+    sock.set_read_timeout(None)
+        .and_then(|()| sock.set_write_timeout(None))
+        .map_err(|e| Error::io("clearing timeouts", e))?;
+    Ok(tls)
+}
+
+/// Sends a WebSocket upgrade request head and reads the answer: the 101's
+/// head and the bytes read after it (the first frames). Any other status is
+/// [`Error::Status`]; a 101 with the wrong `Sec-WebSocket-Accept` is refused.
+fn upgrade(stream: &mut (impl Read + Write), head: &str, key: &str) -> Result<(Response, Vec<u8>)> {
+    let handshake_error = |e: io::Error| {
+        if is_timeout(&e) {
+            Error::io(
+                "WebSocket handshake",
+                io::Error::new(io::ErrorKind::TimedOut, "no answer in time"),
+            )
+        } else {
+            Error::io("WebSocket handshake", e)
+        }
+    };
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.flush())
+        .map_err(handshake_error)?;
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut headers);
+        match parsed.parse(&data) {
+            Ok(httparse::Status::Complete(len)) => {
+                let status = parsed.code.unwrap_or_default();
+                if status != 101 {
+                    return Err(Error::Status(status));
+                }
+                let headers: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        let value = String::from_utf8_lossy(h.value).trim().to_owned();
+                        (h.name.to_owned(), value)
+                    })
+                    .collect();
+                let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let accept = headers
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case("Sec-WebSocket-Accept"));
+                if accept.map(|(_, value)| value.as_str()) != Some(expected.as_str()) {
+                    return Err(Error::Protocol(
+                        "WebSocket handshake: wrong or missing Sec-WebSocket-Accept".into(),
+                    ));
+                }
+                let leftover = data.split_off(len);
+                return Ok((Response { status, headers }, leftover));
             }
-            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))) => {
-                return Err(Error::io("WebSocket handshake", e))
-            }
-            Err(tungstenite::HandshakeError::Failure(e)) => {
-                return Err(Error::Protocol(format!("WebSocket handshake: {e}")))
-            }
-            Err(tungstenite::HandshakeError::Interrupted(_)) => {
-                return Err(Error::io(
-                    "WebSocket handshake",
-                    io::Error::new(io::ErrorKind::TimedOut, "no answer in time"),
+            Ok(httparse::Status::Partial) if data.len() < MAX_UPGRADE_RESPONSE => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(Error::Protocol(
+                    "WebSocket handshake: response head over 16 KiB".into(),
                 ))
             }
-        };
-        let response = Response {
-            status: reply.status().as_u16(),
-            headers: reply
-                .headers()
-                .iter()
-                .map(|(name, value)| {
-                    (
-                        name.as_str().to_owned(),
-                        String::from_utf8_lossy(value.as_bytes()).trim().to_owned(),
-                    )
-                })
-                .collect(),
-        };
-        control
-            .set_read_timeout(None)
-            .and_then(|()| control.set_write_timeout(None))
-            .map_err(|e| Error::io("clearing timeouts", e))?;
-        // From here the reader owns tungstenite; data frames are written
-        // beside it (see WsStream).
-        sender.handshaking.store(false, Ordering::Release);
-        Ok((
-            Relayed::Ws(Box::new(WsStream::new(ws, sender, control))),
-            response,
-        ))
+            Err(e) => return Err(Error::Protocol(format!("WebSocket handshake: {e}"))),
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(Error::io(
+                    "WebSocket handshake",
+                    io::ErrorKind::UnexpectedEof.into(),
+                ))
+            }
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(handshake_error(e)),
+        }
     }
 }
 
@@ -381,27 +434,73 @@ pub enum Relayed {
     /// Plain TCP.
     Tcp(TcpStream),
     /// TLS with the relay.
-    Tls(Box<TlsStream>),
-    /// A WebSocket (over TCP or TLS): binary frames carry the data.
-    Ws(Box<WsStream>),
+    Tls(Box<Halves<TlsReader, TlsWriter>>),
+    /// A WebSocket over TCP: binary frames carry the data.
+    Ws(Box<Halves<WsReader<TcpHalf>, WsWriter<TcpHalf>>>),
+    /// A WebSocket over TLS.
+    Wss(Box<Halves<WsReader<TlsReader>, WsWriter<TlsWriter>>>),
+}
+
+/// A stream's read half and write half, for a reading thread and a writing
+/// thread that share the stream by reference. Each lock is taken only by
+/// the thread on its side (the reader holds its own across a socket read,
+/// which no writer waits on), so neither direction can stall the other.
+pub struct Halves<R, W> {
+    reader: Mutex<R>,
+    writer: Mutex<W>,
+    sock: Arc<TcpStream>,
+}
+
+impl<R, W> Halves<R, W> {
+    fn new(reader: R, writer: W, sock: Arc<TcpStream>) -> Halves<R, W> {
+        Halves {
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
+            sock,
+        }
+    }
+
+    fn reader(&self) -> MutexGuard<'_, R> {
+        // A half is left consistent by every call, even one that panicked.
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, W> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Relayed {
+    /// TLS whose handshake is done.
+    fn tls(tls: TlsStream) -> Relayed {
+        let sock = Arc::clone(tls.socket());
+        let (reader, writer) = tls.split();
+        Relayed::Tls(Box::new(Halves::new(reader, writer, sock)))
+    }
+
     /// Reads relayed bytes; `Ok(0)` is the end of the other peer's stream.
+    /// A TLS stream cut without close_notify is an error, not an end.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Relayed::Tcp(sock) => (&*sock).read(buf),
-            Relayed::Tls(tls) => tls.read(buf),
-            Relayed::Ws(ws) => ws.read(buf),
+            Relayed::Tls(tls) => tls.reader().read(buf),
+            Relayed::Ws(ws) => ws.reader().read(buf),
+            Relayed::Wss(ws) => ws.reader().read(buf),
         }
     }
 
     /// Writes all of `buf` (one WebSocket frame).
     pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        fn flushed(mut w: impl Write, buf: &[u8]) -> io::Result<()> {
+            // What a write timeout left queued surfaces here, not later.
+            w.write_all(buf)?;
+            w.flush()
+        }
         match self {
             Relayed::Tcp(sock) => (&*sock).write_all(buf),
-            Relayed::Tls(tls) => tls.write_all(buf),
-            Relayed::Ws(ws) => ws.write_all(buf),
+            Relayed::Tls(tls) => flushed(&mut *tls.writer(), buf),
+            Relayed::Ws(ws) => ws.writer().write_all(buf),
+            Relayed::Wss(ws) => flushed(&mut *ws.writer(), buf),
         }
     }
 
@@ -410,8 +509,9 @@ impl Relayed {
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Relayed::Tcp(sock) => sock.shutdown(Shutdown::Write),
-            Relayed::Tls(tls) => tls.shutdown_write(),
-            Relayed::Ws(ws) => ws.shutdown_write(),
+            Relayed::Tls(tls) => tls.writer().shutdown(),
+            Relayed::Ws(ws) => ws.writer().shutdown(),
+            Relayed::Wss(ws) => ws.writer().shutdown(),
         }
     }
 
@@ -425,7 +525,8 @@ impl Relayed {
         match self {
             Relayed::Tcp(sock) => sock,
             Relayed::Tls(tls) => &tls.sock,
-            Relayed::Ws(ws) => &ws.control,
+            Relayed::Ws(ws) => &ws.sock,
+            Relayed::Wss(ws) => &ws.sock,
         }
     }
 
@@ -434,8 +535,8 @@ impl Relayed {
         match self {
             Relayed::Tcp(_) => "tcp",
             Relayed::Tls(_) => "tls",
-            Relayed::Ws(ws) if ws.over_tls => "wss",
             Relayed::Ws(_) => "ws",
+            Relayed::Wss(_) => "wss",
         }
     }
 }
@@ -453,454 +554,6 @@ impl Write for &Relayed {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// A TLS client connection that one thread can read while another writes.
-///
-/// rustls is sans-I/O: the `state` lock is held only around its calls, never
-/// across a socket read; encrypted bytes go out under the `send` lock so
-/// records from both threads never interleave.
-pub struct TlsStream {
-    sock: TcpStream,
-    state: Mutex<TlsState>,
-    send: Mutex<Vec<u8>>,
-}
-
-struct TlsState {
-    conn: ClientConnection,
-    /// TLS bytes read from the socket that rustls has not taken yet.
-    incoming: Vec<u8>,
-    /// The socket reached EOF (rustls is told once `incoming` is empty).
-    socket_eof: bool,
-}
-
-impl TlsStream {
-    /// Runs the TLS handshake on a connected socket, verifying `host`.
-    pub fn handshake(
-        mut sock: TcpStream,
-        host: &str,
-        config: Arc<ClientConfig>,
-    ) -> Result<TlsStream> {
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|e| Error::Config(format!("TLS server name {host:?}: {e}")))?;
-        let mut conn = ClientConnection::new(config, name)
-            .map_err(|e| Error::Protocol(format!("TLS: {e}")))?;
-        sock.set_read_timeout(Some(NETWORK_TIMEOUT))
-            .and_then(|()| sock.set_write_timeout(Some(NETWORK_TIMEOUT)))
-            .map_err(|e| Error::io("setting timeouts", e))?;
-        while conn.is_handshaking() {
-            match conn.complete_io(&mut sock) {
-                Ok((0, 0)) if conn.is_handshaking() => {
-                    return Err(Error::io(
-                        "TLS handshake",
-                        io::ErrorKind::UnexpectedEof.into(),
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) => return Err(Error::io("TLS handshake", e)),
-            }
-        }
-        sock.set_read_timeout(None)
-            .and_then(|()| sock.set_write_timeout(None))
-            .map_err(|e| Error::io("clearing timeouts", e))?;
-        Ok(TlsStream {
-            sock,
-            state: Mutex::new(TlsState {
-                conn,
-                incoming: Vec::new(),
-                socket_eof: false,
-            }),
-            send: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn state(&self) -> MutexGuard<'_, TlsState> {
-        // No code under this lock leaves the state half-updated on panic.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Reads plaintext; `Ok(0)` after the relay's close_notify. A socket read
-    /// timeout surfaces as `WouldBlock` with nothing lost.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            {
-                let mut state = self.state();
-                match state.conn.reader().read(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-                if !state.incoming.is_empty() || state.socket_eof {
-                    let wants_write = feed(&mut state)?;
-                    drop(state);
-                    if wants_write {
-                        self.try_flush()?;
-                    }
-                    continue;
-                }
-            }
-            // The socket read happens without any lock: the writer is free.
-            let mut chunk = [0u8; TLS_READ_CHUNK];
-            let n = match (&self.sock).read(&mut chunk) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            let mut state = self.state();
-            if n == 0 {
-                state.socket_eof = true;
-            } else {
-                state.incoming.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-
-    /// Encrypts and sends all of `buf`, blocking until the socket took it.
-    pub fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            let n = self.write_some(buf)?;
-            buf = &buf[n..];
-            self.flush()?;
-        }
-        self.flush()
-    }
-
-    /// Hands plaintext to rustls (which may take only part of it when its
-    /// buffer is full); does not wait for the socket.
-    fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.state().conn.writer().write(buf)?;
-        if n > 0 {
-            return Ok(n);
-        }
-        self.flush()?;
-        match self.state().conn.writer().write(buf)? {
-            0 => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-
-    /// Sends every pending TLS record. Keeps what the socket did not take (a
-    /// write timeout) for the next call, so a record is never cut.
-    pub fn flush(&self) -> io::Result<()> {
-        let mut out = self.send.lock().unwrap_or_else(|e| e.into_inner());
-        self.flush_locked(&mut out)
-    }
-
-    fn flush_locked(&self, out: &mut Vec<u8>) -> io::Result<()> {
-        loop {
-            if out.is_empty() {
-                let mut state = self.state();
-                while state.conn.wants_write() {
-                    state.conn.write_tls(out)?;
-                }
-            }
-            if out.is_empty() {
-                return Ok(());
-            }
-            match (&self.sock).write(out) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Flushes from the reading thread without waiting for a writer that is
-    /// blocked on the socket: that writer sends our records after its own.
-    fn try_flush(&self) -> io::Result<()> {
-        loop {
-            let Ok(mut out) = self.send.try_lock() else {
-                return Ok(());
-            };
-            self.flush_locked(&mut out)?;
-            drop(out);
-            // Records queued while we held the lock and a writer gave up on it
-            // would otherwise wait for the next write.
-            if !self.state().conn.wants_write() {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Sends close_notify and ends the TCP write side.
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        self.state().conn.send_close_notify();
-        self.flush()?;
-        self.sock.shutdown(Shutdown::Write)
-    }
-}
-
-/// Gives rustls the buffered TLS bytes until it has plaintext to offer (its
-/// plaintext buffer is bounded); returns whether it has records to send.
-fn feed(state: &mut TlsState) -> io::Result<bool> {
-    let TlsState {
-        conn,
-        incoming,
-        socket_eof,
-    } = state;
-    while !incoming.is_empty() {
-        let mut rest = &incoming[..];
-        let used = conn.read_tls(&mut rest)?;
-        incoming.drain(..used);
-        let io_state = conn
-            .process_new_packets()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        if used == 0 || io_state.plaintext_bytes_to_read() > 0 {
-            return Ok(conn.wants_write());
-        }
-    }
-    if *socket_eof {
-        conn.read_tls(&mut io::empty())?;
-        conn.process_new_packets()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    }
-    Ok(conn.wants_write())
-}
-
-impl Read for &TlsStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        TlsStream::read(self, buf)
-    }
-}
-
-/// Where a WebSocket's bytes go: the socket, or TLS over it.
-enum Sink {
-    Plain(TcpStream),
-    Tls(Arc<TlsStream>),
-}
-
-impl Sink {
-    fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Plain(sock) => (&*sock).write_all(bytes),
-            Sink::Tls(tls) => tls.write_all(bytes),
-        }
-    }
-}
-
-/// The sending half of a WebSocket. Data frames are built and written by the
-/// writing thread; the few frames tungstenite writes while reading (pong, the
-/// reply to a close) are queued and sent by whichever thread holds `send`, so
-/// the reader never waits behind a writer blocked on a full socket.
-struct WsSender {
-    sink: Sink,
-    /// Held while bytes go to the socket: frames never interleave.
-    send: Mutex<()>,
-    /// Frames tungstenite wrote from the reading thread, not yet sent.
-    control: Mutex<Vec<u8>>,
-    /// During the upgrade tungstenite writes the request directly.
-    handshaking: AtomicBool,
-    /// Our close frame is out: nothing may follow it.
-    sent_close: AtomicBool,
-}
-
-impl WsSender {
-    /// Sends one whole frame (after any queued control frames), blocking.
-    fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
-        let guard = self.send.lock().unwrap_or_else(|e| e.into_inner());
-        if self.sent_close.load(Ordering::Acquire) {
-            return Err(io::ErrorKind::BrokenPipe.into());
-        }
-        self.send_control_locked()?;
-        self.sink.write_all(frame)?;
-        self.send_control_locked()?;
-        drop(guard);
-        self.flush_control()
-    }
-
-    /// Sends the close frame; nothing is sent after it.
-    fn send_close(&self, frame: &[u8]) -> io::Result<()> {
-        let _guard = self.send.lock().unwrap_or_else(|e| e.into_inner());
-        if self.sent_close.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        self.send_control_locked()?;
-        self.sink.write_all(frame)
-    }
-
-    fn send_control_locked(&self) -> io::Result<()> {
-        let queued = std::mem::take(&mut *self.control.lock().unwrap_or_else(|e| e.into_inner()));
-        if queued.is_empty() || self.sent_close.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        self.sink.write_all(&queued)
-    }
-
-    /// Sends queued control frames unless another thread is sending: that
-    /// thread sends them after its frame (and re-checks after letting go).
-    fn flush_control(&self) -> io::Result<()> {
-        loop {
-            let Ok(guard) = self.send.try_lock() else {
-                return Ok(());
-            };
-            self.send_control_locked()?;
-            drop(guard);
-            if self
-                .control
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-            {
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// The stream tungstenite reads from: reads are the socket's (or TLS's);
-/// writes are queued control frames, except during the upgrade.
-struct WsIo(Arc<WsSender>);
-
-impl Read for WsIo {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &self.0.sink {
-            Sink::Plain(sock) => (&*sock).read(buf),
-            Sink::Tls(tls) => tls.read(buf),
-        }
-    }
-}
-
-impl Write for WsIo {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.0.handshaking.load(Ordering::Acquire) {
-            self.0.sink.write_all(buf)?;
-        } else {
-            self.0
-                .control
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        if self.0.handshaking.load(Ordering::Acquire) {
-            return match &self.0.sink {
-                Sink::Plain(_) => Ok(()),
-                Sink::Tls(tls) => tls.flush(),
-            };
-        }
-        self.0.flush_control()
-    }
-}
-
-/// A WebSocket client stream, split in two: the reading thread owns
-/// tungstenite's `WebSocket` (which cannot be shared across threads without a
-/// lock that a blocked read would hold), and the writing thread builds masked
-/// binary frames with tungstenite's frame type and sends them through
-/// [`WsSender`]. No lock is held across a blocking read.
-pub struct WsStream {
-    reader: Mutex<WsState>,
-    sender: Arc<WsSender>,
-    control: TcpStream,
-    over_tls: bool,
-}
-
-struct WsState {
-    ws: WebSocket<WsIo>,
-    /// The rest of the last data frame, not yet read.
-    pending: tungstenite::Bytes,
-    eof: bool,
-}
-
-impl WsStream {
-    fn new(ws: WebSocket<WsIo>, sender: Arc<WsSender>, control: TcpStream) -> WsStream {
-        let over_tls = matches!(sender.sink, Sink::Tls(_));
-        WsStream {
-            reader: Mutex::new(WsState {
-                ws,
-                pending: tungstenite::Bytes::new(),
-                eof: false,
-            }),
-            sender,
-            control,
-            over_tls,
-        }
-    }
-
-    /// Reads the payload of data frames (binary or text); a close frame is
-    /// the end of the stream; pings are answered.
-    ///
-    /// The relay's close frame ends only its direction, as a TCP FIN would:
-    /// the relay keeps reading what we send after it (it half-closes
-    /// WebSocket that way, see src/ws.rs), so our data frames go on until our
-    /// own side ends and [`WsStream::shutdown_write`] sends our close frame.
-    /// The reply tungstenite queues is never sent: nothing reads it after this.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // Only the reading thread takes this lock.
-        let mut state = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if !state.pending.is_empty() {
-                let n = buf.len().min(state.pending.len());
-                buf[..n].copy_from_slice(&state.pending.split_to(n));
-                return Ok(n);
-            }
-            if state.eof {
-                return Ok(0);
-            }
-            match state.ws.read() {
-                Ok(tungstenite::Message::Binary(data)) => state.pending = data,
-                Ok(tungstenite::Message::Text(text)) => state.pending = text.into(),
-                Ok(tungstenite::Message::Close(_)) => state.eof = true,
-                Ok(_) => {}
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    state.eof = true;
-                }
-                Err(e) => return Err(ws_error(e)),
-            }
-        }
-    }
-
-    /// Sends `buf` as one masked binary frame.
-    pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        let frame = tungstenite::protocol::frame::Frame::message(
-            buf.to_vec(),
-            tungstenite::protocol::frame::coding::OpCode::Data(
-                tungstenite::protocol::frame::coding::Data::Binary,
-            ),
-            true,
-        );
-        self.sender.send_frame(&masked(frame)?)
-    }
-
-    /// Sends a close frame: the end of our direction. Data frames from the
-    /// relay are still read until its own close frame.
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        let frame = tungstenite::protocol::frame::Frame::close(None);
-        self.sender.send_close(&masked(frame)?)
-    }
-}
-
-/// Encodes a client frame with a fresh random mask (RFC 6455 §5.3). The mask
-/// comes from a version 4 UUID: the system's random source, no extra crate.
-fn masked(mut frame: tungstenite::protocol::frame::Frame) -> io::Result<Vec<u8>> {
-    let random = *Uuid::new_v4().as_bytes();
-    frame.header_mut().mask = Some([random[0], random[5], random[10], random[15]]);
-    let mut bytes = Vec::with_capacity(frame.len() + 14);
-    frame
-        .format(&mut bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    Ok(bytes)
-}
-
-/// Maps tungstenite's errors onto the I/O errors the bridges classify.
-fn ws_error(e: tungstenite::Error) -> io::Error {
-    use tungstenite::error::ProtocolError;
-    match e {
-        tungstenite::Error::Io(e) => e,
-        tungstenite::Error::ConnectionClosed
-        | tungstenite::Error::AlreadyClosed
-        | tungstenite::Error::Protocol(ProtocolError::SendAfterClosing) => {
-            io::ErrorKind::BrokenPipe.into()
-        }
-        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-            io::ErrorKind::ConnectionReset.into()
-        }
-        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
     }
 }
 
