@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod core;
+mod halves;
 mod peer;
 mod pump;
 mod support;
