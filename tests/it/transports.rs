@@ -853,3 +853,37 @@ fn the_handshake_timeout_holds_against_tls_records_trickled_byte_by_byte() {
     }
     assert_eq!(relay.server.metrics().handshakes(Outcome::Timeout), 3);
 }
+
+#[test]
+fn a_tls_request_sent_with_the_handshake_leaves_no_read_timeout_on_the_pair() {
+    let relay = TestRelay::with_tls(|c| c.handshake_timeout = Duration::from_millis(300));
+    let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
+    // The accept goes out in the same flight as the client's Finished, so
+    // the relay has the whole request before its TLS reader reads the socket.
+    let mut sock = TcpStream::connect(relay.tls_addr()).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(tls_client_config(), name).unwrap();
+    conn.writer()
+        .write_all(&packet::encode(v2("accept", a, c).as_bytes(), 0x73))
+        .unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    let mut accept = rustls::StreamOwned::new(conn, sock);
+    accept.flush().unwrap();
+    let reply = packet::read_packet(&mut accept).unwrap();
+    assert_eq!(
+        jet_relay::wire::message::parse_response(&reply.payload)
+            .unwrap()
+            .status,
+        200
+    );
+    let (connect, _) = relay.request(&v2("connect", a, c), 0x73, b"");
+    let connect = TcpPeer(connect);
+    // Idle past the handshake timeout: the input under test, not synchronisation.
+    thread::sleep(Duration::from_millis(600));
+    accept.write_all(b"still paired").unwrap();
+    accept.flush().unwrap();
+    assert_eq!(recv_n(&connect, 12), b"still paired");
+}
