@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the release relay and runs jet-bench against it: the relay against a
-# direct loopback connection between the same two peers, figures (a)-(e) of
-# issue 6. Arguments go to jet-bench (see `scripts/bench.sh --help`), e.g.
+# Builds the relay (profiling profile: release code with symbols) and runs
+# jet-bench against it: the relay against a direct loopback connection
+# between the same two peers, figures (a)-(e) of issue 6. Arguments go to
+# jet-bench (see `scripts/bench.sh --help`), e.g.
 #   scripts/bench.sh --quick              # a smoke run, a few minutes
 #   scripts/bench.sh --transport tcp      # plain TCP only, (a)-(e)
 #   scripts/bench.sh --transport tls,ws,wss --only a,b,c
@@ -27,9 +28,12 @@ if (( maps < want_maps )); then
         echo "warning: vm.max_map_count is $maps: the relay cannot start ~$((maps / 4)) threads or more" >&2
     fi
 fi
-cargo build --release --bin jet-relay >&2
+# The relay under test: the profiling profile is the release code (the same
+# LTO and codegen units as what ships) with symbols kept, so `perf record -p`
+# on the relay during a run names functions. The shipped release is stripped.
+cargo build --profile profiling --bin jet-relay >&2
 # The bench profile inherits release; cargo runs the harness-less bench binary.
-cmd=(cargo bench --bench jet-bench -- --relay target/release/jet-relay "$@")
+cmd=(cargo bench --bench jet-bench -- --relay target/profiling/jet-relay "$@")
 if [[ -n "${BENCH_OUT:-}" ]]; then
     "${cmd[@]}" | tee "$BENCH_OUT"
 else

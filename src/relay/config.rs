@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::log::Level;
+pub use crate::wire::secret::ApiKey;
 use crate::wire::Transport;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,10 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_ASSOCIATION_TTL: Duration = Duration::from_secs(300);
 /// How long an ended association stays visible when the file does not say.
 pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(10);
+
+/// The longest `instance`: a DNS name (253) with a port. Every version 1
+/// accept carries it in a JET packet, whose 16-bit size must hold it.
+pub const MAX_INSTANCE_LEN: usize = 260;
 
 /// The longest duration any setting takes: far beyond any sensible timeout,
 /// and far from the overflow of `Instant` arithmetic.
@@ -51,6 +56,9 @@ pub struct Config {
     pub zero_copy: bool,
     /// Where the relay listens.
     pub listeners: Vec<ListenerConfig>,
+    /// The listen backlog of every listener: connections the kernel holds
+    /// before the relay accepts them (capped by `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// When set, every REST call but `/health` needs `Authorization: Bearer <key>`.
     pub api_key: Option<ApiKey>,
     /// When true, a JET accept may only use an association created through the
@@ -59,35 +67,6 @@ pub struct Config {
     /// `Access-Control-Allow-Origin` for REST answers (`*` or an origin), so a
     /// browser page can create associations before opening a WebSocket.
     pub cors_origin: Option<String>,
-}
-
-/// The REST API key. Never printed: `Debug` shows a mask.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> ApiKey {
-        ApiKey(key.into())
-    }
-
-    /// Compares with a presented key in time that does not depend on where
-    /// they differ (only on the presented length).
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        let key = self.0.as_bytes();
-        let mut diff = key.len() ^ presented.len();
-        for (i, b) in presented.iter().enumerate() {
-            diff |= usize::from(b ^ key.get(i).copied().unwrap_or(0));
-        }
-        diff == 0
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
 }
 
 /// One listening socket.
@@ -108,6 +87,10 @@ pub struct ListenerConfig {
     /// PEM file with the certificate's private key; TLS listeners only.
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// Sets `SO_REUSEPORT`, so a new relay process can bind the same port
+    /// while this one drains (a restart without refusing connections).
+    #[serde(default)]
+    pub reuse_port: bool,
 }
 
 impl ListenerConfig {
@@ -118,6 +101,7 @@ impl ListenerConfig {
             external_url: None,
             cert: None,
             key: None,
+            reuse_port: false,
         }
     }
 }
@@ -187,6 +171,7 @@ impl Default for Config {
             listeners: vec![ListenerConfig::new(
                 ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),
             )],
+            listen_backlog: crate::relay::socket::DEFAULT_BACKLOG,
             api_key: None,
             accept_requires_api: None,
             cors_origin: None,
@@ -252,6 +237,9 @@ impl Config {
         if self.max_associations == 0 {
             return Err(Error::Config("max_associations must be above zero".into()));
         }
+        if self.listen_backlog == 0 {
+            return Err(Error::Config("listen_backlog must be at least 1".into()));
+        }
         if self.handshake_timeout.is_zero() {
             return Err(Error::Config("handshake_timeout must be above zero".into()));
         }
@@ -263,10 +251,11 @@ impl Config {
                 "instance must be a non-empty name without control characters".into(),
             ));
         }
-        if self.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
-            return Err(Error::Config(
-                "api_key must be at least 16 characters long".into(),
-            ));
+        if self.instance.len() > MAX_INSTANCE_LEN {
+            return Err(Error::Config(format!(
+                "instance is {} bytes long; at most {MAX_INSTANCE_LEN} (a host name and port) fit the Jet-Instance header",
+                self.instance.len()
+            )));
         }
         if let Some(origin) = &self.cors_origin {
             if origin.is_empty() || origin.chars().any(|c| c.is_control() || c == ' ') {
@@ -356,6 +345,25 @@ mod tests {
     fn check_err(text: &str, needle: &str) {
         let err = Config::from_toml(text).unwrap_err().to_string();
         assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+    }
+
+    #[test]
+    fn an_instance_too_long_for_a_jet_packet_is_refused() {
+        // 70,000 bytes cannot be carried by a version 1 accept's answer (a
+        // JET packet holds at most 65,527): once a panic in every such accept.
+        check_err(
+            &format!("instance = \"{}\"", "r".repeat(70_000)),
+            "instance is 70000 bytes long",
+        );
+        check_err(
+            &format!("instance = \"{}\"", "r".repeat(MAX_INSTANCE_LEN + 1)),
+            "instance",
+        );
+        let longest = format!("instance = \"{}\"", "r".repeat(MAX_INSTANCE_LEN));
+        assert_eq!(
+            Config::from_toml(&longest).unwrap().instance.len(),
+            MAX_INSTANCE_LEN
+        );
     }
 
     #[test]
@@ -453,32 +461,78 @@ mod tests {
         assert!(!Config::default().accept_requires_api());
     }
 
+    /// The keys serde takes in `text`'s table, read from the unknown-field
+    /// error that `deny_unknown_fields` gives for a key that cannot exist.
+    fn keys_of(text: &str) -> Vec<String> {
+        let err = toml::from_str::<Config>(text).unwrap_err().to_string();
+        let (_, list) = err
+            .split_once("expected one of ")
+            .unwrap_or_else(|| panic!("no key list in {err:?}"));
+        let list = list.lines().next().unwrap_or_default();
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(String::from)
+            .collect()
+    }
+
+    /// The line of `text` that sets `key` or shows it commented out (`# key = `),
+    /// matching the whole key at the start of the line.
+    fn key_line<'t>(text: &'t str, key: &str) -> &'t str {
+        let prefix = format!("{key} = ");
+        text.lines()
+            .find(|l| l.strip_prefix("# ").unwrap_or(l).starts_with(&prefix))
+            .unwrap_or_else(|| panic!("relay.toml neither sets nor shows {key:?}"))
+    }
+
     #[test]
-    fn shipped_relay_toml_parses_and_sets_every_key() {
+    fn shipped_relay_toml_parses_and_shows_every_key_with_a_valid_example() {
         let text = include_str!("../../relay.toml");
-        let config = Config::from_toml(text).unwrap();
-        assert_eq!(config.listeners[0].url.to_string(), "tcp://127.0.0.1:8080");
-        for key in [
-            "instance",
-            "log_level",
-            "handshake_timeout",
-            "association_ttl",
-            "idle_timeout",
-            "ended_retention",
-            "max_associations",
-            "max_threads",
-            "api_key",
-            "accept_requires_api",
-            "cors_origin",
-            "external_url",
-            "zero_copy",
-            "[[listeners]]",
-            "url",
-            "cert",
-            "key",
-            "tls://",
-        ] {
-            assert!(text.contains(key), "relay.toml should show {key}");
+        let shipped = Config::from_toml(text).unwrap();
+        assert_eq!(shipped.listeners[0].url.to_string(), "tcp://127.0.0.1:8080");
+        let top = keys_of("zzz_not_a_key = 1");
+        let listener = keys_of("[[listeners]]\nurl = \"tcp://127.0.0.1:1\"\nzzz_not_a_key = 1");
+        // A list read from an error message could come back empty and check nothing.
+        assert!(top.len() >= 13, "top-level keys: {top:?}");
+        assert_eq!(
+            listener,
+            ["url", "external_url", "cert", "key", "reuse_port"]
+        );
+        for key in top.iter().filter(|k| *k != "listeners") {
+            let line = key_line(text, key);
+            if let Some(example) = line.strip_prefix("# ") {
+                // The commented example is valid as it stands.
+                let edited = text.replacen(line, example, 1);
+                let config = Config::from_toml(&edited)
+                    .unwrap_or_else(|e| panic!("relay.toml with `{example}`: {e}"));
+                assert_ne!(
+                    format!("{config:?}"),
+                    format!("{shipped:?}"),
+                    "{example} changes nothing"
+                );
+            }
+        }
+        // Listener keys: the first listener sets url and shows external_url;
+        // the commented TLS listener shows cert and key, valid as a whole block.
+        let tls_block = &text[text
+            .find("# [[listeners]]")
+            .expect("a commented TLS listener")..];
+        let uncommented: String = tls_block
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let with_tls = Config::from_toml(&text.replacen(tls_block, &uncommented, 1)).unwrap();
+        assert_eq!(with_tls.listeners.len(), 2);
+        for key in &listener {
+            let line = key_line(text, key);
+            let example = line.strip_prefix("# ").unwrap_or(line);
+            let in_tls_block = tls_block.contains(line);
+            if line.starts_with("# ") && !in_tls_block {
+                let edited = text.replacen(line, example, 1);
+                Config::from_toml(&edited)
+                    .unwrap_or_else(|e| panic!("relay.toml with `{example}`: {e}"));
+            }
+            assert!(line.starts_with("# ") || !in_tls_block, "{key}");
         }
     }
 }

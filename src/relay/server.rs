@@ -1,16 +1,18 @@
 //! Listeners, the accept loop and the server's life: start, local addresses, shutdown.
 
 use crate::error::{Error, Result};
-use crate::relay::config::{Config, ListenUrl};
+use crate::relay::config::{Config, ListenUrl, ListenerConfig};
 use crate::relay::metrics::Metrics;
 use crate::relay::pool::Pool;
 use crate::relay::registry::Registry;
 use crate::relay::shared::{BoundListener, Context};
+use crate::relay::socket;
 use crate::relay::table::{AssociationInfo, Table};
+use crate::transport::listener;
 use crate::wire::Transport;
 use rustls::ServerConfig;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
@@ -95,7 +97,23 @@ impl Server {
     /// A TLS listener whose certificate or key cannot be used stops the start
     /// with an error naming the file, before any socket is bound.
     pub fn start(config: Config) -> Result<Server> {
+        Server::start_with_listeners(config, Vec::new())
+    }
+
+    /// Like [`Server::start`], with listening sockets already bound by
+    /// someone else (systemd socket activation, see `relay::systemd`). When
+    /// `inherited` is not empty it replaces binding: socket `i` serves
+    /// `config.listeners[i]` (its scheme, certificate and external URL), and
+    /// the counts must match.
+    pub fn start_with_listeners(config: Config, inherited: Vec<TcpListener>) -> Result<Server> {
         config.validate()?;
+        if !inherited.is_empty() && inherited.len() != config.listeners.len() {
+            return Err(Error::Config(format!(
+                "{} listening socket(s) were passed in (LISTEN_FDS) for {} configured listener(s): list one [[listeners]] per socket, in the order of the socket unit's ListenStream= lines",
+                inherited.len(),
+                config.listeners.len()
+            )));
+        }
         let mut tls_configs = Vec::new();
         for listener in &config.listeners {
             tls_configs.push(match (listener.url.scheme, &listener.cert, &listener.key) {
@@ -109,15 +127,12 @@ impl Server {
             });
         }
         let mut bound = Vec::new();
+        let mut inherited = inherited.into_iter();
         for (listener, tls) in config.listeners.iter().zip(tls_configs) {
-            let addrs: Vec<SocketAddr> = listener
-                .url
-                .address
-                .to_socket_addrs()
-                .map_err(|e| Error::io(format!("resolving {}", listener.url), e))?
-                .collect();
-            let socket = TcpListener::bind(&addrs[..])
-                .map_err(|e| Error::io(format!("binding {}", listener.url), e))?;
+            let socket = match inherited.next() {
+                Some(socket) => socket,
+                None => bind(&config, listener)?,
+            };
             crate::relay::stream::tcp::nodelay_listener(&socket)
                 .map_err(|e| Error::io(format!("turning Nagle off on {}", listener.url), e))?;
             let local = socket
@@ -244,12 +259,11 @@ impl Server {
             // The accept loop checks the flag after each accept: wake it with a
             // connection of our own. If that fails the thread stays blocked in
             // accept, harmless at process exit, so do not wait for it.
-            let wake = wake_address(listener.local);
-            if TcpStream::connect_timeout(&wake, Duration::from_millis(200)).is_ok() {
-                if let Some(thread) = listener.thread.take() {
-                    let _ = thread.join();
-                }
-            }
+            listener::wake_and_join(
+                listener.local,
+                listener.thread.take(),
+                Duration::from_millis(200),
+            );
         }
         for victim in self.ctx.table.drain() {
             victim.kill();
@@ -272,17 +286,24 @@ impl Drop for Server {
     }
 }
 
-/// Where to connect to reach a listener bound to `local` (a wildcard address
-/// is reached through loopback).
-fn wake_address(local: SocketAddr) -> SocketAddr {
-    let mut addr = local;
-    if addr.ip().is_unspecified() {
-        match addr {
-            SocketAddr::V4(ref mut a) => a.set_ip(std::net::Ipv4Addr::LOCALHOST),
-            SocketAddr::V6(ref mut a) => a.set_ip(std::net::Ipv6Addr::LOCALHOST),
+/// Binds one configured listener: each address its host resolves to in
+/// turn, with the configured backlog and `SO_REUSEPORT` setting.
+fn bind(config: &Config, listener: &ListenerConfig) -> Result<TcpListener> {
+    let addrs: Vec<SocketAddr> = listener
+        .url
+        .address
+        .to_socket_addrs()
+        .map_err(|e| Error::io(format!("resolving {}", listener.url), e))?
+        .collect();
+    let backlog = socket::effective_backlog(config.listen_backlog);
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host resolves to no address");
+    for addr in addrs {
+        match socket::bind_listener(addr, backlog, listener.reuse_port) {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last = e,
         }
     }
-    addr
+    Err(Error::io(format!("binding {}", listener.url), last))
 }
 
 /// Accepts connections and hands each to a pool thread; a TLS listener's
@@ -291,47 +312,80 @@ fn accept_loop(ctx: Arc<Context>, listener: TcpListener, tls: Option<Arc<ServerC
     // While descriptors are exhausted accept fails every few milliseconds;
     // say so once per interval, not once per failure.
     let mut last_warning: Option<std::time::Instant> = None;
-    loop {
-        let accepted = listener.accept();
-        if ctx.stopping() {
-            return;
-        }
-        match accepted {
-            Ok((sock, peer)) => {
-                ctx.metrics
-                    .connections_accepted
-                    .fetch_add(1, Ordering::Relaxed);
-                let conn_ctx = Arc::clone(&ctx);
-                let tls = tls.clone();
-                let spawned = ctx.pool.spawn(move || match tls {
-                    Some(tls) => crate::relay::conn::tls::handle(conn_ctx, sock, peer, tls),
-                    None => crate::relay::conn::dispatch::handle(conn_ctx, sock, peer),
-                });
-                if let Err(e) = spawned {
-                    // The socket went down with the job: closed, nothing else touched.
-                    ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
-                    if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
-                        crate::warn!("peer={peer} refused: cannot start a thread: {e}");
-                        last_warning = Some(std::time::Instant::now());
+    listener::accept_until(
+        &listener,
+        || ctx.stopping(),
+        |accepted| {
+            match accepted {
+                Ok((sock, peer)) => {
+                    ctx.metrics
+                        .connections_accepted
+                        .fetch_add(1, Ordering::Relaxed);
+                    let conn_ctx = Arc::clone(&ctx);
+                    let tls = tls.clone();
+                    let spawned = ctx.pool.spawn(move || match tls {
+                        Some(tls) => crate::relay::conn::tls::handle(conn_ctx, sock, peer, tls),
+                        None => crate::relay::conn::dispatch::handle(conn_ctx, sock, peer),
+                    });
+                    if let Err(e) = spawned {
+                        // The socket went down with the job: closed, nothing else touched.
+                        ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                        if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
+                            crate::warn!("peer={peer} refused: cannot start a thread: {e}");
+                            last_warning = Some(std::time::Instant::now());
+                        }
                     }
                 }
-            }
-            Err(e) if is_resource_exhaustion(&e) => {
-                if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
-                    crate::warn!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?} between tries");
-                    last_warning = Some(std::time::Instant::now());
+                Err(e) if is_resource_exhaustion(&e) => {
+                    if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
+                        crate::warn!(
+                            "accept failed: {e}; pausing {ACCEPT_BACKOFF:?} between tries"
+                        );
+                        last_warning = Some(std::time::Instant::now());
+                    }
+                    thread::sleep(ACCEPT_BACKOFF);
                 }
-                thread::sleep(ACCEPT_BACKOFF);
+                Err(e) => {
+                    // ECONNABORTED and friends: one failed connection, not the listener.
+                    crate::debug!("accept failed: {e}");
+                }
             }
-            Err(e) => {
-                // ECONNABORTED and friends: one failed connection, not the listener.
-                crate::debug!("accept failed: {e}");
-            }
-        }
+        },
+    );
+}
+
+/// True for the `accept` failures that mean the process or the system is
+/// out of descriptors, buffers or memory: EMFILE, ENFILE, ENOBUFS, ENOMEM.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::io::Errno;
+        matches!(
+            Errno::from_io_error(e),
+            Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        e.kind() == io::ErrorKind::OutOfMemory
     }
 }
 
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
-    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn descriptor_and_memory_exhaustion_pause_the_accept_loop_and_nothing_else_does() {
+        use rustix::io::Errno;
+        for errno in [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM] {
+            let e = io::Error::from_raw_os_error(errno.raw_os_error());
+            assert!(is_resource_exhaustion(&e), "{e}");
+        }
+        for errno in [Errno::CONNABORTED, Errno::INTR, Errno::PERM, Errno::PROTO] {
+            let e = io::Error::from_raw_os_error(errno.raw_os_error());
+            assert!(!is_resource_exhaustion(&e), "{e}");
+        }
+    }
 }

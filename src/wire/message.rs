@@ -1,5 +1,7 @@
 //! The HTTP heads inside JET packets: requests the relay accepts, responses it writes.
 
+use crate::wire::http;
+use crate::Error;
 use uuid::Uuid;
 
 /// The most headers a JET request head may carry; deployed peers send four.
@@ -31,17 +33,97 @@ impl Method {
     }
 }
 
+/// What a request asks for, with exactly the ids that request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// A version 1 accept: it names no association; the relay creates one
+    /// and answers with its id (its one candidate is [`V1_CANDIDATE`]).
+    AcceptNew,
+    /// Park this connection on a candidate until the other peer connects.
+    Accept {
+        /// The association.
+        association: Uuid,
+        /// The candidate ([`V1_CANDIDATE`] never: version 1 accepts are `AcceptNew`).
+        candidate: Uuid,
+    },
+    /// Pair this connection with the accept parked on the candidate.
+    Connect {
+        /// The association.
+        association: Uuid,
+        /// The candidate; [`V1_CANDIDATE`] for a version 1 connect.
+        candidate: Uuid,
+    },
+    /// Answer whether the candidate can be used, then close (version 2 and 3).
+    Test {
+        /// The association.
+        association: Uuid,
+        /// The candidate.
+        candidate: Uuid,
+    },
+}
+
+impl Command {
+    /// The method this command is.
+    pub fn method(self) -> Method {
+        match self {
+            Command::AcceptNew | Command::Accept { .. } => Method::Accept,
+            Command::Connect { .. } => Method::Connect,
+            Command::Test { .. } => Method::Test,
+        }
+    }
+
+    /// The command for `method` on a named association and candidate.
+    pub fn new(method: Method, association: Uuid, candidate: Uuid) -> Command {
+        match method {
+            Method::Accept => Command::Accept {
+                association,
+                candidate,
+            },
+            Method::Connect => Command::Connect {
+                association,
+                candidate,
+            },
+            Method::Test => Command::Test {
+                association,
+                candidate,
+            },
+        }
+    }
+
+    /// The association and candidate it names; `None` for [`Command::AcceptNew`].
+    pub fn ids(self) -> Option<(Uuid, Uuid)> {
+        match self {
+            Command::AcceptNew => None,
+            Command::Accept {
+                association,
+                candidate,
+            }
+            | Command::Connect {
+                association,
+                candidate,
+            }
+            | Command::Test {
+                association,
+                candidate,
+            } => Some((association, candidate)),
+        }
+    }
+}
+
 /// A decoded JET request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
-    /// Accept, connect or test.
-    pub method: Method,
     /// The protocol version the peer speaks (1, 2 or 3); responses echo it.
     pub version: u8,
-    /// The association; `None` only for a version 1 accept, which creates one.
-    pub association: Option<Uuid>,
-    /// The candidate; [`V1_CANDIDATE`] for version 1.
-    pub candidate: Uuid,
+    /// What it asks for.
+    pub command: Command,
+}
+
+impl Request {
+    /// The method of its command.
+    pub fn method(&self) -> Method {
+        self.command.method()
+    }
 }
 
 /// Why a request head was refused.
@@ -66,12 +148,8 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, RequestError> {
     }
     let method = req.method.unwrap_or_default();
     let path = req.path.unwrap_or_default();
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
-    };
+    // Lossy: a value that is not UTF-8 is refused below, not taken as absent.
+    let header = |name: &str| http::header_lossy(req.headers, name);
     if method != "GET" {
         return Err(RequestError::BadRequest(format!(
             "method {method} is not GET"
@@ -92,23 +170,24 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, RequestError> {
             )));
         }
         let jet_method = header("Jet-Method").unwrap_or_default();
-        let (method, association) = if jet_method.eq_ignore_ascii_case("accept") {
-            (Method::Accept, None)
+        let command = if jet_method.eq_ignore_ascii_case("accept") {
+            Command::AcceptNew
         } else if jet_method.eq_ignore_ascii_case("connect") {
             let text = header("Jet-Association").ok_or_else(|| {
                 RequestError::BadRequest("connect without Jet-Association".into())
             })?;
-            (Method::Connect, Some(parse_uuid(&text, "association")?))
+            Command::Connect {
+                association: parse_uuid(&text, "association")?,
+                candidate: V1_CANDIDATE,
+            }
         } else {
             return Err(RequestError::BadRequest(format!(
                 "unknown Jet-Method {jet_method:?}"
             )));
         };
         return Ok(Request {
-            method,
             version: 1,
-            association,
-            candidate: V1_CANDIDATE,
+            command,
         });
     }
     let (method, association, candidate) = parse_path(path)?;
@@ -119,10 +198,8 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, RequestError> {
         )));
     }
     Ok(Request {
-        method,
         version,
-        association: Some(association),
-        candidate,
+        command: Command::new(method, association, candidate),
     })
 }
 
@@ -132,12 +209,7 @@ pub fn requested_version(payload: &[u8]) -> u8 {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let _ = req.parse(payload);
-    let declared = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("Jet-Version"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .and_then(|v| v.trim().parse::<u8>().ok());
+    let declared = http::header(req.headers, "Jet-Version").and_then(|v| v.parse::<u8>().ok());
     declared.unwrap_or(if req.path == Some("/") { 1 } else { 2 })
 }
 
@@ -173,28 +245,14 @@ fn parse_uuid(text: &str, what: &str) -> Result<Uuid, RequestError> {
     Uuid::parse_str(text).map_err(|_| RequestError::BadRequest(format!("bad {what} id {text:?}")))
 }
 
-/// The reason phrase for the statuses the relay writes.
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        101 => "Switching Protocols",
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
-}
-
 /// Builds a whole response packet (head masked with 0x73) with `Jet-Version`
 /// and any extra headers, ready for a single write.
-pub fn response_packet(status: u16, version: u8, extra: &[(&str, &str)]) -> Vec<u8> {
-    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+pub fn response_packet(
+    status: u16,
+    version: u8,
+    extra: &[(&str, &str)],
+) -> Result<Vec<u8>, crate::wire::packet::PacketError> {
+    let mut head = format!("HTTP/1.1 {status} {}\r\n", http::reason(status));
     for (name, value) in extra {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -214,21 +272,21 @@ pub struct Response {
 impl Response {
     /// The value of a header, compared without regard to case.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        http::header(&self.headers, name)
     }
 }
 
-/// Parses an unmasked response payload (any reason phrase, LF or CRLF).
-pub fn parse_response(payload: &[u8]) -> Result<Response, String> {
+/// Parses an unmasked response payload (any reason phrase, LF or CRLF); a
+/// payload that is not an HTTP response head is [`Error::Protocol`].
+pub fn parse_response(payload: &[u8]) -> crate::Result<Response> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(payload) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err("incomplete response head".into()),
-        Err(e) => return Err(format!("not an HTTP response: {e}")),
+        Ok(httparse::Status::Partial) => {
+            return Err(Error::Protocol("incomplete response head".into()))
+        }
+        Err(e) => return Err(Error::Protocol(format!("not an HTTP response: {e}"))),
     }
     Ok(Response {
         status: resp.code.unwrap_or_default(),
@@ -287,7 +345,7 @@ mod tests {
 
     #[track_caller]
     fn check(head: &str, expected: Result<(Method, u8), RequestError>) {
-        let got = parse_request(head.as_bytes()).map(|r| (r.method, r.version));
+        let got = parse_request(head.as_bytes()).map(|r| (r.method(), r.version));
         assert_eq!(got, expected, "head: {head:?}");
     }
 
@@ -373,7 +431,7 @@ mod tests {
 
     #[test]
     fn response_packet_is_masked_and_parses_back() {
-        let bytes = response_packet(200, 1, &[("Jet-Association", A)]);
+        let bytes = response_packet(200, 1, &[("Jet-Association", A)]).unwrap();
         assert_eq!(bytes[7], 0x73);
         let packet = crate::wire::packet::read_packet(&bytes[..]).unwrap();
         let resp = parse_response(&packet.payload).unwrap();
@@ -395,16 +453,17 @@ mod tests {
         for method in [Method::Accept, Method::Connect, Method::Test] {
             let head = request_head(method, 2, "relay", Some(a), c);
             let req = parse_request(head.as_bytes()).unwrap();
-            assert_eq!(
-                (req.method, req.association, req.candidate),
-                (method, Some(a), c)
-            );
+            assert_eq!(req.command, Command::new(method, a, c));
         }
         let head = request_head(Method::Connect, 1, "relay", Some(a), V1_CANDIDATE);
         let req = parse_request(head.as_bytes()).unwrap();
+        assert_eq!(req.version, 1);
         assert_eq!(
-            (req.method, req.version, req.association),
-            (Method::Connect, 1, Some(a))
+            req.command,
+            Command::Connect {
+                association: a,
+                candidate: V1_CANDIDATE
+            }
         );
     }
 }

@@ -19,6 +19,9 @@ pub enum PacketError {
     BadSignature([u8; 4]),
     /// The size field is below the 8-byte header it must include.
     TooSmall(u16),
+    /// A payload to encode does not fit the 16-bit size field (its length
+    /// in bytes); a sender must not write such a packet.
+    TooLarge(usize),
 }
 
 impl std::error::Error for PacketError {}
@@ -28,6 +31,11 @@ impl std::fmt::Display for PacketError {
         match self {
             PacketError::BadSignature(sig) => write!(f, "bad signature {sig:02x?}"),
             PacketError::TooSmall(size) => write!(f, "packet size {size} is below the header size"),
+            PacketError::TooLarge(len) => write!(
+                f,
+                "a payload of {len} bytes does not fit a JET packet (at most {} bytes)",
+                MAX_PACKET - HEADER_LEN
+            ),
         }
     }
 }
@@ -79,23 +87,23 @@ pub fn read_packet(mut stream: impl Read) -> io::Result<Packet> {
     read_body(&header, stream)
 }
 
-/// Encodes a payload as one packet with flags 0 and the given mask.
-///
-/// Panics if the payload does not fit the 16-bit size; callers build their
-/// payloads from short fixed heads, so that is a bug, not an input.
-pub fn encode(payload: &[u8], mask: u8) -> Vec<u8> {
+/// Encodes a payload as one packet with flags 0 and the given mask; a payload
+/// that does not fit the 16-bit size field is an error, not a panic (a head
+/// may carry configured text, such as the relay's instance name).
+pub fn encode(payload: &[u8], mask: u8) -> Result<Vec<u8>, PacketError> {
     let size = u16::try_from(payload.len() + HEADER_LEN)
-        .expect("JET payloads are built by this crate and are far below 64 KiB");
+        .map_err(|_| PacketError::TooLarge(payload.len()))?;
     let mut out = Vec::with_capacity(usize::from(size));
     out.extend_from_slice(&SIGNATURE);
     out.extend_from_slice(&size.to_be_bytes());
     out.push(0);
     out.push(mask);
     out.extend(payload.iter().map(|b| b ^ mask));
-    out
+    Ok(out)
 }
 
-fn unmask(payload: &mut [u8], mask: u8) {
+/// Unmasks (or masks: XOR is its own inverse) a payload in place.
+pub fn unmask(payload: &mut [u8], mask: u8) {
     if mask != 0 {
         payload.iter_mut().for_each(|b| *b ^= mask);
     }
@@ -108,7 +116,7 @@ mod tests {
     #[test]
     fn encode_then_decode_round_trips_with_any_mask() {
         for mask in [0x00, 0x73, 0xff] {
-            let bytes = encode(b"GET / HTTP/1.1\r\n\r\n", mask);
+            let bytes = encode(b"GET / HTTP/1.1\r\n\r\n", mask).unwrap();
             assert_eq!(&bytes[..4], b"JET\0");
             assert_eq!(
                 u16::from_be_bytes([bytes[4], bytes[5]]) as usize,
@@ -123,8 +131,19 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_too_large_for_the_size_field_is_an_error_not_a_panic() {
+        let largest = vec![b'x'; MAX_PACKET - HEADER_LEN];
+        assert_eq!(encode(&largest, 0x73).unwrap().len(), MAX_PACKET);
+        let one_more = vec![b'x'; MAX_PACKET - HEADER_LEN + 1];
+        assert_eq!(
+            encode(&one_more, 0x73),
+            Err(PacketError::TooLarge(MAX_PACKET - HEADER_LEN + 1))
+        );
+    }
+
+    #[test]
     fn flags_are_ignored_on_read() {
-        let mut bytes = encode(b"x", 0x73);
+        let mut bytes = encode(b"x", 0x73).unwrap();
         bytes[6] = 0x5a;
         let packet = read_packet(&bytes[..]).unwrap();
         assert_eq!(packet.flags, 0x5a);
@@ -133,7 +152,7 @@ mod tests {
 
     #[test]
     fn reads_exactly_the_announced_size() {
-        let mut bytes = encode(b"head", 0x73);
+        let mut bytes = encode(b"head", 0x73).unwrap();
         bytes.extend_from_slice(b"relayed");
         let mut rest = &bytes[..];
         let packet = read_packet(&mut rest).unwrap();
@@ -160,7 +179,7 @@ mod tests {
 
     #[test]
     fn truncated_packet_is_an_eof_error() {
-        let bytes = encode(b"GET / HTTP/1.1\r\n\r\n", 0x73);
+        let bytes = encode(b"GET / HTTP/1.1\r\n\r\n", 0x73).unwrap();
         let err = read_packet(&bytes[..bytes.len() - 1]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }

@@ -98,7 +98,10 @@ fn accept_200_always_precedes_relayed_bytes() {
         let c = Uuid::new_v4();
         let mut server = relay.dial();
         server
-            .write_all(&packet::encode(v2("accept", a, c).as_bytes(), 0x73))
+            .write_all(
+                &packet::encode(v2("accept", a, c).as_bytes(), 0x73)
+                    .expect("a test head fits a packet"),
+            )
             .unwrap();
         let (_client, resp) = relay.request(&v2("connect", a, c), 0x73, b"X");
         if resp.status == 200 {
@@ -185,8 +188,10 @@ fn rejections_leave_other_pairs_relaying() {
 #[test]
 fn malformed_packets_are_closed_without_an_answer() {
     let relay = TestRelay::start();
-    let not_http = packet::encode(b"\x01\x02\x03 binary junk\r\n\r\n", 0x73);
-    let incomplete = packet::encode(b"GET / HTTP/1.1\r\nHost: x\r\n", 0x73);
+    let not_http = packet::encode(b"\x01\x02\x03 binary junk\r\n\r\n", 0x73)
+        .expect("a test head fits a packet");
+    let incomplete =
+        packet::encode(b"GET / HTTP/1.1\r\nHost: x\r\n", 0x73).expect("a test head fits a packet");
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("bad signature", b"JEX\0\x00\x10\x00\x00GET / HT".to_vec()),
         ("plain text", b"hello relay, how are you?\r\n\r\n".to_vec()),
@@ -419,7 +424,8 @@ fn silent_and_slow_clients_hit_the_handshake_timeout_while_others_relay() {
     let bytes = packet::encode(
         v2("accept", Uuid::new_v4(), Uuid::new_v4()).as_bytes(),
         0x73,
-    );
+    )
+    .expect("a test head fits a packet");
     let started = Instant::now();
     let trickle = {
         let mut slow = slow.try_clone().unwrap();

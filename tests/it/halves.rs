@@ -131,7 +131,7 @@ fn a_tls_reader_takes_key_updates_and_relays_while_its_writer_is_blocked() {
     let mut accept = tls_connect(relay.tls_addr(), "localhost").unwrap();
     small_receive_buffer(&accept.sock);
     accept
-        .write_all(&packet::encode(v2("accept", a, c).as_bytes(), 0x73))
+        .write_all(&packet::encode(v2("accept", a, c).as_bytes(), 0x73).unwrap())
         .unwrap();
     accept.flush().unwrap();
     let reply = packet::read_packet(&mut accept).unwrap();

@@ -3,7 +3,9 @@
 mod api;
 mod cli;
 mod core;
+mod cuts;
 mod halves;
+mod jmux;
 mod peer;
 mod pump;
 mod support;

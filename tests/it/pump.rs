@@ -356,10 +356,10 @@ mod selection {
         fn request(&self, method: &str, a: Uuid, c: Uuid) -> TcpStream {
             let mut sock = TcpStream::connect(&self.addr).unwrap();
             sock.set_read_timeout(Some(WAIT)).unwrap();
-            sock.write_all(&jet_relay::wire::packet::encode(
-                v2(method, a, c).as_bytes(),
-                0x73,
-            ))
+            sock.write_all(
+                &jet_relay::wire::packet::encode(v2(method, a, c).as_bytes(), 0x73)
+                    .expect("a test head fits a packet"),
+            )
             .unwrap();
             assert_eq!(read_response(&mut sock).status, 200, "{method}");
             sock

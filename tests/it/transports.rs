@@ -419,10 +419,10 @@ fn tls_1_2_clients_are_served_too() {
     assert!(relay.table().create(a));
     let mut stream = rustls::StreamOwned::new(conn, sock);
     stream
-        .write_all(&packet::encode(
-            v2("test", a, Uuid::new_v4()).as_bytes(),
-            0x73,
-        ))
+        .write_all(
+            &packet::encode(v2("test", a, Uuid::new_v4()).as_bytes(), 0x73)
+                .expect("a test head fits a packet"),
+        )
         .unwrap();
     let packet = packet::read_packet(&mut stream).unwrap();
     let resp = jet_relay::wire::message::parse_response(&packet.payload).unwrap();
@@ -437,7 +437,8 @@ fn bad_tls_input_closes_that_connection_only_and_is_counted() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "a plain JET packet",
-            packet::encode(v2("accept", a, Uuid::new_v4()).as_bytes(), 0x73),
+            packet::encode(v2("accept", a, Uuid::new_v4()).as_bytes(), 0x73)
+                .expect("a test head fits a packet"),
         ),
         (
             "plain HTTP",
@@ -663,7 +664,7 @@ fn jet_over_tls_rejections_are_answered_inside_tls_then_closed_cleanly() {
     let mut stream = tls_connect(relay.tls_addr(), "localhost").unwrap();
     let head = v2("connect", Uuid::new_v4(), Uuid::new_v4());
     stream
-        .write_all(&packet::encode(head.as_bytes(), 0x73))
+        .write_all(&packet::encode(head.as_bytes(), 0x73).expect("a test head fits a packet"))
         .unwrap();
     let packet = packet::read_packet(&mut stream).unwrap();
     let resp = jet_relay::wire::message::parse_response(&packet.payload).unwrap();
@@ -810,7 +811,7 @@ fn the_handshake_timeout_holds_against_tls_records_trickled_byte_by_byte() {
     let requests = [
         (
             "JET over TLS",
-            packet::encode(v2("accept", a, Uuid::new_v4()).as_bytes(), 0x73),
+            packet::encode(v2("accept", a, Uuid::new_v4()).as_bytes(), 0x73).unwrap(),
         ),
         (
             "an HTTPS request",
@@ -865,7 +866,7 @@ fn a_tls_request_sent_with_the_handshake_leaves_no_read_timeout_on_the_pair() {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut conn = rustls::ClientConnection::new(tls_client_config(), name).unwrap();
     conn.writer()
-        .write_all(&packet::encode(v2("accept", a, c).as_bytes(), 0x73))
+        .write_all(&packet::encode(v2("accept", a, c).as_bytes(), 0x73).unwrap())
         .unwrap();
     while conn.is_handshaking() {
         conn.complete_io(&mut sock).unwrap();

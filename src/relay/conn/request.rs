@@ -7,10 +7,11 @@ use crate::relay::pump::{self, Pair};
 use crate::relay::shared::Context;
 use crate::relay::stream::{Stream, Transport};
 use crate::relay::table::Reject;
-use crate::wire::message::{self, Method, Request};
+use crate::wire::message::{self, Command, Request};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 /// The longest a connect waits for an accept that is writing its 200 at that moment.
 pub const PUBLISH_WAIT: Duration = Duration::from_secs(1);
@@ -53,11 +54,15 @@ impl Answer for JetAnswer {
         stream: &mut Stream,
         extra: &[(&str, &str)],
     ) -> io::Result<()> {
-        let response = message::response_packet(200, self.version, extra);
+        let response = message::response_packet(200, self.version, extra)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         write_response(ctx, stream, &response)
     }
     fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16) {
-        let response = message::response_packet(status, self.version, &[]);
+        // A refusal's head is short and fixed: it always fits a packet.
+        let Ok(response) = message::response_packet(status, self.version, &[]) else {
+            return;
+        };
         if write_response(ctx, stream, &response).is_ok() {
             linger_close(stream);
         }
@@ -75,28 +80,55 @@ pub fn serve_request(
     answer: &dyn Answer,
     deadline: Instant,
 ) {
-    match request.method {
-        Method::Accept => accept(ctx, conn, stream, request, answer),
-        Method::Connect => connect(ctx, conn, stream, request, answer, deadline),
-        Method::Test => test(ctx, conn, stream, request, answer),
+    match request.command {
+        Command::AcceptNew => accept(ctx, conn, stream, request.version, None, answer),
+        Command::Accept {
+            association,
+            candidate,
+        } => accept(
+            ctx,
+            conn,
+            stream,
+            request.version,
+            Some((association, candidate)),
+            answer,
+        ),
+        Command::Connect {
+            association,
+            candidate,
+        } => connect(
+            ctx,
+            conn,
+            stream,
+            (request.version, association, candidate),
+            answer,
+            deadline,
+        ),
+        Command::Test {
+            association,
+            candidate,
+        } => test(ctx, conn, stream, (association, candidate), answer),
     }
 }
 
+/// Parks an accept: on its named candidate, or (`ids` = `None`, version 1)
+/// on the one candidate of an association the relay creates for it.
 fn accept(
     ctx: &Arc<Context>,
     conn: u64,
     mut stream: Stream,
-    request: &Request,
+    version: u8,
+    ids: Option<(Uuid, Uuid)>,
     answer: &dyn Answer,
 ) {
-    let reserved = match request.association {
+    let reserved = match ids {
         None if ctx.config.accept_requires_api() => Err(Reject::NotFound(
             "version 1 accepts cannot name an association created through the API",
         )),
         None => ctx.table.reserve_v1(stream.kind()),
-        Some(association) => ctx.table.reserve_accept(
+        Some((association, candidate)) => ctx.table.reserve_accept(
             association,
-            request.candidate,
+            candidate,
             stream.kind(),
             answer.may_create() && !ctx.config.accept_requires_api(),
         ),
@@ -108,7 +140,7 @@ fn accept(
     let (association, candidate) = (reservation.association, reservation.candidate);
     let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
     let association_text = association.to_string();
-    let extra: &[(&str, &str)] = if request.version == 1 {
+    let extra: &[(&str, &str)] = if version == 1 {
         &[
             ("Jet-Association", &association_text),
             ("Jet-Instance", &ctx.config.instance),
@@ -128,17 +160,14 @@ fn accept(
         Ok(()) => {
             ctx.metrics.handshake(Outcome::Parked);
             crate::info!(
-                "conn={conn} association={association} candidate={candidate} parked (accept over {}, version {})",
+                "association={association} candidate={candidate} parked (accept over {}, version {version})",
                 kind.as_str(),
-                request.version
             );
         }
         Err(stream) => {
             // Deleted or expired while we wrote the answer, or shutting down.
             ctx.metrics.handshake(Outcome::Closed);
-            crate::info!(
-                "conn={conn} association={association} went away before the accept parked"
-            );
+            crate::info!("association={association} went away before the accept parked");
             stream.kill();
         }
     }
@@ -148,14 +177,10 @@ fn connect(
     ctx: &Arc<Context>,
     conn: u64,
     mut stream: Stream,
-    request: &Request,
+    (version, association, candidate): (u8, Uuid, Uuid),
     answer: &dyn Answer,
     deadline: Instant,
 ) {
-    let association = request
-        .association
-        .expect("connect requests always name an association");
-    let candidate = request.candidate;
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .min(PUBLISH_WAIT);
@@ -166,7 +191,7 @@ fn connect(
     if let Err(e) = answer.succeed(ctx, &mut stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
         // peer saw the pairing start), so the pair ends here.
-        crate::info!("conn={conn} association={association} candidate={candidate} connect peer left before its answer: {e}");
+        crate::info!("association={association} candidate={candidate} connect peer left before its answer: {e}");
         stream.kill();
         accept.kill();
         ctx.table.release(association, candidate, &stats);
@@ -175,10 +200,9 @@ fn connect(
     }
     ctx.metrics.handshake(Outcome::Paired);
     crate::info!(
-        "conn={conn} association={association} candidate={candidate} paired (accept {} + connect {}, version {})",
+        "association={association} candidate={candidate} paired (accept {} + connect {}, version {version})",
         accept.kind().as_str(),
         stream.kind().as_str(),
-        request.version
     );
     pump::relay(
         Arc::clone(ctx),
@@ -192,17 +216,19 @@ fn connect(
     );
 }
 
-fn test(ctx: &Arc<Context>, conn: u64, mut stream: Stream, request: &Request, answer: &dyn Answer) {
-    let association = request
-        .association
-        .expect("test requests always name an association");
-    match ctx.table.test(association, request.candidate) {
+fn test(
+    ctx: &Arc<Context>,
+    conn: u64,
+    mut stream: Stream,
+    (association, candidate): (Uuid, Uuid),
+    answer: &dyn Answer,
+) {
+    match ctx.table.test(association, candidate) {
         Ok(()) => {
             if answer.succeed(ctx, &mut stream, &[]).is_ok() {
                 ctx.metrics.handshake(Outcome::Tested);
                 crate::info!(
-                    "conn={conn} association={association} candidate={} tested over {}",
-                    request.candidate,
+                    "association={association} candidate={candidate} tested over {}",
                     stream.kind().as_str()
                 );
                 // Over WebSocket this is the close frame right after the 101.
@@ -216,7 +242,7 @@ fn test(ctx: &Arc<Context>, conn: u64, mut stream: Stream, request: &Request, an
 /// Answers a well-formed request with an error status, then closes.
 pub(crate) fn reject(
     ctx: &Context,
-    conn: u64,
+    _conn: u64,
     stream: &mut Stream,
     answer: &dyn Answer,
     status: u16,
@@ -224,7 +250,7 @@ pub(crate) fn reject(
 ) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
-    crate::warn!("conn={conn} rejected {status}: {why}");
+    crate::warn!("rejected {status}: {why}");
     answer.refuse(ctx, stream, status);
 }
 

@@ -72,17 +72,17 @@ enum WriteHalf {
     Wss(WsWriter<TlsWriter>),
 }
 
-/// Lets the table, the reaper and shutdown end a stream they do not own:
-/// `shutdown(Both)` wakes every blocked read and write on the socket. Weak,
-/// so the descriptor still closes when the owners drop it.
+/// Lets the table, the reaper and shutdown end a stream they do not own: a
+/// cut (the peer sees a reset) wakes every blocked read and write on the
+/// socket. Weak, so the descriptor still closes when the owners drop it.
 #[derive(Clone)]
 pub struct Killer(Weak<TcpStream>);
 
 impl Killer {
-    /// Shuts the socket down both ways, if it is still open.
+    /// Cuts the connection (see [`Stream::kill`]), if it is still open.
     pub fn kill(&self) {
         if let Some(sock) = self.0.upgrade() {
-            let _ = sock.shutdown(Shutdown::Both);
+            crate::relay::socket::cut(&sock);
         }
     }
 }
@@ -240,10 +240,11 @@ impl Stream {
         }
     }
 
-    /// Shuts the socket down both ways: every blocked read and write on it
-    /// returns at once. The descriptor is closed when the owner drops it.
+    /// Cuts the connection: its peer sees a reset (never a clean end), and
+    /// every blocked read and write on it returns at once. The descriptor is
+    /// closed when the last owner drops it.
     pub fn kill(&self) {
-        let _ = self.socket.sock.shutdown(Shutdown::Both);
+        crate::relay::socket::cut(&self.socket.sock);
     }
 
     /// A handle that kills this stream without owning it.
@@ -295,9 +296,9 @@ impl Reader {
         matches!(self.half, ReadHalf::Tcp).then_some(&*self.socket.sock)
     }
 
-    /// Shuts the socket down both ways (see [`Stream::kill`]).
+    /// Cuts the connection (see [`Stream::kill`]).
     pub fn kill(&self) {
-        let _ = self.socket.sock.shutdown(Shutdown::Both);
+        crate::relay::socket::cut(&self.socket.sock);
     }
 }
 
@@ -327,8 +328,8 @@ impl Writer {
         matches!(self.half, WriteHalf::Tcp).then_some(&*self.socket.sock)
     }
 
-    /// Shuts the socket down both ways (see [`Stream::kill`]).
+    /// Cuts the connection (see [`Stream::kill`]).
     pub fn kill(&self) {
-        let _ = self.socket.sock.shutdown(Shutdown::Both);
+        crate::relay::socket::cut(&self.socket.sock);
     }
 }
