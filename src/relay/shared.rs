@@ -5,7 +5,7 @@ use crate::relay::config::{Config, ListenUrl};
 use crate::relay::metrics::Metrics;
 use crate::relay::pool::Pool;
 use crate::relay::registry::Registry;
-use crate::relay::stream::tcp::TcpDuplex;
+use crate::relay::stream::Stream;
 use crate::relay::table::Table;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,7 +107,7 @@ pub struct BoundListener {
 /// Shutdown sets its flag before it takes the registry's snapshot, and both
 /// registering and the snapshot take the registry lock: a socket registered
 /// after the snapshot therefore sees the flag here.
-pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> Option<(Arc<TcpDuplex>, u64)> {
+pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> Option<(Stream, u64)> {
     crate::relay::stream::tcp::nodelay_accepted(&sock);
     let sock = Arc::new(sock);
     let registration = ctx.registry.register(&sock);
@@ -115,5 +115,5 @@ pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> Option<(Arc<TcpDuple
         return None;
     }
     let id = registration.id();
-    Some((Arc::new(TcpDuplex::new(sock, registration)), id))
+    Some((Stream::tcp(sock, registration), id))
 }

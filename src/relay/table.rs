@@ -1,12 +1,12 @@
 //! The association table: the only place that locks it, and the rules of pairing,
 //! selection and expiry. Methods return owned values and never do I/O under the lock.
 
-use crate::relay::stream::{Duplex, Stream, Transport};
+use crate::relay::stream::{Killer, Stream, Transport};
 use crate::wire::message::V1_CANDIDATE;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use uuid::Uuid;
 
@@ -122,7 +122,7 @@ pub enum Victim {
     /// A parked connection the table owned: killing it and dropping it closes it.
     Owned(Stream),
     /// A relaying connection owned by its copy threads: killing it ends them.
-    Live(Weak<dyn Duplex>),
+    Live(Killer),
 }
 
 impl Victim {
@@ -130,11 +130,7 @@ impl Victim {
     pub fn kill(self) {
         match self {
             Victim::Owned(stream) => stream.kill(),
-            Victim::Live(weak) => {
-                if let Some(stream) = weak.upgrade() {
-                    stream.kill();
-                }
-            }
+            Victim::Live(killer) => killer.kill(),
         }
     }
 }
@@ -264,8 +260,8 @@ enum Slot {
     Reserved(u64),
     Parked(Stream),
     Paired {
-        accept: Weak<dyn Duplex>,
-        connect: Weak<dyn Duplex>,
+        accept: Killer,
+        connect: Killer,
         stats: Arc<PairStats>,
     },
     Closed,
@@ -394,7 +390,6 @@ impl Table {
     /// The descriptors of every paired connection (both sides of each pair),
     /// so a drain can tell relaying connections from waiting ones.
     pub fn paired_descriptors(&self) -> std::collections::HashSet<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
         let map = self.lock();
         let mut fds = std::collections::HashSet::new();
         for assoc in map.values() {
@@ -403,11 +398,11 @@ impl Table {
                     accept, connect, ..
                 } = &c.slot
                 {
-                    for side in [accept, connect] {
-                        if let Some(stream) = side.upgrade() {
-                            fds.insert(stream.socket().as_raw_fd());
-                        }
-                    }
+                    fds.extend(
+                        [accept, connect]
+                            .iter()
+                            .filter_map(|side| side.descriptor()),
+                    );
                 }
             }
         }
@@ -652,8 +647,8 @@ impl Table {
                     };
                     let stats = Arc::new(PairStats::new(self.epoch));
                     c.slot = Slot::Paired {
-                        accept: Arc::downgrade(&accept),
-                        connect: Arc::downgrade(connect),
+                        accept: accept.killer(),
+                        connect: connect.killer(),
                         stats: Arc::clone(&stats),
                     };
                     c.connect_kind = Some(connect.kind());
@@ -935,7 +930,6 @@ impl Table {
 mod tests {
     use super::*;
     use crate::relay::registry::Registry;
-    use crate::relay::stream::tcp::TcpDuplex;
     use std::net::{TcpListener, TcpStream};
 
     /// A real loopback socket wrapped as a stream (the table only stores it).
@@ -946,7 +940,7 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let theirs = Arc::new(theirs);
         let registration = registry.register(&theirs);
-        (Arc::new(TcpDuplex::new(theirs, registration)), ours)
+        (Stream::tcp(theirs, registration), ours)
     }
 
     #[test]
@@ -986,7 +980,6 @@ mod tests {
         );
         let waiter = {
             let table = Arc::clone(&table);
-            let connect = Arc::clone(&connect);
             std::thread::spawn(move || table.pair(a, c, &connect, Duration::from_secs(10)).is_ok())
         };
         let (accept, _k2) = stream();

@@ -27,9 +27,9 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
 /// handshake) and serves it: `JET\0` is the binary protocol, anything else
 /// HTTP (the REST API and WebSocket upgrades). Everything must arrive before
 /// `deadline`.
-pub fn dispatch(ctx: &Arc<Context>, conn: u64, stream: Stream, deadline: Instant) {
+pub fn dispatch(ctx: &Arc<Context>, conn: u64, mut stream: Stream, deadline: Instant) {
     let mut header = [0; HEADER_LEN];
-    if let Err(e) = read_exact_by(&*stream, &mut header, deadline) {
+    if let Err(e) = read_exact_by(&mut stream, &mut header, deadline) {
         return read_failed(ctx, conn, e);
     }
     if header[..4] != SIGNATURE {
@@ -42,7 +42,7 @@ pub fn dispatch(ctx: &Arc<Context>, conn: u64, stream: Stream, deadline: Instant
 pub fn serve_jet(
     ctx: &Arc<Context>,
     conn: u64,
-    stream: Stream,
+    mut stream: Stream,
     header: &[u8; HEADER_LEN],
     deadline: Instant,
 ) {
@@ -55,7 +55,7 @@ pub fn serve_jet(
         }
     };
     let mut payload = vec![0; len];
-    if let Err(e) = read_exact_by(&*stream, &mut payload, deadline) {
+    if let Err(e) = read_exact_by(&mut stream, &mut payload, deadline) {
         return read_failed(ctx, conn, e);
     }
     packet::unmask(&mut payload, header[7]);
@@ -68,7 +68,7 @@ pub fn serve_jet(
         }
         Err(RequestError::BadRequest(why)) => {
             let version = message::requested_version(&payload);
-            return reject(ctx, conn, &stream, &JetAnswer { version }, 400, &why);
+            return reject(ctx, conn, &mut stream, &JetAnswer { version }, 400, &why);
         }
     };
     // From here the peer's bytes are relayed data: no more timeouts on reads.
