@@ -14,6 +14,10 @@ pub const DEFAULT_ASSOCIATION_TTL: Duration = Duration::from_secs(300);
 /// How long an ended association stays visible when the file does not say.
 pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(10);
 
+/// The `instance` when the file does not set one. It means "not set": a
+/// version 1 accept then names the address it arrived on in `Jet-Instance`.
+pub const DEFAULT_INSTANCE: &str = "localhost";
+
 /// The longest `instance`: a DNS name (253) with a port. Every version 1
 /// accept carries it in a JET packet, whose 16-bit size must hold it.
 pub const MAX_INSTANCE_LEN: usize = 260;
@@ -180,7 +184,7 @@ impl std::fmt::Display for ListenUrl {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            instance: "localhost".into(),
+            instance: DEFAULT_INSTANCE.into(),
             log_level: Level::Info,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             association_ttl: DEFAULT_ASSOCIATION_TTL,

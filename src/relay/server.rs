@@ -123,19 +123,21 @@ impl Server {
             let local = socket
                 .local_addr()
                 .map_err(|e| Error::io(format!("reading the address of {}", listener.url), e))?;
-            bound.push((listener, socket, local, tls));
+            let dual_stack = local.is_ipv6() && local.ip().is_unspecified() && !v6_only(&socket);
+            bound.push((listener, socket, local, tls, dual_stack));
         }
         let bound_info = bound
             .iter()
-            .map(|(listener, _, local, _)| BoundListener {
+            .map(|(listener, _, local, _, dual_stack)| BoundListener {
                 url: listener.url.clone(),
                 local: *local,
                 external_url: listener.external_url.clone(),
+                dual_stack: *dual_stack,
             })
             .collect();
         let bound: Vec<_> = bound
             .into_iter()
-            .map(|(listener, socket, local, tls)| (listener.url.clone(), socket, local, tls))
+            .map(|(listener, socket, local, tls, _)| (listener.url.clone(), socket, local, tls))
             .collect();
         let pool = match config.max_threads {
             0 => Pool::new(),
@@ -269,6 +271,21 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Whether an IPv6 listener takes IPv6 connections only. The relay leaves
+/// `IPV6_V6ONLY` as the system sets it: on Linux `[::]` is dual-stack (IPv4
+/// peers too) unless `net.ipv6.bindv6only` is 1.
+fn v6_only(socket: &TcpListener) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::net::sockopt::ipv6_v6only(socket).unwrap_or(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        true
     }
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per feature.
 
+mod addresses;
 mod api;
 mod cli;
 mod core;

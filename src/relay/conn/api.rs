@@ -169,27 +169,24 @@ fn gather(ctx: &Context, req: &Request, id: Uuid) -> Response {
     Response::json(200, &json!({ "id": id, "candidates": candidates }))
 }
 
-/// One URL per transport each listener serves, from its external URL, else
-/// its bound address. A wildcard bind uses the address the request came in on
-/// (never the client's `Host` header, which it can set to anything).
+/// One URL per transport each listener serves, at the address a peer can
+/// reach it ([`BoundListener::authority`]): its external URL, else its bound
+/// address, else, for a wildcard bind, the local address the request came in
+/// on (never the client's `Host` header, which it can set to anything). A
+/// wildcard listener that cannot be named from that address is left out
+/// rather than advertised as `0.0.0.0` or `[::]`.
+///
+/// [`BoundListener::authority`]: crate::relay::shared::BoundListener::authority
 pub fn candidate_urls(ctx: &Context, req: &Request) -> Vec<String> {
     let mut urls = Vec::new();
     for listener in &ctx.listeners {
-        let authority = match &listener.external_url {
-            Some(url) => url
-                .split_once("://")
-                .map_or(url.as_str(), |(_, rest)| rest)
-                .trim_end_matches('/')
-                .to_owned(),
-            None if listener.local.ip().is_unspecified() => {
-                let ip = req
-                    .local
-                    .map(|a| a.ip())
-                    .filter(|ip| ip.is_ipv4() == listener.local.is_ipv4())
-                    .unwrap_or(listener.local.ip());
-                std::net::SocketAddr::new(ip, listener.local.port()).to_string()
-            }
-            None => listener.local.to_string(),
+        let Some(authority) = listener.authority(req.local) else {
+            crate::debug!(
+                "gather: {} left out, not reachable as seen from {:?}",
+                listener.url,
+                req.local
+            );
+            continue;
         };
         for kind in listener.url.transports() {
             urls.push(format!("{}://{authority}", kind.as_str()));

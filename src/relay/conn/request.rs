@@ -134,10 +134,11 @@ fn accept(
     let (association, candidate) = (reservation.association, reservation.candidate);
     let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
     let association_text = association.to_string();
+    let instance = ctx.instance_for(stream.socket().local_addr().ok());
     let extra: &[(&str, &str)] = if version == 1 {
         &[
             ("Jet-Association", &association_text),
-            ("Jet-Instance", &ctx.config.instance),
+            ("Jet-Instance", &instance),
             ("Jet-Timeout", &timeout),
         ]
     } else {
