@@ -116,8 +116,8 @@ impl Server {
                 .to_socket_addrs()
                 .map_err(|e| Error::io(format!("resolving {}", listener.url), e))?
                 .collect();
-            let socket = TcpListener::bind(&addrs[..])
-                .map_err(|e| Error::io(format!("binding {}", listener.url), e))?;
+            let socket =
+                TcpListener::bind(&addrs[..]).map_err(|e| bind_error(&listener.url, &addrs, e))?;
             crate::relay::stream::tcp::nodelay_listener(&socket)
                 .map_err(|e| Error::io(format!("turning Nagle off on {}", listener.url), e))?;
             let local = socket
@@ -274,6 +274,28 @@ impl Drop for Server {
     }
 }
 
+/// The lowest port an unprivileged process may bind (below it Linux wants
+/// `CAP_NET_BIND_SERVICE` unless `net.ipv4.ip_unprivileged_port_start` says otherwise).
+pub const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
+
+/// Why a listener could not bind, with what to do about a privileged port.
+fn bind_error(url: &ListenUrl, addrs: &[SocketAddr], e: io::Error) -> Error {
+    let privileged = addrs
+        .iter()
+        .any(|a| a.port() != 0 && a.port() < FIRST_UNPRIVILEGED_PORT);
+    if e.kind() == io::ErrorKind::PermissionDenied && privileged {
+        return Error::io(
+            format!(
+                "binding {url} (a port below {FIRST_UNPRIVILEGED_PORT} needs root or the \
+                 CAP_NET_BIND_SERVICE capability: AmbientCapabilities=CAP_NET_BIND_SERVICE \
+                 in the systemd unit, or `setcap cap_net_bind_service=+ep` on the binary)"
+            ),
+            e,
+        );
+    }
+    Error::io(format!("binding {url}"), e)
+}
+
 /// Whether an IPv6 listener takes IPv6 connections only. The relay leaves
 /// `IPV6_V6ONLY` as the system sets it: on Linux `[::]` is dual-stack (IPv4
 /// peers too) unless `net.ipv6.bindv6only` is 1.
@@ -368,6 +390,24 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_privileged_port_refused_with_eacces_names_cap_net_bind_service() {
+        let url = ListenUrl::parse("tcp://0.0.0.0:443").unwrap();
+        let denied = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let at = |port| vec![SocketAddr::from(([0, 0, 0, 0], port))];
+        let hint = bind_error(&url, &at(443), denied()).to_string();
+        assert!(hint.contains("CAP_NET_BIND_SERVICE"), "{hint}");
+        assert!(hint.contains("binding tcp://0.0.0.0:443"), "{hint}");
+        // Not for other failures, nor for unprivileged ports.
+        let in_use = io::Error::from(io::ErrorKind::AddrInUse);
+        for message in [
+            bind_error(&url, &at(443), in_use).to_string(),
+            bind_error(&url, &at(8443), denied()).to_string(),
+        ] {
+            assert!(!message.contains("CAP_NET_BIND_SERVICE"), "{message}");
+        }
+    }
 
     #[test]
     #[cfg(target_os = "linux")]
