@@ -67,6 +67,11 @@ pub struct Config {
     /// `Access-Control-Allow-Origin` for REST answers (`*` or an origin), so a
     /// browser page can create associations before opening a WebSocket.
     pub cors_origin: Option<String>,
+    /// `HOST:PORT` of a listener that serves `GET /metrics` and nothing else,
+    /// so Prometheus needs no API key (and no JET peer reaches it).
+    pub metrics_listen: Option<String>,
+    /// When set, the `metrics_listen` listener wants `Authorization: Bearer <token>`.
+    pub metrics_token: Option<ApiKey>,
 }
 
 /// The REST API key. Never printed: `Debug` shows a mask.
@@ -209,6 +214,8 @@ impl Default for Config {
             api_key: None,
             accept_requires_api: None,
             cors_origin: None,
+            metrics_listen: None,
+            metrics_token: None,
             zero_copy: true,
         }
     }
@@ -302,6 +309,29 @@ impl Config {
                     "cors_origin must be `*` or an origin like https://app.example.com".into(),
                 ));
             }
+        }
+        if let Some(addr) = &self.metrics_listen {
+            // Parsed as a tcp:// URL for the same rules, but shown as written.
+            let url = ListenUrl::parse(&format!("tcp://{addr}")).map_err(|why| {
+                let why = why.replace(
+                    &format!("{:?}", format!("tcp://{addr}")),
+                    &format!("{addr:?}"),
+                );
+                Error::Config(format!("metrics_listen: {why}"))
+            })?;
+            if let Some(clash) = self.listeners.iter().find(|l| l.url.address == url.address) {
+                if !addr.ends_with(":0") {
+                    return Err(Error::Config(format!(
+                        "metrics_listen {addr} is also the address of listener {}",
+                        clash.url
+                    )));
+                }
+            }
+        }
+        if self.metrics_token.as_ref().is_some_and(|k| k.0.len() < 16) {
+            return Err(Error::Config(
+                "metrics_token must be at least 16 characters long".into(),
+            ));
         }
         for (i, listener) in self.listeners.iter().enumerate() {
             if let Some(url) = &listener.external_url {

@@ -81,6 +81,9 @@ impl Associations<'_> {
 pub struct Server {
     ctx: Arc<Context>,
     listeners: Vec<Listener>,
+    /// The `metrics_listen` listener, apart: it is no JET listener, so
+    /// `local_addrs` and gathering never name it.
+    metrics_listener: Option<Listener>,
     reaper: Option<JoinHandle<()>>,
 }
 
@@ -110,19 +113,7 @@ impl Server {
         }
         let mut bound = Vec::new();
         for (listener, tls) in config.listeners.iter().zip(tls_configs) {
-            let addrs: Vec<SocketAddr> = listener
-                .url
-                .address
-                .to_socket_addrs()
-                .map_err(|e| Error::io(format!("resolving {}", listener.url), e))?
-                .collect();
-            let socket =
-                TcpListener::bind(&addrs[..]).map_err(|e| bind_error(&listener.url, &addrs, e))?;
-            crate::relay::stream::tcp::nodelay_listener(&socket)
-                .map_err(|e| Error::io(format!("turning Nagle off on {}", listener.url), e))?;
-            let local = socket
-                .local_addr()
-                .map_err(|e| Error::io(format!("reading the address of {}", listener.url), e))?;
+            let (socket, local) = bind_tcp(&listener.url)?;
             let dual_stack = local.is_ipv6() && local.ip().is_unspecified() && !v6_only(&socket);
             bound.push((listener, socket, local, tls, dual_stack));
         }
@@ -139,6 +130,17 @@ impl Server {
             .into_iter()
             .map(|(listener, socket, local, tls, _)| (listener.url.clone(), socket, local, tls))
             .collect();
+        if config.metrics_token.is_some() && config.metrics_listen.is_none() {
+            crate::warn!("metrics_token is set without metrics_listen: it protects nothing (the listeners' /metrics takes api_key)");
+        }
+        let metrics_bound = match &config.metrics_listen {
+            Some(addr) => {
+                let url = ListenUrl::parse(&format!("tcp://{addr}")).map_err(Error::Config)?;
+                let (socket, local) = bind_tcp(&url)?;
+                Some((url, socket, local))
+            }
+            None => None,
+        };
         let pool = match config.max_threads {
             0 => Pool::new(),
             n => Pool::with_limit(n),
@@ -147,7 +149,11 @@ impl Server {
             listeners: bound_info,
             table: Table::new(config.max_associations),
             config,
-            metrics: Metrics::default(),
+            metrics: Metrics::for_listeners(
+                bound
+                    .iter()
+                    .map(|(url, _, local, _)| format!("{}://{local}", url.scheme.as_str())),
+            ),
             registry: Arc::new(Registry::default()),
             pool,
             stopping: AtomicBool::new(false),
@@ -158,15 +164,29 @@ impl Server {
         let mut server = Server {
             ctx,
             listeners: Vec::new(),
+            metrics_listener: None,
             reaper: None,
         };
-        for (url, socket, local, tls) in bound {
+        for (index, (url, socket, local, tls)) in bound.into_iter().enumerate() {
             let loop_ctx = Arc::clone(&server.ctx);
             let thread = thread::Builder::new()
                 .name(format!("jet-listen-{}", local.port()))
-                .spawn(move || accept_loop(loop_ctx, socket, tls))
+                .spawn(move || accept_loop(loop_ctx, socket, Serves::Relay { index, tls }))
                 .map_err(|e| Error::io("starting a listener thread", e))?;
             server.listeners.push(Listener {
+                url,
+                local,
+                thread: Some(thread),
+            });
+        }
+        if let Some((url, socket, local)) = metrics_bound {
+            let loop_ctx = Arc::clone(&server.ctx);
+            let thread = thread::Builder::new()
+                .name("jet-metrics".into())
+                .spawn(move || accept_loop(loop_ctx, socket, Serves::Metrics))
+                .map_err(|e| Error::io("starting the metrics listener thread", e))?;
+            crate::info!("metrics on http://{local}/metrics");
+            server.metrics_listener = Some(Listener {
                 url,
                 local,
                 thread: Some(thread),
@@ -185,6 +205,11 @@ impl Server {
     /// The address each listener actually bound (port 0 resolved), in config order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().map(|l| l.local).collect()
+    }
+
+    /// The address the `metrics_listen` listener bound, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|l| l.local)
     }
 
     /// The bound URL of each listener, such as `tcp://127.0.0.1:41234`.
@@ -242,7 +267,7 @@ impl Server {
             *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
             cond.notify_all();
         }
-        for listener in &mut self.listeners {
+        for listener in self.listeners.iter_mut().chain(&mut self.metrics_listener) {
             // The accept loop checks the flag after each accept: wake it with a
             // connection of our own. If that fails the thread stays blocked in
             // accept, harmless at process exit, so do not wait for it.
@@ -324,9 +349,38 @@ fn wake_address(local: SocketAddr) -> SocketAddr {
     addr
 }
 
+/// What a listener's connections are for.
+#[derive(Clone)]
+enum Serves {
+    /// JET, WebSocket and REST on listener number `index`, inside TLS when set.
+    Relay {
+        index: usize,
+        tls: Option<Arc<ServerConfig>>,
+    },
+    /// `GET /metrics` alone (`metrics_listen`).
+    Metrics,
+}
+
+/// Resolves and binds a listener's address, with Nagle off (inherited by
+/// accepted sockets on Linux).
+fn bind_tcp(url: &ListenUrl) -> Result<(TcpListener, SocketAddr)> {
+    let addrs: Vec<SocketAddr> = url
+        .address
+        .to_socket_addrs()
+        .map_err(|e| Error::io(format!("resolving {url}"), e))?
+        .collect();
+    let socket = TcpListener::bind(&addrs[..]).map_err(|e| bind_error(url, &addrs, e))?;
+    crate::relay::stream::tcp::nodelay_listener(&socket)
+        .map_err(|e| Error::io(format!("turning Nagle off on {url}"), e))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| Error::io(format!("reading the address of {url}"), e))?;
+    Ok((socket, local))
+}
+
 /// Accepts connections and hands each to a pool thread; a TLS listener's
 /// handshake runs there too, so a slow client never holds this loop.
-fn accept_loop(ctx: Arc<Context>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
+fn accept_loop(ctx: Arc<Context>, listener: TcpListener, serves: Serves) {
     // While descriptors are exhausted accept fails every few milliseconds;
     // say so once per interval, not once per failure.
     let mut last_warning: Option<std::time::Instant> = None;
@@ -337,15 +391,19 @@ fn accept_loop(ctx: Arc<Context>, listener: TcpListener, tls: Option<Arc<ServerC
         }
         match accepted {
             Ok((sock, peer)) => {
-                ctx.metrics
-                    .connections_accepted
-                    .fetch_add(1, Ordering::Relaxed);
                 let conn_ctx = Arc::clone(&ctx);
-                let tls = tls.clone();
-                let spawned = ctx.pool.spawn(move || match tls {
-                    Some(tls) => crate::relay::conn::tls::handle(conn_ctx, sock, peer, tls),
-                    None => crate::relay::conn::dispatch::handle(conn_ctx, sock, peer),
-                });
+                let spawned = match serves.clone() {
+                    Serves::Relay { index, tls } => {
+                        ctx.metrics.accepted(index);
+                        ctx.pool.spawn(move || match tls {
+                            Some(tls) => crate::relay::conn::tls::handle(conn_ctx, sock, peer, tls),
+                            None => crate::relay::conn::dispatch::handle(conn_ctx, sock, peer),
+                        })
+                    }
+                    Serves::Metrics => ctx
+                        .pool
+                        .spawn(move || crate::relay::conn::scrape::handle(conn_ctx, sock, peer)),
+                };
                 if let Err(e) = spawned {
                     // The socket went down with the job: closed, nothing else touched.
                     ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);

@@ -84,6 +84,9 @@ pub struct PairStats {
     last_active_ms: AtomicU64,
     closing: AtomicBool,
     epoch: Instant,
+    /// When the accept of this pair parked (reserved its candidate), for the
+    /// accept-to-pair histogram.
+    pub parked_at: Option<Instant>,
 }
 
 impl PairStats {
@@ -94,6 +97,7 @@ impl PairStats {
             last_active_ms: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             epoch,
+            parked_at: None,
         };
         stats.touch();
         stats
@@ -255,6 +259,8 @@ struct Candidate {
     accept_kind: Option<Transport>,
     connect_kind: Option<Transport>,
     stats: Option<Arc<PairStats>>,
+    /// When an accept last reserved this candidate.
+    parked_at: Option<Instant>,
 }
 
 enum Slot {
@@ -460,6 +466,7 @@ impl Table {
             accept_kind: Some(kind),
             connect_kind: None,
             stats: None,
+            parked_at: Some(Instant::now()),
         });
         map.insert(id, assoc);
         Ok(Reservation {
@@ -504,6 +511,7 @@ impl Table {
         match assoc.candidate(cand) {
             Some(c) => match c.slot {
                 Slot::Gathered | Slot::Closed => {
+                    c.parked_at = Some(Instant::now());
                     c.slot = Slot::Reserved(token);
                     c.accept_kind = Some(kind);
                     c.connect_kind = None;
@@ -526,6 +534,7 @@ impl Table {
                 accept_kind: Some(kind),
                 connect_kind: None,
                 stats: None,
+                parked_at: Some(Instant::now()),
             }),
         }
         assoc.ended_at = None;
@@ -602,7 +611,10 @@ impl Table {
                     let Slot::Parked(accept) = std::mem::replace(&mut c.slot, Slot::Closed) else {
                         unreachable!("matched Parked above")
                     };
-                    let stats = Arc::new(PairStats::new(self.epoch));
+                    let stats = Arc::new(PairStats {
+                        parked_at: c.parked_at,
+                        ..PairStats::new(self.epoch)
+                    });
                     c.slot = Slot::Paired {
                         accept: Arc::downgrade(&accept),
                         connect: Arc::downgrade(connect),
@@ -675,6 +687,7 @@ impl Table {
                 accept_kind: None,
                 connect_kind: None,
                 stats: None,
+                parked_at: None,
             });
             ids.push(cand);
         }

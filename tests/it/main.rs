@@ -4,6 +4,7 @@ mod addresses;
 mod api;
 mod cli;
 mod core;
+mod metrics;
 mod peer;
 mod pump;
 mod support;

@@ -53,6 +53,16 @@ fn messages_say_what_to_change_in_words_a_person_reads() {
             "tcp://127.0.0.1:8080 and tls://127.0.0.1:8080 cannot both bind 127.0.0.1:8080",
         ),
         ("handshake_timout = 3", "unknown field `handshake_timout`"),
+        (
+            "metrics_listen = \"127.0.0.1:99999\"",
+            "metrics_listen: \"127.0.0.1:99999\": port 99999 is out of range",
+        ),
+        ("metrics_listen = \"9100\"", "metrics_listen: \"9100\" needs a host and a numeric port"),
+        (
+            "metrics_listen = \"127.0.0.1:8080\"",
+            "metrics_listen 127.0.0.1:8080 is also the address of listener tcp://127.0.0.1:8080",
+        ),
+        ("metrics_token = \"short\"", "metrics_token must be at least 16 characters"),
     ] {
         check_err(text, expected);
     }

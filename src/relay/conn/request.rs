@@ -75,7 +75,7 @@ pub fn serve_request(
     deadline: Instant,
 ) {
     match request.command {
-        Command::AcceptNew => accept(ctx, conn, stream, request.version, None, answer),
+        Command::AcceptNew => accept(ctx, conn, stream, (request.version, None), answer, deadline),
         Command::Accept {
             association,
             candidate,
@@ -83,9 +83,9 @@ pub fn serve_request(
             ctx,
             conn,
             stream,
-            request.version,
-            Some((association, candidate)),
+            (request.version, Some((association, candidate))),
             answer,
+            deadline,
         ),
         Command::Connect {
             association,
@@ -101,7 +101,14 @@ pub fn serve_request(
         Command::Test {
             association,
             candidate,
-        } => test(ctx, conn, &stream, (association, candidate), answer),
+        } => test(
+            ctx,
+            conn,
+            &stream,
+            (association, candidate),
+            answer,
+            deadline,
+        ),
     }
 }
 
@@ -111,9 +118,9 @@ fn accept(
     ctx: &Arc<Context>,
     conn: u64,
     stream: Stream,
-    version: u8,
-    ids: Option<(Uuid, Uuid)>,
+    (version, ids): (u8, Option<(Uuid, Uuid)>),
     answer: &dyn Answer,
+    deadline: Instant,
 ) {
     let reserved = match ids {
         None if ctx.config.accept_requires_api() => Err(Reject::NotFound(
@@ -129,7 +136,16 @@ fn accept(
     };
     let reservation = match reserved {
         Ok(reservation) => reservation,
-        Err(why) => return reject(ctx, conn, &stream, answer, why.status(), why.reason()),
+        Err(why) => {
+            return reject(
+                ctx,
+                conn,
+                &stream,
+                answer,
+                (why.status(), why.reason()),
+                deadline,
+            )
+        }
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
     let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
@@ -154,6 +170,7 @@ fn accept(
     match ctx.table.publish(reservation, stream) {
         Ok(()) => {
             ctx.metrics.handshake(Outcome::Parked);
+            handshake_done(ctx, deadline);
             crate::info!(
                 "conn={conn} association={association} candidate={candidate} parked (accept over {}, version {version})",
                 kind.as_str(),
@@ -183,7 +200,16 @@ fn connect(
         .min(PUBLISH_WAIT);
     let (accept, stats) = match ctx.table.pair(association, candidate, &stream, wait) {
         Ok(pair) => pair,
-        Err(why) => return reject(ctx, conn, &stream, answer, why.status(), why.reason()),
+        Err(why) => {
+            return reject(
+                ctx,
+                conn,
+                &stream,
+                answer,
+                (why.status(), why.reason()),
+                deadline,
+            )
+        }
     };
     if let Err(e) = answer.succeed(ctx, &stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
@@ -196,6 +222,10 @@ fn connect(
         return;
     }
     ctx.metrics.handshake(Outcome::Paired);
+    handshake_done(ctx, deadline);
+    if let Some(parked) = stats.parked_at {
+        ctx.metrics.accept_to_pair.observe(parked.elapsed());
+    }
     crate::info!(
         "conn={conn} association={association} candidate={candidate} paired (accept {} + connect {}, version {version})",
         accept.kind().as_str(),
@@ -219,11 +249,13 @@ fn test(
     stream: &Stream,
     (association, candidate): (Uuid, Uuid),
     answer: &dyn Answer,
+    deadline: Instant,
 ) {
     match ctx.table.test(association, candidate) {
         Ok(()) => {
             if answer.succeed(ctx, stream, &[]).is_ok() {
                 ctx.metrics.handshake(Outcome::Tested);
+                handshake_done(ctx, deadline);
                 crate::info!(
                     "conn={conn} association={association} candidate={candidate} tested over {}",
                     stream.kind().as_str()
@@ -232,7 +264,14 @@ fn test(
                 linger_close(&**stream);
             }
         }
-        Err(why) => reject(ctx, conn, stream, answer, why.status(), why.reason()),
+        Err(why) => reject(
+            ctx,
+            conn,
+            stream,
+            answer,
+            (why.status(), why.reason()),
+            deadline,
+        ),
     }
 }
 
@@ -242,13 +281,25 @@ pub(crate) fn reject(
     conn: u64,
     stream: &Stream,
     answer: &dyn Answer,
-    status: u16,
-    why: &str,
+    (status, why): (u16, &str),
+    deadline: Instant,
 ) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
     crate::warn!("conn={conn} rejected {status}: {why}");
+    // Before the refusal goes out, like the counters: whoever reads the
+    // refusal then finds it counted.
+    handshake_done(ctx, deadline);
     answer.refuse(ctx, stream, status);
+}
+
+/// Records how long a handshake took once its request was served or
+/// refused. Its connection was accepted (or its keep-alive connection last
+/// answered) one handshake timeout before `deadline`.
+fn handshake_done(ctx: &Context, deadline: Instant) {
+    if let Some(accepted) = deadline.checked_sub(ctx.config.handshake_timeout) {
+        ctx.metrics.handshake_duration.observe(accepted.elapsed());
+    }
 }
 
 /// Writes a connection's first answer in one write, bounded by the handshake
