@@ -45,6 +45,20 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner());
         *guard
     }
+
+    /// The `Jet-Instance` of a version 1 accept that arrived on local address
+    /// `arrival`: the configured `instance` when it is not the default, else
+    /// the address peers reach the arrival's listener at (so a wildcard bind
+    /// never sends peers to `localhost` or `0.0.0.0`).
+    pub fn instance_for(&self, arrival: Option<SocketAddr>) -> String {
+        if self.config.instance != crate::relay::config::DEFAULT_INSTANCE {
+            return self.config.instance.clone();
+        }
+        arrival
+            .and_then(|at| self.listeners.iter().find(|l| l.took(at)))
+            .and_then(|l| l.authority(arrival))
+            .unwrap_or_else(|| self.config.instance.clone())
+    }
 }
 
 /// A listener as bound, for building candidate URLs.
@@ -100,22 +114,6 @@ impl BoundListener {
     }
 }
 
-impl Context {
-    /// The `Jet-Instance` of a version 1 accept that arrived on local address
-    /// `arrival`: the configured `instance` when it is not the default, else
-    /// the address peers reach the arrival's listener at (so a wildcard bind
-    /// never sends peers to `localhost` or `0.0.0.0`).
-    pub fn instance_for(&self, arrival: Option<SocketAddr>) -> String {
-        if self.config.instance != crate::relay::config::DEFAULT_INSTANCE {
-            return self.config.instance.clone();
-        }
-        arrival
-            .and_then(|at| self.listeners.iter().find(|l| l.took(at)))
-            .and_then(|l| l.authority(arrival))
-            .unwrap_or_else(|| self.config.instance.clone())
-    }
-}
-
 /// Wraps an accepted socket: no Nagle delay (inherited from the listener on
 /// Linux), registered for shutdown.
 /// `None` when shutdown has begun: the socket is closed at once.
@@ -132,4 +130,62 @@ pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> Option<(Arc<TcpDuple
     }
     let id = registration.id();
     Some((Arc::new(TcpDuplex::new(sock, registration)), id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(bound: &str, dual_stack: bool, arrival: &str, expected: Option<&str>) {
+        let listener = BoundListener {
+            url: ListenUrl::parse(&format!("tcp://{bound}")).unwrap(),
+            local: bound.parse().unwrap(),
+            external_url: None,
+            dual_stack,
+        };
+        let arrival: SocketAddr = arrival.parse().unwrap();
+        assert_eq!(
+            listener.authority(Some(arrival)).as_deref(),
+            expected,
+            "{bound} (dual stack: {dual_stack}) asked through {arrival}"
+        );
+    }
+
+    #[test]
+    fn a_wildcard_is_named_by_an_address_of_the_arrival_or_not_at_all() {
+        check("10.0.0.1:80", false, "192.0.2.7:9", Some("10.0.0.1:80"));
+        check("0.0.0.0:80", false, "192.0.2.7:9", Some("192.0.2.7:80"));
+        check("0.0.0.0:80", false, "[::1]:9", Some("127.0.0.1:80"));
+        check("0.0.0.0:80", false, "[2001:db8::7]:9", None);
+        check("[::]:80", true, "[2001:db8::7]:9", Some("[2001:db8::7]:80"));
+        check(
+            "[::]:80",
+            true,
+            "[::ffff:192.0.2.7]:80",
+            Some("192.0.2.7:80"),
+        );
+        check("[::]:80", true, "192.0.2.7:9", Some("192.0.2.7:80"));
+        check("[::]:80", false, "192.0.2.7:9", None);
+        check("[::]:80", false, "127.0.0.1:9", Some("[::1]:80"));
+    }
+
+    #[test]
+    fn the_external_url_wins_and_needs_no_arrival() {
+        let listener = BoundListener {
+            url: ListenUrl::parse("tcp://0.0.0.0:80").unwrap(),
+            local: "0.0.0.0:80".parse().unwrap(),
+            external_url: Some("tcp://relay.example.net:443/".into()),
+            dual_stack: false,
+        };
+        assert_eq!(
+            listener.authority(None).as_deref(),
+            Some("relay.example.net:443")
+        );
+        let bare = BoundListener {
+            external_url: None,
+            ..listener
+        };
+        assert_eq!(bare.authority(None), None);
+    }
 }

@@ -178,3 +178,20 @@ fn a_version_1_accept_names_a_reachable_instance_unless_one_is_configured() {
     let (_server, resp) = named.request(accept, 0x73, b"");
     assert_eq!(resp.header("Jet-Instance"), Some("test-instance"));
 }
+
+#[test]
+fn a_version_1_accept_on_ipv6_names_a_bracketed_instance_a_peer_can_dial() {
+    require_ipv6_loopback();
+    let relay = relay_on(&["tcp://[::]:0"], Ipv6Addr::LOCALHOST.into());
+    let accept = "GET / HTTP/1.1\r\nHost: relay\r\nJet-Method: Accept\r\nJet-Version: 1\r\n\r\n";
+    let (_server, resp) = relay.request(accept, 0x73, b"");
+    let port = relay.addr.port();
+    let instance = resp.header("Jet-Instance").expect("Jet-Instance");
+    assert_eq!(instance, format!("[::1]:{port}"));
+    // What a peer does with it: aim its relay URL at that instance.
+    let url = jet_relay::wire::candidate::CandidateUrl::parse("tcp://relay.example.net:8080")
+        .unwrap()
+        .with_instance(instance)
+        .unwrap();
+    assert_eq!(url.to_string(), format!("tcp://[::1]:{port}"));
+}

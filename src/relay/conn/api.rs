@@ -183,10 +183,10 @@ pub fn candidate_urls(ctx: &Context, req: &Request) -> Vec<String> {
     let mut urls = Vec::new();
     for listener in &ctx.listeners {
         let Some(authority) = listener.authority(req.local) else {
+            let arrival = req.local.map_or("?".into(), |a| a.to_string());
             crate::debug!(
-                "gather: {} left out, not reachable as seen from {:?}",
-                listener.url,
-                req.local
+                "gather: {} left out: no address of it is reachable from {arrival}",
+                listener.url
             );
             continue;
         };
