@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::log::Level;
+pub use crate::wire::secret::ApiKey;
 use crate::wire::Transport;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -59,6 +60,9 @@ pub struct Config {
     pub zero_copy: bool,
     /// Where the relay listens.
     pub listeners: Vec<ListenerConfig>,
+    /// The listen backlog of every listener: connections the kernel holds
+    /// before the relay accepts them (capped by `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// When set, every REST call but `/health` needs `Authorization: Bearer <key>`.
     pub api_key: Option<ApiKey>,
     /// When true, a JET accept may only use an association created through the
@@ -72,35 +76,6 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// When set, the `metrics_listen` listener wants `Authorization: Bearer <token>`.
     pub metrics_token: Option<ApiKey>,
-}
-
-/// The REST API key. Never printed: `Debug` shows a mask.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> ApiKey {
-        ApiKey(key.into())
-    }
-
-    /// Compares with a presented key in time that does not depend on where
-    /// they differ (only on the presented length).
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        let key = self.0.as_bytes();
-        let mut diff = key.len() ^ presented.len();
-        for (i, b) in presented.iter().enumerate() {
-            diff |= usize::from(b ^ key.get(i).copied().unwrap_or(0));
-        }
-        diff == 0
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
 }
 
 /// One listening socket.
@@ -121,6 +96,10 @@ pub struct ListenerConfig {
     /// PEM file with the certificate's private key; TLS listeners only.
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// Sets `SO_REUSEPORT`, so a new relay process can bind the same port
+    /// while this one drains (a restart without refusing connections).
+    #[serde(default)]
+    pub reuse_port: bool,
 }
 
 impl ListenerConfig {
@@ -131,6 +110,7 @@ impl ListenerConfig {
             external_url: None,
             cert: None,
             key: None,
+            reuse_port: false,
         }
     }
 }
@@ -211,6 +191,7 @@ impl Default for Config {
             listeners: vec![ListenerConfig::new(
                 ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),
             )],
+            listen_backlog: crate::relay::socket::DEFAULT_BACKLOG,
             api_key: None,
             accept_requires_api: None,
             cors_origin: None,
@@ -281,6 +262,9 @@ impl Config {
         if self.max_associations == 0 {
             return Err(Error::Config("max_associations must be above zero".into()));
         }
+        if self.listen_backlog == 0 {
+            return Err(Error::Config("listen_backlog must be at least 1".into()));
+        }
         if self.handshake_timeout.is_zero() {
             return Err(Error::Config("handshake_timeout must be above zero".into()));
         }
@@ -297,11 +281,6 @@ impl Config {
                 "instance is {} bytes long; at most {MAX_INSTANCE_LEN} (a host name and port) fit the Jet-Instance header",
                 self.instance.len()
             )));
-        }
-        if self.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
-            return Err(Error::Config(
-                "api_key must be at least 16 characters long".into(),
-            ));
         }
         if let Some(origin) = &self.cors_origin {
             if origin.is_empty() || origin.chars().any(|c| c.is_control() || c == ' ') {
@@ -327,11 +306,6 @@ impl Config {
                     )));
                 }
             }
-        }
-        if self.metrics_token.as_ref().is_some_and(|k| k.0.len() < 16) {
-            return Err(Error::Config(
-                "metrics_token must be at least 16 characters long".into(),
-            ));
         }
         for (i, listener) in self.listeners.iter().enumerate() {
             if let Some(url) = &listener.external_url {
@@ -397,6 +371,9 @@ impl Config {
     }
 }
 
+/// Keys whose values are secrets, masked in error messages.
+const SECRET_KEYS: [&str; 2] = ["api_key", "metrics_token"];
+
 /// A TOML parse or type error as a person reads it: the line number, the
 /// line itself, and what was wrong, without serde's vocabulary (`usize`,
 /// `sequence`, `untagged enum`).
@@ -419,10 +396,22 @@ fn describe(text: &str, e: &toml::de::Error) -> String {
     };
     let start = span.start.min(text.len());
     let line = text[..start].matches('\n').count() + 1;
-    match text.lines().nth(line - 1).map(str::trim) {
-        Some(shown) if !shown.is_empty() => format!("line {line}: `{shown}`: {message}"),
-        _ => format!("line {line}: {message}"),
+    let Some(shown) = text
+        .lines()
+        .nth(line - 1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    else {
+        return format!("line {line}: {message}");
+    };
+    // A secret is never repeated, even a wrong one: show its key alone.
+    let key = shown.split('=').next().unwrap_or_default().trim();
+    if SECRET_KEYS.contains(&key) {
+        // ApiKey's own message says "api_key" whichever key holds it.
+        let message = message.replacen("api_key ", &format!("{key} "), 1);
+        return format!("line {line}: `{key} = ***`: {message}");
     }
+    format!("line {line}: `{shown}`: {message}")
 }
 
 /// Seconds as a whole or fractional TOML number, 0 or more.

@@ -6,11 +6,13 @@ use crate::relay::metrics::Metrics;
 use crate::relay::pool::Pool;
 use crate::relay::registry::Registry;
 use crate::relay::shared::{BoundListener, Context};
+use crate::relay::socket;
 use crate::relay::table::{AssociationInfo, Table};
+use crate::transport::listener;
 use crate::wire::Transport;
 use rustls::ServerConfig;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
@@ -98,7 +100,23 @@ impl Server {
     /// A TLS listener whose certificate or key cannot be used stops the start
     /// with an error naming the file, before any socket is bound.
     pub fn start(config: Config) -> Result<Server> {
+        Server::start_with_listeners(config, Vec::new())
+    }
+
+    /// Like [`Server::start`], with listening sockets already bound by
+    /// someone else (systemd socket activation, see `relay::systemd`). When
+    /// `inherited` is not empty it replaces binding: socket `i` serves
+    /// `config.listeners[i]` (its scheme, certificate and external URL), and
+    /// the counts must match.
+    pub fn start_with_listeners(config: Config, inherited: Vec<TcpListener>) -> Result<Server> {
         config.validate()?;
+        if !inherited.is_empty() && inherited.len() != config.listeners.len() {
+            return Err(Error::Config(format!(
+                "{} listening socket(s) were passed in (LISTEN_FDS) for {} configured listener(s): list one [[listeners]] per socket, in the order of the socket unit's ListenStream= lines",
+                inherited.len(),
+                config.listeners.len()
+            )));
+        }
         let mut tls_configs = Vec::new();
         for listener in &config.listeners {
             tls_configs.push(match (listener.url.scheme, &listener.cert, &listener.key) {
@@ -112,8 +130,13 @@ impl Server {
             });
         }
         let mut bound = Vec::new();
+        let mut inherited = inherited.into_iter();
         for (listener, tls) in config.listeners.iter().zip(tls_configs) {
-            let (socket, local) = bind_tcp(&listener.url)?;
+            let socket = match inherited.next() {
+                Some(socket) => socket,
+                None => bind(&config, &listener.url, listener.reuse_port)?,
+            };
+            let local = prepare(&socket, &listener.url)?;
             let dual_stack = local.is_ipv6() && local.ip().is_unspecified() && !v6_only(&socket);
             bound.push((listener, socket, local, tls, dual_stack));
         }
@@ -136,7 +159,8 @@ impl Server {
         let metrics_bound = match &config.metrics_listen {
             Some(addr) => {
                 let url = ListenUrl::parse(&format!("tcp://{addr}")).map_err(Error::Config)?;
-                let (socket, local) = bind_tcp(&url)?;
+                let socket = bind(&config, &url, false)?;
+                let local = prepare(&socket, &url)?;
                 Some((url, socket, local))
             }
             None => None,
@@ -271,12 +295,11 @@ impl Server {
             // The accept loop checks the flag after each accept: wake it with a
             // connection of our own. If that fails the thread stays blocked in
             // accept, harmless at process exit, so do not wait for it.
-            let wake = wake_address(listener.local);
-            if TcpStream::connect_timeout(&wake, Duration::from_millis(200)).is_ok() {
-                if let Some(thread) = listener.thread.take() {
-                    let _ = thread.join();
-                }
-            }
+            listener::wake_and_join(
+                listener.local,
+                listener.thread.take(),
+                Duration::from_millis(200),
+            );
         }
         for victim in self.ctx.table.drain() {
             victim.kill();
@@ -297,6 +320,35 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Binds one listener: each address its host resolves to in turn, with the
+/// configured backlog and `SO_REUSEPORT` setting.
+fn bind(config: &Config, url: &ListenUrl, reuse_port: bool) -> Result<TcpListener> {
+    let addrs: Vec<SocketAddr> = url
+        .address
+        .to_socket_addrs()
+        .map_err(|e| Error::io(format!("resolving {url}"), e))?
+        .collect();
+    let backlog = socket::effective_backlog(config.listen_backlog);
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host resolves to no address");
+    for addr in &addrs {
+        match socket::bind_listener(*addr, backlog, reuse_port) {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last = e,
+        }
+    }
+    Err(bind_error(url, &addrs, last))
+}
+
+/// Turns Nagle off on a bound listener (accepted sockets inherit it on
+/// Linux) and reads the address it bound.
+fn prepare(socket: &TcpListener, url: &ListenUrl) -> Result<SocketAddr> {
+    crate::relay::stream::tcp::nodelay_listener(socket)
+        .map_err(|e| Error::io(format!("turning Nagle off on {url}"), e))?;
+    socket
+        .local_addr()
+        .map_err(|e| Error::io(format!("reading the address of {url}"), e))
 }
 
 /// The lowest port an unprivileged process may bind (below it Linux wants
@@ -336,19 +388,6 @@ fn v6_only(socket: &TcpListener) -> bool {
     }
 }
 
-/// Where to connect to reach a listener bound to `local` (a wildcard address
-/// is reached through loopback).
-fn wake_address(local: SocketAddr) -> SocketAddr {
-    let mut addr = local;
-    if addr.ip().is_unspecified() {
-        match addr {
-            SocketAddr::V4(ref mut a) => a.set_ip(std::net::Ipv4Addr::LOCALHOST),
-            SocketAddr::V6(ref mut a) => a.set_ip(std::net::Ipv6Addr::LOCALHOST),
-        }
-    }
-    addr
-}
-
 /// What a listener's connections are for.
 #[derive(Clone)]
 enum Serves {
@@ -361,71 +400,58 @@ enum Serves {
     Metrics,
 }
 
-/// Resolves and binds a listener's address, with Nagle off (inherited by
-/// accepted sockets on Linux).
-fn bind_tcp(url: &ListenUrl) -> Result<(TcpListener, SocketAddr)> {
-    let addrs: Vec<SocketAddr> = url
-        .address
-        .to_socket_addrs()
-        .map_err(|e| Error::io(format!("resolving {url}"), e))?
-        .collect();
-    let socket = TcpListener::bind(&addrs[..]).map_err(|e| bind_error(url, &addrs, e))?;
-    crate::relay::stream::tcp::nodelay_listener(&socket)
-        .map_err(|e| Error::io(format!("turning Nagle off on {url}"), e))?;
-    let local = socket
-        .local_addr()
-        .map_err(|e| Error::io(format!("reading the address of {url}"), e))?;
-    Ok((socket, local))
-}
-
 /// Accepts connections and hands each to a pool thread; a TLS listener's
 /// handshake runs there too, so a slow client never holds this loop.
 fn accept_loop(ctx: Arc<Context>, listener: TcpListener, serves: Serves) {
     // While descriptors are exhausted accept fails every few milliseconds;
     // say so once per interval, not once per failure.
     let mut last_warning: Option<std::time::Instant> = None;
-    loop {
-        let accepted = listener.accept();
-        if ctx.stopping() {
-            return;
-        }
-        match accepted {
-            Ok((sock, peer)) => {
-                let conn_ctx = Arc::clone(&ctx);
-                let spawned = match serves.clone() {
-                    Serves::Relay { index, tls } => {
-                        ctx.metrics.accepted(index);
-                        ctx.pool.spawn(move || match tls {
-                            Some(tls) => crate::relay::conn::tls::handle(conn_ctx, sock, peer, tls),
-                            None => crate::relay::conn::dispatch::handle(conn_ctx, sock, peer),
-                        })
+    listener::accept_until(
+        &listener,
+        || ctx.stopping(),
+        |accepted| {
+            match accepted {
+                Ok((sock, peer)) => {
+                    let conn_ctx = Arc::clone(&ctx);
+                    let spawned = match serves.clone() {
+                        Serves::Relay { index, tls } => {
+                            ctx.metrics.accepted(index);
+                            ctx.pool.spawn(move || match tls {
+                                Some(tls) => {
+                                    crate::relay::conn::tls::handle(conn_ctx, sock, peer, tls)
+                                }
+                                None => crate::relay::conn::dispatch::handle(conn_ctx, sock, peer),
+                            })
+                        }
+                        Serves::Metrics => ctx.pool.spawn(move || {
+                            crate::relay::conn::scrape::handle(conn_ctx, sock, peer)
+                        }),
+                    };
+                    if let Err(e) = spawned {
+                        // The socket went down with the job: closed, nothing else touched.
+                        ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                        if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
+                            crate::warn!("peer={peer} refused: cannot start a thread: {e}");
+                            last_warning = Some(std::time::Instant::now());
+                        }
                     }
-                    Serves::Metrics => ctx
-                        .pool
-                        .spawn(move || crate::relay::conn::scrape::handle(conn_ctx, sock, peer)),
-                };
-                if let Err(e) = spawned {
-                    // The socket went down with the job: closed, nothing else touched.
-                    ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if is_resource_exhaustion(&e) => {
                     if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
-                        crate::warn!("peer={peer} refused: cannot start a thread: {e}");
+                        crate::warn!(
+                            "accept failed: {e}; pausing {ACCEPT_BACKOFF:?} between tries"
+                        );
                         last_warning = Some(std::time::Instant::now());
                     }
+                    thread::sleep(ACCEPT_BACKOFF);
+                }
+                Err(e) => {
+                    // ECONNABORTED and friends: one failed connection, not the listener.
+                    crate::debug!("accept failed: {e}");
                 }
             }
-            Err(e) if is_resource_exhaustion(&e) => {
-                if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
-                    crate::warn!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?} between tries");
-                    last_warning = Some(std::time::Instant::now());
-                }
-                thread::sleep(ACCEPT_BACKOFF);
-            }
-            Err(e) => {
-                // ECONNABORTED and friends: one failed connection, not the listener.
-                crate::debug!("accept failed: {e}");
-            }
-        }
-    }
+        },
+    );
 }
 
 /// True for the `accept` failures that mean the process or the system is

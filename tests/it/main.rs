@@ -4,6 +4,8 @@ mod addresses;
 mod api;
 mod cli;
 mod core;
+mod cuts;
+mod jmux;
 mod metrics;
 mod peer;
 mod pump;

@@ -156,9 +156,9 @@ fn http_at(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)])
 #[test]
 fn metrics_listen_serves_metrics_alone_behind_its_token() {
     let relay = TestRelay::with(|c| {
-        c.api_key = Some(ApiKey::new(KEY));
+        c.api_key = Some(ApiKey::new(KEY).expect("a valid key"));
         c.metrics_listen = Some("127.0.0.1:0".into());
-        c.metrics_token = Some(ApiKey::new(TOKEN));
+        c.metrics_token = Some(ApiKey::new(TOKEN).expect("a valid token"));
     });
     let at = relay
         .server

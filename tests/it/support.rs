@@ -38,7 +38,7 @@ impl TestRelay {
             .ok()
             .and_then(|l| jet_relay::log::Level::parse(&l))
             .unwrap_or(jet_relay::log::Level::Off);
-        jet_relay::log::set_level(level);
+        jet_relay::log::init(level);
         let server = Server::start(config).expect("relay starts");
         let addr = server.local_addrs()[0];
         TestRelay { server, addr }
@@ -824,7 +824,8 @@ pub fn open_tcp_candidate(
     a: Uuid,
     c: Uuid,
 ) -> jet_relay::Result<(TcpStream, Response)> {
-    use jet_relay::peer::client::{CandidateUrl, Connector, JetRequest, Relayed, TlsOptions};
+    use jet_relay::peer::{Connector, JetRequest, Relayed, TlsOptions};
+    use jet_relay::wire::CandidateUrl;
     let url = CandidateUrl::parse(url)?;
     let (relayed, response) =
         Connector::new(TlsOptions::default()).open(&url, &JetRequest::v2(method, a, c))?;

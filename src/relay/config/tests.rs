@@ -62,10 +62,21 @@ fn messages_say_what_to_change_in_words_a_person_reads() {
             "metrics_listen = \"127.0.0.1:8080\"",
             "metrics_listen 127.0.0.1:8080 is also the address of listener tcp://127.0.0.1:8080",
         ),
-        ("metrics_token = \"short\"", "metrics_token must be at least 16 characters"),
+        (
+            "metrics_token = \"short\"",
+            "line 1: `metrics_token = ***`: metrics_token must be at least 16 characters",
+        ),
+        (
+            "api_key = \"short-secret\"",
+            "line 1: `api_key = ***`: api_key must be at least 16 characters",
+        ),
     ] {
         check_err(text, expected);
     }
+    let err = Config::from_toml("api_key = \"short-secret\"")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("short-secret"), "a secret repeated: {err}");
 }
 
 #[test]
@@ -241,7 +252,10 @@ fn shipped_relay_toml_parses_and_shows_every_key_with_a_valid_example() {
     let listener = keys_of("[[listeners]]\nurl = \"tcp://127.0.0.1:1\"\nzzz_not_a_key = 1");
     // A list read from an error message could come back empty and check nothing.
     assert!(top.len() >= 13, "top-level keys: {top:?}");
-    assert_eq!(listener, ["url", "external_url", "cert", "key"]);
+    assert_eq!(
+        listener,
+        ["url", "external_url", "cert", "key", "reuse_port"]
+    );
     for key in top.iter().filter(|k| *k != "listeners") {
         let line = key_line(text, key);
         if let Some(example) = line.strip_prefix("# ") {

@@ -172,16 +172,14 @@ fn accept(
             ctx.metrics.handshake(Outcome::Parked);
             handshake_done(ctx, deadline);
             crate::info!(
-                "conn={conn} association={association} candidate={candidate} parked (accept over {}, version {version})",
+                "association={association} candidate={candidate} parked (accept over {}, version {version})",
                 kind.as_str(),
             );
         }
         Err(stream) => {
             // Deleted or expired while we wrote the answer, or shutting down.
             ctx.metrics.handshake(Outcome::Closed);
-            crate::info!(
-                "conn={conn} association={association} went away before the accept parked"
-            );
+            crate::info!("association={association} went away before the accept parked");
             stream.kill();
         }
     }
@@ -214,7 +212,7 @@ fn connect(
     if let Err(e) = answer.succeed(ctx, &stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
         // peer saw the pairing start), so the pair ends here.
-        crate::info!("conn={conn} association={association} candidate={candidate} connect peer left before its answer: {e}");
+        crate::info!("association={association} candidate={candidate} connect peer left before its answer: {e}");
         stream.kill();
         accept.kill();
         ctx.table.release(association, candidate, &stats);
@@ -227,7 +225,7 @@ fn connect(
         ctx.metrics.accept_to_pair.observe(parked.elapsed());
     }
     crate::info!(
-        "conn={conn} association={association} candidate={candidate} paired (accept {} + connect {}, version {version})",
+        "association={association} candidate={candidate} paired (accept {} + connect {}, version {version})",
         accept.kind().as_str(),
         stream.kind().as_str(),
     );
@@ -257,7 +255,7 @@ fn test(
                 ctx.metrics.handshake(Outcome::Tested);
                 handshake_done(ctx, deadline);
                 crate::info!(
-                    "conn={conn} association={association} candidate={candidate} tested over {}",
+                    "association={association} candidate={candidate} tested over {}",
                     stream.kind().as_str()
                 );
                 // Over WebSocket this is the close frame right after the 101.
@@ -278,7 +276,7 @@ fn test(
 /// Answers a well-formed request with an error status, then closes.
 pub(crate) fn reject(
     ctx: &Context,
-    conn: u64,
+    _conn: u64,
     stream: &Stream,
     answer: &dyn Answer,
     (status, why): (u16, &str),
@@ -286,7 +284,7 @@ pub(crate) fn reject(
 ) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
-    crate::warn!("conn={conn} rejected {status}: {why}");
+    crate::warn!("rejected {status}: {why}");
     // Before the refusal goes out, like the counters: whoever reads the
     // refusal then finds it counted.
     handshake_done(ctx, deadline);
