@@ -26,7 +26,7 @@ pub(crate) mod table;
 pub(crate) mod token;
 
 pub use config::Config;
-pub use metrics::{Metrics, Outcome};
+pub use metrics::{Histogram, Metrics, Outcome};
 pub use server::{Associations, Server};
 pub use stream::tls::server_config as tls_server_config;
 pub use table::{AssociationInfo, AssociationState, CandidateInfo, CandidateState, Origin};
