@@ -356,7 +356,11 @@ fn slow_http_clients_hit_the_handshake_timeout() {
     sock.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     assert_closed(&mut sock);
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed after {:?}",
+        started.elapsed()
+    );
     // An idle keep-alive connection is closed the same way.
     let mut sock = relay.dial();
     sock.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
