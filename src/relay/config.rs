@@ -17,6 +17,9 @@ pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(10);
 
 /// How long a drain lets relaying pairs finish by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The `instance` when the file does not set one. It means "not set": a
+/// version 1 accept then names the address it arrived on in `Jet-Instance`.
+pub const DEFAULT_INSTANCE: &str = "localhost";
 
 /// The longest `instance`: a DNS name (253) with a port. Every version 1
 /// accept carries it in a JET packet, whose 16-bit size must hold it.
@@ -74,6 +77,11 @@ pub struct Config {
     /// `Access-Control-Allow-Origin` for REST answers (`*` or an origin), so a
     /// browser page can create associations before opening a WebSocket.
     pub cors_origin: Option<String>,
+    /// `HOST:PORT` of a listener that serves `GET /metrics` and nothing else,
+    /// so Prometheus needs no API key (and no JET peer reaches it).
+    pub metrics_listen: Option<String>,
+    /// When set, the `metrics_listen` listener wants `Authorization: Bearer <token>`.
+    pub metrics_token: Option<ApiKey>,
 }
 
 /// One listening socket.
@@ -145,11 +153,22 @@ impl ListenUrl {
             }
         };
         let rest = rest.trim_end_matches('/');
-        let port_ok = rest
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
+        let Some((host, port)) = rest.rsplit_once(':').filter(|(host, _)| !host.is_empty()) else {
             return Err(format!("{text:?} needs a host and a numeric port"));
+        };
+        let bracketed = host.starts_with('[') && host.ends_with(']');
+        if (host.contains(':') || host.starts_with('[')) && !bracketed {
+            return Err(format!(
+                "{text:?}: an IPv6 host goes in brackets, like tcp://[::1]:8080"
+            ));
+        }
+        if port.parse::<u16>().is_err() {
+            let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+            return Err(if digits {
+                format!("{text:?}: port {port} is out of range (0 to 65535)")
+            } else {
+                format!("{text:?} needs a host and a numeric port")
+            });
         }
         Ok(ListenUrl {
             scheme,
@@ -167,7 +186,7 @@ impl std::fmt::Display for ListenUrl {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            instance: "localhost".into(),
+            instance: DEFAULT_INSTANCE.into(),
             log_level: Level::Info,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             association_ttl: DEFAULT_ASSOCIATION_TTL,
@@ -183,6 +202,8 @@ impl Default for Config {
             api_key: None,
             accept_requires_api: None,
             cors_origin: None,
+            metrics_listen: None,
+            metrics_token: None,
             zero_copy: true,
         }
     }
@@ -191,7 +212,7 @@ impl Default for Config {
 impl Config {
     /// Parses and validates a configuration text.
     pub fn from_toml(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config(describe(text, &e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -201,8 +222,11 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let mut config = Config::from_toml(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        // One "configuration:" prefix: the file name goes inside the message.
+        let mut config = Config::from_toml(&text).map_err(|e| match e {
+            Error::Config(why) => Error::Config(format!("{}: {why}", path.display())),
+            other => other,
+        })?;
         let folder = path.parent().unwrap_or(Path::new(""));
         for listener in &mut config.listeners {
             for file in [&mut listener.cert, &mut listener.key]
@@ -272,6 +296,24 @@ impl Config {
                 ));
             }
         }
+        if let Some(addr) = &self.metrics_listen {
+            // Parsed as a tcp:// URL for the same rules, but shown as written.
+            let url = ListenUrl::parse(&format!("tcp://{addr}")).map_err(|why| {
+                let why = why.replace(
+                    &format!("{:?}", format!("tcp://{addr}")),
+                    &format!("{addr:?}"),
+                );
+                Error::Config(format!("metrics_listen: {why}"))
+            })?;
+            if let Some(clash) = self.listeners.iter().find(|l| l.url.address == url.address) {
+                if !addr.ends_with(":0") {
+                    return Err(Error::Config(format!(
+                        "metrics_listen {addr} is also the address of listener {}",
+                        clash.url
+                    )));
+                }
+            }
+        }
         for (i, listener) in self.listeners.iter().enumerate() {
             if let Some(url) = &listener.external_url {
                 if ListenUrl::parse(url).is_err() && url.split_once("://").is_none() {
@@ -285,6 +327,27 @@ impl Config {
             return Err(Error::Config(
                 "listeners: at least one listener is needed".into(),
             ));
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            // Port 0 asks for a fresh port each time: two of those never clash.
+            let same = self.listeners[..i].iter().find(|earlier| {
+                earlier.url.address == listener.url.address && !earlier.url.address.ends_with(":0")
+            });
+            match same {
+                Some(earlier) if earlier.url == listener.url => {
+                    return Err(Error::Config(format!(
+                        "listeners: {} is listed twice",
+                        listener.url
+                    )))
+                }
+                Some(earlier) => {
+                    return Err(Error::Config(format!(
+                        "listeners: {} and {} cannot both bind {}",
+                        earlier.url, listener.url, listener.url.address
+                    )))
+                }
+                None => {}
+            }
         }
         for listener in &self.listeners {
             let has_files = (listener.cert.is_some(), listener.key.is_some());
@@ -315,17 +378,68 @@ impl Config {
     }
 }
 
-fn seconds<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Number {
-        Int(u64),
-        Float(f64),
-    }
-    let secs = match Number::deserialize(d)? {
-        Number::Int(n) => n as f64,
-        Number::Float(f) => f,
+/// Keys whose values are secrets, masked in error messages.
+const SECRET_KEYS: [&str; 2] = ["api_key", "metrics_token"];
+
+/// A TOML parse or type error as a person reads it: the line number, the
+/// line itself, and what was wrong, without serde's vocabulary (`usize`,
+/// `sequence`, `untagged enum`).
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let message = e
+        .message()
+        .replace("expected usize", "expected a whole number")
+        .replace("expected u64", "expected a whole number")
+        .replace("a sequence", "a list")
+        .replace("type: sequence", "type: list")
+        .replace("type: map", "type: table")
+        .replace("expected a map", "expected a table")
+        .replace("expected a boolean", "expected true or false")
+        .replace(
+            "expected struct ListenerConfig",
+            "expected a [[listeners]] table",
+        );
+    let Some(span) = e.span() else {
+        return message;
     };
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let Some(shown) = text
+        .lines()
+        .nth(line - 1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    else {
+        return format!("line {line}: {message}");
+    };
+    // A secret is never repeated, even a wrong one: show its key alone.
+    let key = shown.split('=').next().unwrap_or_default().trim();
+    if SECRET_KEYS.contains(&key) {
+        // ApiKey's own message says "api_key" whichever key holds it.
+        let message = message.replacen("api_key ", &format!("{key} "), 1);
+        return format!("line {line}: `{key} = ***`: {message}");
+    }
+    format!("line {line}: `{shown}`: {message}")
+}
+
+/// Seconds as a whole or fractional TOML number, 0 or more.
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    struct Seconds;
+    impl serde::de::Visitor<'_> for Seconds {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number of seconds, like 10 or 0.5")
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> std::result::Result<f64, E> {
+            Ok(n as f64)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<f64, E> {
+            Ok(n as f64)
+        }
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> std::result::Result<f64, E> {
+            Ok(n)
+        }
+    }
+    let secs = d.deserialize_any(Seconds)?;
     Duration::try_from_secs_f64(secs).map_err(|_| {
         serde::de::Error::custom(format!("{secs} is not a number of seconds (0 or more)"))
     })
@@ -346,201 +460,4 @@ fn listen_url<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<ListenUrl,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[track_caller]
-    fn check_err(text: &str, needle: &str) {
-        let err = Config::from_toml(text).unwrap_err().to_string();
-        assert!(err.contains(needle), "{err:?} should mention {needle:?}");
-    }
-
-    #[test]
-    fn an_instance_too_long_for_a_jet_packet_is_refused() {
-        // 70,000 bytes cannot be carried by a version 1 accept's answer (a
-        // JET packet holds at most 65,527): once a panic in every such accept.
-        check_err(
-            &format!("instance = \"{}\"", "r".repeat(70_000)),
-            "instance is 70000 bytes long",
-        );
-        check_err(
-            &format!("instance = \"{}\"", "r".repeat(MAX_INSTANCE_LEN + 1)),
-            "instance",
-        );
-        let longest = format!("instance = \"{}\"", "r".repeat(MAX_INSTANCE_LEN));
-        assert_eq!(
-            Config::from_toml(&longest).unwrap().instance.len(),
-            MAX_INSTANCE_LEN
-        );
-    }
-
-    #[test]
-    fn empty_file_gives_defaults() {
-        let config = Config::from_toml("").unwrap();
-        assert_eq!(config.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
-        assert_eq!(config.association_ttl, DEFAULT_ASSOCIATION_TTL);
-        assert_eq!(config.idle_timeout, Duration::ZERO);
-        assert!(config.zero_copy);
-        assert_eq!(config.listeners[0].url.to_string(), "tcp://127.0.0.1:8080");
-    }
-
-    #[test]
-    fn fractional_seconds_and_listeners() {
-        let config = Config::from_toml(
-            "handshake_timeout = 0.25\nidle_timeout = 3\n[[listeners]]\nurl = \"tcp://[::1]:0\"\n",
-        )
-        .unwrap();
-        assert_eq!(config.handshake_timeout, Duration::from_millis(250));
-        assert_eq!(config.idle_timeout, Duration::from_secs(3));
-        assert_eq!(config.listeners[0].url.address, "[::1]:0");
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        check_err("handshake_timout = 3", "handshake_timout");
-        check_err("handshake_timeout = \"soon\"", "handshake_timeout");
-        check_err("handshake_timeout = -1", "handshake_timeout");
-        check_err("handshake_timeout = 0", "handshake_timeout");
-        check_err("log_level = \"loud\"", "log_level");
-        check_err(
-            "[[listeners]]\nurl = \"udp://1.2.3.4:5\"",
-            "unsupported scheme",
-        );
-        check_err("[[listeners]]\nurl = \"tcp://host\"", "numeric port");
-        check_err("[[listeners]]\nurl = \"tcp://h:1\"\ncolour = 1", "colour");
-        check_err("listeners = []", "listeners");
-        check_err("handshake_timeout = 1e19", "handshake_timeout");
-        check_err("association_ttl = 31536001", "association_ttl");
-        check_err("max_associations = 0", "max_associations");
-        check_err("max_threads = 3", "max_threads");
-        check_err("max_associations = -3", "max_associations");
-        check_err(
-            "[[listeners]]\nurl = \"tls://h:1\"",
-            "needs both cert and key",
-        );
-        check_err(
-            "[[listeners]]\nurl = \"tls://h:1\"\ncert = \"c.pem\"",
-            "needs both cert and key",
-        );
-        check_err(
-            "[[listeners]]\nurl = \"tcp://h:1\"\ncert = \"c.pem\"\nkey = \"k.pem\"",
-            "for tls:// listeners",
-        );
-    }
-
-    #[test]
-    fn tls_listeners_take_cert_and_key_relative_to_the_config_file() {
-        let folder = std::env::temp_dir().join(format!("jet-relay-config-{}", std::process::id()));
-        std::fs::create_dir_all(&folder).unwrap();
-        let file = folder.join("relay.toml");
-        std::fs::write(
-            &file,
-            "[[listeners]]\nurl = \"tls://127.0.0.1:0\"\ncert = \"certs/server.pem\"\nkey = \"/abs/key.pem\"\n",
-        )
-        .unwrap();
-        let config = Config::load(&file).unwrap();
-        std::fs::remove_dir_all(&folder).unwrap();
-        let listener = &config.listeners[0];
-        assert_eq!(listener.url.scheme, Transport::Tls);
-        assert_eq!(listener.url.to_string(), "tls://127.0.0.1:0");
-        assert_eq!(
-            listener.cert.as_deref(),
-            Some(&*folder.join("certs/server.pem"))
-        );
-        assert_eq!(listener.key.as_deref(), Some(Path::new("/abs/key.pem")));
-        assert_eq!(listener.url.transports(), [Transport::Tls, Transport::Wss]);
-    }
-
-    #[test]
-    fn api_key_is_masked_and_compared_exactly() {
-        let config = Config::from_toml("api_key = \"0123456789abcdef-secret\"").unwrap();
-        let key = config.api_key.as_ref().unwrap();
-        assert!(!format!("{config:?}").contains("secret"));
-        assert!(key.matches(b"0123456789abcdef-secret"));
-        assert!(!key.matches(b"0123456789abcdef-secreT"));
-        assert!(!key.matches(b"0123456789abcdef-secret2"));
-        assert!(!key.matches(b""));
-        assert!(config.accept_requires_api());
-        check_err("api_key = \"short\"", "api_key");
-        let open =
-            Config::from_toml("api_key = \"0123456789abcdef-secret\"\naccept_requires_api = false")
-                .unwrap();
-        assert!(!open.accept_requires_api());
-        assert!(!Config::default().accept_requires_api());
-    }
-
-    /// The keys serde takes in `text`'s table, read from the unknown-field
-    /// error that `deny_unknown_fields` gives for a key that cannot exist.
-    fn keys_of(text: &str) -> Vec<String> {
-        let err = toml::from_str::<Config>(text).unwrap_err().to_string();
-        let (_, list) = err
-            .split_once("expected one of ")
-            .unwrap_or_else(|| panic!("no key list in {err:?}"));
-        let list = list.lines().next().unwrap_or_default();
-        list.split('`')
-            .skip(1)
-            .step_by(2)
-            .map(String::from)
-            .collect()
-    }
-
-    /// The line of `text` that sets `key` or shows it commented out (`# key = `),
-    /// matching the whole key at the start of the line.
-    fn key_line<'t>(text: &'t str, key: &str) -> &'t str {
-        let prefix = format!("{key} = ");
-        text.lines()
-            .find(|l| l.strip_prefix("# ").unwrap_or(l).starts_with(&prefix))
-            .unwrap_or_else(|| panic!("relay.toml neither sets nor shows {key:?}"))
-    }
-
-    #[test]
-    fn shipped_relay_toml_parses_and_shows_every_key_with_a_valid_example() {
-        let text = include_str!("../../relay.toml");
-        let shipped = Config::from_toml(text).unwrap();
-        assert_eq!(shipped.listeners[0].url.to_string(), "tcp://127.0.0.1:8080");
-        let top = keys_of("zzz_not_a_key = 1");
-        let listener = keys_of("[[listeners]]\nurl = \"tcp://127.0.0.1:1\"\nzzz_not_a_key = 1");
-        // A list read from an error message could come back empty and check nothing.
-        assert!(top.len() >= 13, "top-level keys: {top:?}");
-        assert_eq!(
-            listener,
-            ["url", "external_url", "cert", "key", "reuse_port"]
-        );
-        for key in top.iter().filter(|k| *k != "listeners") {
-            let line = key_line(text, key);
-            if let Some(example) = line.strip_prefix("# ") {
-                // The commented example is valid as it stands.
-                let edited = text.replacen(line, example, 1);
-                let config = Config::from_toml(&edited)
-                    .unwrap_or_else(|e| panic!("relay.toml with `{example}`: {e}"));
-                assert_ne!(
-                    format!("{config:?}"),
-                    format!("{shipped:?}"),
-                    "{example} changes nothing"
-                );
-            }
-        }
-        // Listener keys: the first listener sets url and shows external_url;
-        // the commented TLS listener shows cert and key, valid as a whole block.
-        let tls_block = &text[text
-            .find("# [[listeners]]")
-            .expect("a commented TLS listener")..];
-        let uncommented: String = tls_block
-            .lines()
-            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
-            .collect();
-        let with_tls = Config::from_toml(&text.replacen(tls_block, &uncommented, 1)).unwrap();
-        assert_eq!(with_tls.listeners.len(), 2);
-        for key in &listener {
-            let line = key_line(text, key);
-            let example = line.strip_prefix("# ").unwrap_or(line);
-            let in_tls_block = tls_block.contains(line);
-            if line.starts_with("# ") && !in_tls_block {
-                let edited = text.replacen(line, example, 1);
-                Config::from_toml(&edited)
-                    .unwrap_or_else(|e| panic!("relay.toml with `{example}`: {e}"));
-            }
-            assert!(line.starts_with("# ") || !in_tls_block, "{key}");
-        }
-    }
-}
+mod tests;

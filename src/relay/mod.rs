@@ -28,7 +28,7 @@ pub(crate) mod token;
 
 pub use certs::fixed_server_config as tls_server_config;
 pub use config::Config;
-pub use metrics::{Metrics, Outcome};
+pub use metrics::{Histogram, Metrics, Outcome};
 pub use server::ReloadReport;
 pub use server::{Associations, Server};
 pub use table::{AssociationInfo, AssociationState, CandidateInfo, CandidateState, Origin};

@@ -1,5 +1,5 @@
-//! The REST API: associations, gathering, health, metrics, the API key, and
-//! HTTP framing limits.
+//! The REST API: associations, gathering, health, the API key, and HTTP
+//! framing limits (metrics: `metrics.rs`).
 
 use crate::support::*;
 use jet_relay::relay::config::ApiKey;
@@ -273,102 +273,6 @@ fn with_a_key_jet_accepts_need_an_api_created_association() {
     let mut client = relay.connect(a, c);
     client.write_all(b"ok").unwrap();
     assert_eq!(read_n(&mut server, 2), b"ok");
-}
-
-#[test]
-fn metrics_are_prometheus_text_and_counters_increase() {
-    let relay = TestRelay::start();
-    let before = parse_metrics(&relay.http("GET", "/metrics", &[], b"").text());
-    let (_a, mut server, mut client) = relay.pair();
-    client.write_all(&pattern(9, 4096)).unwrap();
-    assert_eq!(read_n(&mut server, 4096).len(), 4096);
-    let (_s, resp) = relay.request(&v2("connect", Uuid::new_v4(), Uuid::new_v4()), 0x73, b"");
-    assert_eq!(resp.status, 404);
-    let reply = relay.http("GET", "/metrics", &[], b"");
-    assert!(reply
-        .header("Content-Type")
-        .unwrap()
-        .starts_with("text/plain"));
-    let after = parse_metrics(&reply.text());
-    let get = |m: &std::collections::HashMap<String, f64>, k: &str| {
-        *m.get(k).unwrap_or_else(|| panic!("missing {k}"))
-    };
-    for (name, delta) in [
-        (
-            "jet_relay_bytes_relayed_total{direction=\"connect_to_accept\"}",
-            4096.0,
-        ),
-        ("jet_relay_handshakes_total{outcome=\"paired\"}", 1.0),
-        ("jet_relay_handshakes_total{outcome=\"parked\"}", 1.0),
-        (
-            "jet_relay_rejections_total{reason=\"not_found\",status=\"404\"}",
-            1.0,
-        ),
-        ("jet_relay_pairs_started_total", 1.0),
-    ] {
-        assert_eq!(get(&after, name) - get(&before, name), delta, "{name}");
-    }
-    assert_eq!(get(&after, "jet_relay_pairs_relaying"), 1.0);
-    assert_eq!(get(&after, "jet_relay_associations{state=\"active\"}"), 1.0);
-    assert_eq!(
-        get(&after, "jet_relay_connections_open{kind=\"paired\"}"),
-        2.0
-    );
-    // Counters never go down between two scrapes.
-    for (name, value) in &before {
-        if name.contains("_total") {
-            assert!(get(&after, name) >= *value, "{name} decreased");
-        }
-    }
-}
-
-/// Parses the text exposition format strictly: every line is a `# HELP`, a
-/// `# TYPE` with a known type naming a family whose samples follow, or a sample
-/// `name{labels} value` of a declared family.
-fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
-    let mut samples = std::collections::HashMap::new();
-    let mut declared = std::collections::HashSet::new();
-    assert!(text.ends_with('\n'));
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').expect("HELP has a name and text");
-            assert!(name.starts_with("jet_relay_") && !help.is_empty(), "{line}");
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("TYPE has a name and a type");
-            assert!(["counter", "gauge"].contains(&kind), "{line}");
-            assert!(
-                !kind.is_empty() && declared.insert(name.to_owned()),
-                "{line}"
-            );
-        } else {
-            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
-            let name = series.split('{').next().unwrap();
-            assert!(declared.contains(name), "sample before its TYPE: {line}");
-            assert!(
-                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                "{line}"
-            );
-            if let Some(labels) = series.strip_prefix(name) {
-                if !labels.is_empty() {
-                    assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
-                    for pair in labels[1..labels.len() - 1].split(',') {
-                        let (k, v) = pair.split_once('=').expect("label k=v");
-                        assert!(
-                            !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
-                            "{line}"
-                        );
-                    }
-                }
-            }
-            let value: f64 = value.parse().expect("numeric value");
-            assert!(
-                samples.insert(series.to_owned(), value).is_none(),
-                "duplicate {line}"
-            );
-        }
-    }
-    assert!(!samples.is_empty());
-    samples
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Integration tests: one binary, one module per feature.
 
+mod addresses;
 mod api;
 mod cli;
 mod core;
 mod cuts;
 mod halves;
 mod jmux;
+mod metrics;
 mod peer;
 mod pump;
 mod support;

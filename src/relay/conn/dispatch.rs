@@ -68,7 +68,8 @@ pub fn serve_jet(
         }
         Err(RequestError::BadRequest(why)) => {
             let version = message::requested_version(&payload);
-            return reject(ctx, conn, &mut stream, &JetAnswer { version }, 400, &why);
+            let answer = JetAnswer { version };
+            return reject(ctx, conn, &mut stream, &answer, (400, &why), deadline);
         }
     };
     // From here the peer's bytes are relayed data: no more timeouts on reads.

@@ -152,7 +152,7 @@ impl Response {
 }
 
 /// Why no request could be read.
-enum Failure {
+pub(crate) enum Failure {
     /// The connection ended or timed out: close silently.
     Read(ReadError),
     /// The bytes are not an acceptable request: answer this, then close.
@@ -249,7 +249,7 @@ pub fn looks_like_http(prefix: &[u8]) -> bool {
     (3..=7).contains(&method_len) && prefix.get(method_len) == Some(&b' ')
 }
 
-fn write(
+pub(crate) fn write(
     ctx: &Context,
     stream: &mut Stream,
     response: &Response,
@@ -267,7 +267,7 @@ fn write(
 
 /// Reads one request out of `buf` plus whatever more the stream sends before
 /// `deadline`. On success `buf` keeps the bytes after the request.
-fn read_request(
+pub(crate) fn read_request(
     stream: &mut Stream,
     buf: &mut Vec<u8>,
     deadline: Instant,

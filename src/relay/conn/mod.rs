@@ -6,5 +6,6 @@ pub(crate) mod deadline;
 pub(crate) mod dispatch;
 pub(crate) mod http;
 pub(crate) mod request;
+pub(crate) mod scrape;
 pub(crate) mod tls;
 pub(crate) mod upgrade;
