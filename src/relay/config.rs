@@ -2,6 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::log::Level;
+pub use crate::relay::cidr::{Cidr, CidrSet};
+pub use crate::relay::limits::LimitsConfig;
 use crate::wire::Transport;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -63,6 +65,21 @@ pub struct Config {
     /// `Access-Control-Allow-Origin` for REST answers (`*` or an origin), so a
     /// browser page can create associations before opening a WebSocket.
     pub cors_origin: Option<String>,
+    /// PEM public keys of the authority that signs association tokens (JET
+    /// v3), several for rotation; a relative path starts at the config
+    /// file's folder. Empty: tokens are neither taken nor required.
+    pub token_keys: Vec<PathBuf>,
+    /// Clock skew allowed on a token's `exp`, `nbf` and `iat`.
+    #[serde(deserialize_with = "seconds")]
+    pub token_leeway: Duration,
+    /// Development only: accept unsigned (`alg: none`) tokens, which anyone can write.
+    pub allow_unsigned_tokens: bool,
+    /// When tokens are configured, binary JET (tcp://, tls://) accepts and
+    /// connects need one too (`Authorization: Bearer` in the JET head).
+    /// Off by default: deployed JET clients carry no token in the packet.
+    pub require_jet_tokens: bool,
+    /// Per-client limits (the `[client_limits]` table); only the REST rate is enforced so far.
+    pub client_limits: LimitsConfig,
 }
 
 /// The REST API key. Never printed: `Debug` shows a mask.
@@ -195,6 +212,11 @@ impl Default for Config {
             accept_requires_api: None,
             cors_origin: None,
             zero_copy: true,
+            token_keys: Vec::new(),
+            token_leeway: crate::relay::token::DEFAULT_LEEWAY,
+            allow_unsigned_tokens: false,
+            require_jet_tokens: false,
+            client_limits: LimitsConfig::default(),
         }
     }
 }
@@ -208,7 +230,7 @@ impl Config {
     }
 
     /// Reads and parses a configuration file; errors name the file. Relative
-    /// certificate and key paths are made relative to the file's folder.
+    /// certificate, key and token key paths are made relative to the file's folder.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -225,12 +247,25 @@ impl Config {
                 }
             }
         }
+        for file in &mut config.token_keys {
+            if file.is_relative() {
+                *file = folder.join(&*file);
+            }
+        }
         Ok(config)
     }
 
-    /// Whether JET accepts must name an association created through the API.
+    /// Whether JET accepts must name an association created through the API:
+    /// by default whenever associations are authorized (an API key or tokens).
     pub fn accept_requires_api(&self) -> bool {
-        self.accept_requires_api.unwrap_or(self.api_key.is_some())
+        self.accept_requires_api
+            .unwrap_or(self.api_key.is_some() || self.tokens_configured())
+    }
+
+    /// Whether association tokens are checked: keys are configured, or
+    /// unsigned tokens are allowed for development.
+    pub fn tokens_configured(&self) -> bool {
+        !self.token_keys.is_empty() || self.allow_unsigned_tokens
     }
 
     /// Checks the rules serde cannot express.
@@ -240,6 +275,7 @@ impl Config {
             ("association_ttl", self.association_ttl),
             ("idle_timeout", self.idle_timeout),
             ("ended_retention", self.ended_retention),
+            ("token_leeway", self.token_leeway),
         ] {
             if value > MAX_DURATION {
                 return Err(Error::Config(format!(
@@ -276,6 +312,11 @@ impl Config {
         if self.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
             return Err(Error::Config(
                 "api_key must be at least 16 characters long".into(),
+            ));
+        }
+        if self.require_jet_tokens && !self.tokens_configured() {
+            return Err(Error::Config(
+                "require_jet_tokens needs token_keys (the keys tokens are checked with)".into(),
             ));
         }
         if let Some(origin) = &self.cors_origin {

@@ -20,8 +20,6 @@ pub(crate) mod stream;
 #[cfg(target_os = "linux")]
 pub mod systemd;
 pub(crate) mod table;
-// Not called yet: the REST API and WebSocket upgrades take tokens next.
-#[allow(dead_code, unused_imports)]
 pub(crate) mod token;
 
 pub use config::Config;

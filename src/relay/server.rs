@@ -2,17 +2,19 @@
 
 use crate::error::{Error, Result};
 use crate::relay::config::{Config, ListenUrl};
+use crate::relay::limits::ClientLimits;
 use crate::relay::metrics::Metrics;
 use crate::relay::pool::Pool;
 use crate::relay::registry::Registry;
 use crate::relay::shared::{BoundListener, Context};
 use crate::relay::table::{AssociationInfo, Table};
+use crate::relay::token::{KeyFileError, TokenKeys, Verifier, VerifierOptions};
 use crate::wire::Transport;
 use rustls::ServerConfig;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 use uuid::Uuid;
@@ -108,6 +110,8 @@ impl Server {
                 _ => None,
             });
         }
+        // Key files are read before any socket is bound, like certificates.
+        let verifier = token_verifier(&config)?;
         let mut bound = Vec::new();
         for (listener, tls) in config.listeners.iter().zip(tls_configs) {
             let addrs: Vec<SocketAddr> = listener
@@ -125,7 +129,7 @@ impl Server {
                 .map_err(|e| Error::io(format!("reading the address of {}", listener.url), e))?;
             bound.push((listener, socket, local, tls));
         }
-        let bound_info = bound
+        let bound_info: Vec<BoundListener> = bound
             .iter()
             .map(|(listener, _, local, _)| BoundListener {
                 url: listener.url.clone(),
@@ -137,10 +141,12 @@ impl Server {
             .into_iter()
             .map(|(listener, socket, local, tls)| (listener.url.clone(), socket, local, tls))
             .collect();
+        warn_about_exposure(&config, &bound_info);
         let pool = match config.max_threads {
             0 => Pool::new(),
             n => Pool::with_limit(n),
         };
+        let config_limits = config.client_limits.clone();
         let ctx = Arc::new(Context {
             listeners: bound_info,
             table: Table::new(config.max_associations),
@@ -150,6 +156,8 @@ impl Server {
             pool,
             stopping: AtomicBool::new(false),
             stop_signal: (Mutex::new(false), Condvar::new()),
+            tokens: RwLock::new(verifier),
+            limits: ClientLimits::new(config_limits),
         });
         // Built before its threads start: if one fails to start, dropping the
         // half-started server shuts down the ones already running.
@@ -269,6 +277,49 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The token verifier the configuration asks for: its keys loaded (an error
+/// names the file), or `None` when tokens are not configured.
+fn token_verifier(config: &Config) -> Result<Option<Arc<Verifier>>> {
+    if !config.tokens_configured() {
+        return Ok(None);
+    }
+    let keys = TokenKeys::load(&config.token_keys)
+        .map_err(|e: KeyFileError| Error::Config(e.to_string()))?;
+    if keys.is_empty() {
+        crate::warn!("no token_keys: only unsigned tokens can pass");
+    } else {
+        let kids: Vec<&str> = keys.keys().iter().map(|k| k.kid.as_str()).collect();
+        crate::info!("association tokens: {} key(s), kids {kids:?}", kids.len());
+    }
+    if config.allow_unsigned_tokens {
+        crate::warn!(
+            "allow_unsigned_tokens is on: anyone can write a token this relay accepts; for development only"
+        );
+    }
+    let options = VerifierOptions {
+        leeway: config.token_leeway,
+        allow_unsigned: config.allow_unsigned_tokens,
+        ..VerifierOptions::default()
+    };
+    Ok(Some(Arc::new(Verifier::new(keys, options))))
+}
+
+/// Warns when a relay without an API key listens beyond loopback: anyone who
+/// reaches it may create associations and park or connect on the ids they know.
+fn warn_about_exposure(config: &Config, listeners: &[BoundListener]) {
+    if config.api_key.is_some() {
+        return;
+    }
+    for listener in listeners.iter().filter(|l| !l.local.ip().is_loopback()) {
+        crate::warn!(
+            "{} listens beyond loopback without an api_key: anyone who reaches it can create \
+             associations and use the ids they know; listing, inspecting and deleting \
+             associations are refused until api_key is set in relay.toml",
+            listener.url
+        );
     }
 }
 

@@ -70,6 +70,12 @@ pub fn serve_jet(
             return reject(ctx, conn, &stream, &JetAnswer { version }, 400, &why);
         }
     };
+    if let Err((status, why)) = crate::relay::conn::auth::check_jet(ctx, &payload, &request) {
+        let answer = JetAnswer {
+            version: request.version,
+        };
+        return reject(ctx, conn, &stream, &answer, status, &why);
+    }
     // From here the peer's bytes are relayed data: no more timeouts on reads.
     if let Err(e) = stream.clear_read_deadline() {
         return read_failed(ctx, conn, ReadError::Closed(e));
