@@ -1,9 +1,11 @@
 //! Integration tests: one binary, one module per feature.
 
+mod access;
 mod api;
 mod cli;
 mod core;
 mod peer;
 mod pump;
 mod support;
+mod tokens;
 mod transports;

@@ -390,10 +390,7 @@ pub fn metrics(ctx: &Context) -> String {
         "client_limit_refusals_total",
         "counter",
         "Requests refused by a per-client limit, by limit.",
-        &[(
-            "limit=\"rest_rate\"",
-            ctx.limits.stats().refused_rest,
-        )],
+        &[("limit=\"rest_rate\"", ctx.limits.stats().refused_rest)],
     );
     family(
         "threads",

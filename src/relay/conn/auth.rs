@@ -113,7 +113,11 @@ pub fn refuse_early(ctx: &Context, credential: &Credential<'_>) -> Option<Respon
 /// Decides whether `credential` may do `action`: the administrator may do
 /// everything; a token, what it grants on its own association; an anonymous
 /// caller, only what names no association it did not name itself.
-pub fn allow(ctx: &Context, credential: &Credential<'_>, action: Action) -> Result<Caller, Response> {
+pub fn allow(
+    ctx: &Context,
+    credential: &Credential<'_>,
+    action: Action,
+) -> Result<Caller, Response> {
     if let Credential::Admin = credential {
         return Ok(Caller::Admin);
     }
@@ -355,9 +359,6 @@ mod tests {
 
     #[test]
     fn challenge_descriptions_hold_only_allowed_characters() {
-        assert_eq!(
-            quotable("kid \"a\\b\" é\n"),
-            "kid 'a'b' ??"
-        );
+        assert_eq!(quotable("kid \"a\\b\" é\n"), "kid 'a'b' ??");
     }
 }
