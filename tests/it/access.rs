@@ -3,7 +3,8 @@
 
 use crate::support::*;
 use jet_relay::relay::config::{ApiKey, CidrSet};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -176,4 +177,54 @@ fn a_client_over_its_rest_burst_gets_429_and_recovers_after_retry_after() {
         "{}",
         metrics.text()
     );
+}
+
+/// What the relay binary writes on stderr while starting with `args`.
+fn startup_log(args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jet-relay"))
+        .args(args)
+        .env("JET_RELAY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the relay binary starts");
+    // The listening line comes after every start-up warning is queued; the
+    // log writer thread flushes them when the relay stops on SIGTERM.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("a listening line");
+    assert!(line.starts_with("listening "), "{line:?}");
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut log)
+        .expect("stderr reads to its end");
+    let _ = child.wait();
+    log
+}
+
+#[test]
+fn the_relay_warns_at_start_when_it_listens_beyond_loopback_without_a_key() {
+    let config = std::env::temp_dir().join(format!("jet-relay-access-{}.toml", Uuid::new_v4()));
+    std::fs::write(&config, "").expect("an empty config");
+    let path = config.to_str().expect("a UTF-8 temporary path");
+    let exposed = startup_log(&["--config", path, "--listen", "tcp://0.0.0.0:0"]);
+    let local = startup_log(&["--config", path, "--listen", "tcp://127.0.0.1:0"]);
+    std::fs::write(&config, format!("api_key = \"{KEY}\"\n")).expect("a config with a key");
+    let keyed = startup_log(&["--config", path, "--listen", "tcp://0.0.0.0:0"]);
+    let _ = std::fs::remove_file(&config);
+    assert!(
+        exposed.contains("beyond loopback without an api_key"),
+        "{exposed}"
+    );
+    assert!(!local.contains("without an api_key"), "{local}");
+    assert!(!keyed.contains("without an api_key"), "{keyed}");
 }

@@ -2,7 +2,7 @@
 //! within the handshake timeout.
 
 use crate::relay::conn::deadline::{read_exact_by, read_failed, ReadError};
-use crate::relay::conn::request::{reject, serve_request, JetAnswer};
+use crate::relay::conn::request::{reject, serve_request, Answer, JetAnswer};
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::Stream;
@@ -71,10 +71,14 @@ pub fn serve_jet(
         }
     };
     if let Err((status, why)) = crate::relay::conn::auth::check_jet(ctx, &payload, &request) {
+        // Not `reject`: its per-status counters have no 401/403 and would
+        // count these as bad requests.
+        ctx.metrics.handshake(Outcome::Rejected);
+        crate::warn!("conn={conn} rejected {status}: {why}");
         let answer = JetAnswer {
             version: request.version,
         };
-        return reject(ctx, conn, &stream, &answer, status, &why);
+        return answer.refuse(ctx, &stream, status);
     }
     // From here the peer's bytes are relayed data: no more timeouts on reads.
     if let Err(e) = stream.clear_read_deadline() {
