@@ -126,7 +126,7 @@ impl Connector {
     /// Opens a candidate: connects, sends the JET request (or the WebSocket
     /// upgrade that carries it) and reads the answer. Returns the stream only
     /// on success (200, or 101 for WebSocket); any other status is
-    /// [`Error::Status`].
+    /// [`Error::Refused`].
     pub fn open(&self, url: &CandidateUrl, request: &JetRequest) -> Result<(Relayed, Response)> {
         if url.scheme.is_websocket() {
             return self.open_websocket(url, request);
@@ -160,9 +160,12 @@ impl Connector {
                 Error::io("reading the response", e)
             }
         })?;
-        let response = message::parse_response(&reply.payload).map_err(Error::Protocol)?;
+        let response = message::parse_response(&reply.payload)?;
         if response.status != 200 {
-            return Err(Error::Status(response.status));
+            return Err(Error::Refused {
+                status: response.status,
+                reason: None,
+            });
         }
         let sock = stream.socket();
         sock.set_read_timeout(None)
@@ -214,7 +217,10 @@ impl Connector {
         let (ws, reply) = match tungstenite::client::client(target.as_str(), io) {
             Ok(done) => done,
             Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(reply))) => {
-                return Err(Error::Status(reply.status().as_u16()))
+                return Err(Error::Refused {
+                    status: reply.status().as_u16(),
+                    reason: None,
+                })
             }
             Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))) => {
                 return Err(Error::io("WebSocket handshake", e))

@@ -2,6 +2,7 @@
 //! and the negotiation between two peers.
 
 pub mod client;
+pub mod jmux;
 pub mod negotiate;
 pub mod proxy;
 pub mod socks;

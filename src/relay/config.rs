@@ -57,6 +57,9 @@ pub struct Config {
     pub zero_copy: bool,
     /// Where the relay listens.
     pub listeners: Vec<ListenerConfig>,
+    /// The listen backlog of every listener: connections the kernel holds
+    /// before the relay accepts them (capped by `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// When set, every REST call but `/health` needs `Authorization: Bearer <key>`.
     pub api_key: Option<ApiKey>,
     /// When true, a JET accept may only use an association created through the
@@ -129,6 +132,10 @@ pub struct ListenerConfig {
     /// PEM file with the certificate's private key; TLS listeners only.
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// Sets `SO_REUSEPORT`, so a new relay process can bind the same port
+    /// while this one drains (a restart without refusing connections).
+    #[serde(default)]
+    pub reuse_port: bool,
 }
 
 impl ListenerConfig {
@@ -139,6 +146,7 @@ impl ListenerConfig {
             external_url: None,
             cert: None,
             key: None,
+            reuse_port: false,
         }
     }
 }
@@ -208,6 +216,7 @@ impl Default for Config {
             listeners: vec![ListenerConfig::new(
                 ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),
             )],
+            listen_backlog: crate::relay::socket::DEFAULT_BACKLOG,
             api_key: None,
             accept_requires_api: None,
             cors_origin: None,
@@ -291,6 +300,9 @@ impl Config {
         }
         if self.max_associations == 0 {
             return Err(Error::Config("max_associations must be above zero".into()));
+        }
+        if self.listen_backlog == 0 {
+            return Err(Error::Config("listen_backlog must be at least 1".into()));
         }
         if self.handshake_timeout.is_zero() {
             return Err(Error::Config("handshake_timeout must be above zero".into()));
@@ -582,7 +594,10 @@ mod tests {
         let listener = keys_of("[[listeners]]\nurl = \"tcp://127.0.0.1:1\"\nzzz_not_a_key = 1");
         // A list read from an error message could come back empty and check nothing.
         assert!(top.len() >= 13, "top-level keys: {top:?}");
-        assert_eq!(listener, ["url", "external_url", "cert", "key"]);
+        assert_eq!(
+            listener,
+            ["url", "external_url", "cert", "key", "reuse_port"]
+        );
         for key in top
             .iter()
             .filter(|k| *k != "listeners" && *k != "client_limits")

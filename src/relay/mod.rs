@@ -15,6 +15,7 @@ pub(crate) mod reaper;
 pub(crate) mod registry;
 pub mod server;
 pub(crate) mod shared;
+pub(crate) mod socket;
 pub(crate) mod splice;
 pub(crate) mod stream;
 #[cfg(target_os = "linux")]

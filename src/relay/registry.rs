@@ -1,7 +1,7 @@
 //! Every open connection, so shutdown can close them all, whatever state they are in.
 
 use std::collections::HashMap;
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
@@ -58,11 +58,12 @@ impl Registry {
         live.len() <= count
     }
 
-    /// Shuts down every open connection both ways.
+    /// Shuts down every open connection with a reset (see `socket::cut`):
+    /// a peer cut by shutdown must not take it for a normal end.
     pub fn kill_all(&self) {
         let socks: Vec<_> = self.lock().values().filter_map(Weak::upgrade).collect();
         for sock in socks {
-            let _ = sock.shutdown(Shutdown::Both);
+            crate::relay::socket::cut(&sock);
         }
     }
 

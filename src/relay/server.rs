@@ -1,12 +1,13 @@
 //! Listeners, the accept loop and the server's life: start, local addresses, shutdown.
 
 use crate::error::{Error, Result};
-use crate::relay::config::{Config, ListenUrl};
+use crate::relay::config::{Config, ListenUrl, ListenerConfig};
 use crate::relay::limits::ClientLimits;
 use crate::relay::metrics::Metrics;
 use crate::relay::pool::Pool;
 use crate::relay::registry::Registry;
 use crate::relay::shared::{BoundListener, Context};
+use crate::relay::socket;
 use crate::relay::table::{AssociationInfo, Table};
 use crate::relay::token::{KeyFileError, TokenKeys, Verifier, VerifierOptions};
 use crate::wire::Transport;
@@ -97,7 +98,23 @@ impl Server {
     /// A TLS listener whose certificate or key cannot be used stops the start
     /// with an error naming the file, before any socket is bound.
     pub fn start(config: Config) -> Result<Server> {
+        Server::start_with_listeners(config, Vec::new())
+    }
+
+    /// Like [`Server::start`], with listening sockets already bound by
+    /// someone else (systemd socket activation, see `relay::systemd`). When
+    /// `inherited` is not empty it replaces binding: socket `i` serves
+    /// `config.listeners[i]` (its scheme, certificate and external URL), and
+    /// the counts must match.
+    pub fn start_with_listeners(config: Config, inherited: Vec<TcpListener>) -> Result<Server> {
         config.validate()?;
+        if !inherited.is_empty() && inherited.len() != config.listeners.len() {
+            return Err(Error::Config(format!(
+                "{} listening socket(s) were passed in (LISTEN_FDS) for {} configured listener(s): list one [[listeners]] per socket, in the order of the socket unit's ListenStream= lines",
+                inherited.len(),
+                config.listeners.len()
+            )));
+        }
         let mut tls_configs = Vec::new();
         for listener in &config.listeners {
             tls_configs.push(match (listener.url.scheme, &listener.cert, &listener.key) {
@@ -113,15 +130,12 @@ impl Server {
         // Key files are read before any socket is bound, like certificates.
         let verifier = token_verifier(&config)?;
         let mut bound = Vec::new();
+        let mut inherited = inherited.into_iter();
         for (listener, tls) in config.listeners.iter().zip(tls_configs) {
-            let addrs: Vec<SocketAddr> = listener
-                .url
-                .address
-                .to_socket_addrs()
-                .map_err(|e| Error::io(format!("resolving {}", listener.url), e))?
-                .collect();
-            let socket = TcpListener::bind(&addrs[..])
-                .map_err(|e| Error::io(format!("binding {}", listener.url), e))?;
+            let socket = match inherited.next() {
+                Some(socket) => socket,
+                None => bind(&config, listener)?,
+            };
             crate::relay::stream::tcp::nodelay_listener(&socket)
                 .map_err(|e| Error::io(format!("turning Nagle off on {}", listener.url), e))?;
             let local = socket
@@ -321,6 +335,26 @@ fn warn_about_exposure(config: &Config, listeners: &[BoundListener]) {
             listener.url
         );
     }
+}
+
+/// Binds one configured listener: each address its host resolves to in
+/// turn, with the configured backlog and `SO_REUSEPORT` setting.
+fn bind(config: &Config, listener: &ListenerConfig) -> Result<TcpListener> {
+    let addrs: Vec<SocketAddr> = listener
+        .url
+        .address
+        .to_socket_addrs()
+        .map_err(|e| Error::io(format!("resolving {}", listener.url), e))?
+        .collect();
+    let backlog = socket::effective_backlog(config.listen_backlog);
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host resolves to no address");
+    for addr in addrs {
+        match socket::bind_listener(addr, backlog, listener.reuse_port) {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last = e,
+        }
+    }
+    Err(Error::io(format!("binding {}", listener.url), last))
 }
 
 /// Where to connect to reach a listener bound to `local` (a wildcard address

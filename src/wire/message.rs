@@ -1,5 +1,6 @@
 //! The HTTP heads inside JET packets: requests the relay accepts, responses it writes.
 
+use crate::Error;
 use uuid::Uuid;
 
 /// The most headers a JET request head may carry; deployed peers send four.
@@ -306,14 +307,17 @@ impl Response {
     }
 }
 
-/// Parses an unmasked response payload (any reason phrase, LF or CRLF).
-pub fn parse_response(payload: &[u8]) -> Result<Response, String> {
+/// Parses an unmasked response payload (any reason phrase, LF or CRLF); a
+/// payload that is not an HTTP response head is [`Error::Protocol`].
+pub fn parse_response(payload: &[u8]) -> crate::Result<Response> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(payload) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err("incomplete response head".into()),
-        Err(e) => return Err(format!("not an HTTP response: {e}")),
+        Ok(httparse::Status::Partial) => {
+            return Err(Error::Protocol("incomplete response head".into()))
+        }
+        Err(e) => return Err(Error::Protocol(format!("not an HTTP response: {e}"))),
     }
     Ok(Response {
         status: resp.code.unwrap_or_default(),

@@ -2,6 +2,7 @@
 //! URLs and signaling messages. Nothing here does I/O or starts a thread.
 
 pub mod candidate;
+pub mod jmux;
 pub mod message;
 pub mod packet;
 pub mod proxy_header;

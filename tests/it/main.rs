@@ -4,6 +4,8 @@ mod access;
 mod api;
 mod cli;
 mod core;
+mod cuts;
+mod jmux;
 mod peer;
 mod pump;
 mod support;

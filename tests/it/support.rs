@@ -38,7 +38,7 @@ impl TestRelay {
             .ok()
             .and_then(|l| jet_relay::log::Level::parse(&l))
             .unwrap_or(jet_relay::log::Level::Off);
-        jet_relay::log::set_level(level);
+        jet_relay::log::init(level);
         let server = Server::start(config).expect("relay starts");
         let addr = server.local_addrs()[0];
         TestRelay { server, addr }

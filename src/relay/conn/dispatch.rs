@@ -17,7 +17,8 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
     let Some((stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
         return;
     };
-    crate::info!("conn={conn} peer={peer} accepted");
+    let _scope = crate::log::conn_scope(conn);
+    crate::info!("peer={peer} accepted");
     let deadline = Instant::now() + ctx.config.handshake_timeout;
     dispatch(&ctx, conn, stream, deadline);
 }
@@ -49,7 +50,7 @@ pub fn serve_jet(
         Ok(len) => len,
         Err(e) => {
             ctx.metrics.handshake(Outcome::Malformed);
-            crate::warn!("conn={conn} closed: malformed packet: {e}");
+            crate::warn!("closed: malformed packet: {e}");
             return;
         }
     };
@@ -62,7 +63,7 @@ pub fn serve_jet(
         Ok(request) => request,
         Err(RequestError::Malformed(why)) => {
             ctx.metrics.handshake(Outcome::Malformed);
-            crate::warn!("conn={conn} closed: malformed packet: {why}");
+            crate::warn!("closed: malformed packet: {why}");
             return;
         }
         Err(RequestError::BadRequest(why)) => {
@@ -74,7 +75,7 @@ pub fn serve_jet(
         // Not `reject`: its per-status counters have no 401/403 and would
         // count these as bad requests.
         ctx.metrics.handshake(Outcome::Rejected);
-        crate::warn!("conn={conn} rejected {status}: {why}");
+        crate::warn!("rejected {status}: {why}");
         let answer = JetAnswer {
             version: request.version,
         };
@@ -84,7 +85,7 @@ pub fn serve_jet(
     if let Err(e) = stream.clear_read_deadline() {
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
-    crate::debug!("conn={conn} request {request:?}");
+    crate::debug!("request {request:?}");
     let answer = JetAnswer {
         version: request.version,
     };

@@ -186,7 +186,7 @@ pub fn serve(
     if !looks_like_http(prefix) {
         ctx.metrics.handshake(Outcome::Malformed);
         crate::warn!(
-            "conn={conn} closed: neither a JET packet nor HTTP (first bytes {:02x?})",
+            "closed: neither a JET packet nor HTTP (first bytes {:02x?})",
             &prefix[..]
         );
         return;
@@ -203,14 +203,14 @@ pub fn serve(
             }
             Err(Failure::Read(ReadError::Closed(_))) if served > 0 && buf.is_empty() => return,
             Err(Failure::Read(ReadError::Timeout)) if served > 0 && buf.is_empty() => {
-                crate::debug!("conn={conn} keep-alive connection idle, closed");
+                crate::debug!("keep-alive connection idle, closed");
                 return;
             }
             Err(Failure::Read(e)) => return read_failed(ctx, conn, e),
             Err(Failure::Reject(response)) => {
                 ctx.metrics.handshake(Outcome::Malformed);
                 crate::warn!(
-                    "conn={conn} bad HTTP request: {} {}",
+                    "bad HTTP request: {} {}",
                     response.status,
                     String::from_utf8_lossy(&response.body)
                 );
@@ -240,7 +240,7 @@ pub fn serve(
             _ => crate::relay::conn::api::route(ctx, &request),
         };
         crate::info!(
-            "conn={conn} http {} {} -> {}",
+            "http {} {} -> {}",
             request.method,
             request.path,
             response.status

@@ -33,15 +33,16 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<
     let sock = Arc::new(sock);
     let registration = ctx.registry.register(&sock);
     let conn = registration.id();
+    let _scope = crate::log::conn_scope(conn);
     if ctx.stopping() {
         // Registered after shutdown closed every socket: nobody would close this one.
         return;
     }
-    crate::info!("conn={conn} peer={peer} accepted (tls)");
+    crate::info!("peer={peer} accepted (tls)");
     let mut tls = match ServerConnection::new(config) {
         Ok(tls) => tls,
         Err(e) => {
-            crate::error!("conn={conn} closed: cannot start a TLS session: {e}");
+            crate::error!("closed: cannot start a TLS session: {e}");
             return;
         }
     };
@@ -58,14 +59,14 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<
                 .tls_handshake_failures
                 .fetch_add(1, Ordering::Relaxed);
             ctx.metrics.handshake(Outcome::Malformed);
-            crate::warn!("conn={conn} closed: TLS handshake failed: {why}");
+            crate::warn!("closed: TLS handshake failed: {why}");
             return;
         }
     }
     if let Err(e) = sock.set_write_timeout(None) {
         return crate::relay::conn::deadline::read_failed(&ctx, conn, ReadError::Closed(e));
     }
-    crate::debug!("conn={conn} TLS established ({:?})", tls.protocol_version());
+    crate::debug!("TLS established ({:?})", tls.protocol_version());
     let stream = Arc::new(TlsDuplex::new(sock, tls, registration));
     crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline);
 }

@@ -48,7 +48,7 @@ pub fn serve_upgrade(
             ctx.metrics.handshake(Outcome::Rejected);
             ctx.metrics.rejected(refusal.status);
             crate::warn!(
-                "conn={conn} WebSocket upgrade refused {}: {}",
+                "WebSocket upgrade refused {}: {}",
                 refusal.status,
                 refusal.why
             );
@@ -60,7 +60,7 @@ pub fn serve_upgrade(
     {
         ctx.metrics.handshake(Outcome::Rejected);
         crate::warn!(
-            "conn={conn} WebSocket {} refused {}: {}",
+            "WebSocket {} refused {}: {}",
             upgrade.method.as_str(),
             refusal.status,
             String::from_utf8_lossy(&refusal.body)
@@ -79,7 +79,7 @@ pub fn serve_upgrade(
         version: 2,
         command: Command::new(upgrade.method, upgrade.association, upgrade.candidate),
     };
-    crate::debug!("conn={conn} WebSocket request {request:?}");
+    crate::debug!("WebSocket request {request:?}");
     // The WebSocket stream exists from the start so the table records the
     // candidate's transport as ws/wss; nothing is framed before the 101.
     let ws: Stream = Arc::new(WsDuplex::new(Arc::clone(&stream), leftover));

@@ -6,7 +6,7 @@ pub(crate) mod tls;
 pub(crate) mod ws;
 
 use std::io::{self};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,10 +41,11 @@ pub trait Duplex: Send + Sync + 'static {
     fn clear_read_deadline(&self) -> io::Result<()> {
         self.socket().set_read_timeout(None)
     }
-    /// Shuts the socket down both ways: every blocked read and write on it
-    /// returns at once. The descriptor is closed when the last owner drops it.
+    /// Cuts the connection: its peer sees a reset (never a clean end), and
+    /// every blocked read and write on it returns at once. The descriptor is
+    /// closed when the last owner drops it.
     fn kill(&self) {
-        let _ = self.socket().shutdown(Shutdown::Both);
+        crate::relay::socket::cut(self.socket());
     }
 }
 

@@ -1,0 +1,156 @@
+//! Socket-level operations std does not offer: listening with a chosen
+//! backlog and `SO_REUSEPORT`, and cutting a connection with a reset.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// The listen backlog when the configuration names none: a burst of this many
+/// connections waits in the kernel instead of overflowing into SYN retransmits
+/// (a one-second stall each). std's own is 128.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Where Linux keeps the cap it silently applies to every listen backlog.
+const SOMAXCONN_PATH: &str = "/proc/sys/net/core/somaxconn";
+
+/// The backlog the kernel will really use for `wanted`: Linux caps it at
+/// `net.core.somaxconn` without saying so.
+pub fn effective_backlog(wanted: u32) -> u32 {
+    let cap = std::fs::read_to_string(SOMAXCONN_PATH)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok());
+    match cap {
+        Some(cap) => wanted.min(cap),
+        None => wanted,
+    }
+}
+
+/// Binds a listening TCP socket on `addr` with `backlog` (capped by the
+/// kernel, see [`effective_backlog`]) and, when `reuse_port` is set,
+/// `SO_REUSEPORT`, so a new relay process can bind the same port while the old
+/// one drains. `SO_REUSEADDR` is set as std does, so a restart does not wait
+/// out `TIME_WAIT`.
+#[cfg(target_os = "linux")]
+pub fn bind_listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<TcpListener> {
+    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    if reuse_port {
+        sockopt::set_socket_reuseport(&fd, true)?;
+    }
+    rustix::net::bind(&fd, &addr)?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    rustix::net::listen(&fd, backlog)?;
+    Ok(TcpListener::from(fd))
+}
+
+/// Binds a listening TCP socket (std's backlog; no `SO_REUSEPORT` here).
+#[cfg(not(target_os = "linux"))]
+pub fn bind_listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<TcpListener> {
+    let _ = (backlog, reuse_port);
+    TcpListener::bind(addr)
+}
+
+/// Ends a connection so that its peer sees a reset, never a clean end of
+/// stream, and wakes every thread blocked reading or writing it.
+///
+/// A FIN (`shutdown`) would tell the peer its stream ended normally, which is
+/// a lie when the relay cut it (idle timeout, drain timeout, DELETE, expiry,
+/// shutdown): the peer must know the stream was truncated. On Linux a
+/// `connect(AF_UNSPEC)` on a TCP socket aborts it: the kernel sends a RST and
+/// fails pending calls with `ECONNRESET`. Elsewhere (or if that fails) the
+/// socket gets `SO_LINGER` 0, so its close resets, and is shut down to wake
+/// its threads.
+pub fn cut(sock: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    if rustix::net::connect_unspec(sock).is_ok() {
+        // The socket is now unconnected: wake anything still blocked on it.
+        let _ = sock.shutdown(Shutdown::Both);
+        return;
+    }
+    let _ = set_linger_zero(sock);
+    let _ = sock.shutdown(Shutdown::Read);
+}
+
+#[cfg(target_os = "linux")]
+fn set_linger_zero(sock: &TcpStream) -> io::Result<()> {
+    rustix::net::sockopt::set_socket_linger(sock, Some(Duration::ZERO))?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_linger_zero(_sock: &TcpStream) -> io::Result<()> {
+    let _ = Duration::ZERO;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        (client, accepted)
+    }
+
+    #[test]
+    fn a_cut_connection_is_a_reset_for_the_peer_and_wakes_a_blocked_reader() {
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+        let (mut peer, ours) = pair(&listener);
+        peer.set_read_timeout(Some(WAIT)).unwrap();
+        let ours = std::sync::Arc::new(ours);
+        let reader = {
+            let ours = std::sync::Arc::clone(&ours);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16];
+                // Blocks until the cut: nothing is ever sent to us.
+                (&*ours).read(&mut buf)
+            })
+        };
+        // The reader may not be blocked yet; the cut must wake it either way.
+        peer.write_all(b"").unwrap();
+        let start = Instant::now();
+        cut(&ours);
+        let woke = reader.join().unwrap();
+        assert!(
+            start.elapsed() < WAIT,
+            "the blocked reader returned: {woke:?}"
+        );
+        let mut buf = [0u8; 16];
+        let seen = peer.read(&mut buf);
+        assert_eq!(
+            seen.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionReset),
+            "the peer must see a reset, not a clean end"
+        );
+    }
+
+    #[test]
+    fn listeners_get_the_backlog_asked_for_up_to_the_kernel_cap() {
+        assert!(
+            effective_backlog(u32::MAX) >= 128,
+            "somaxconn is at least the old default"
+        );
+        assert_eq!(effective_backlog(7), 7);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn two_listeners_share_a_port_only_with_reuse_port() {
+        let first = bind_listener("127.0.0.1:0".parse().unwrap(), 16, true).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = bind_listener(addr, 16, true).expect("a second SO_REUSEPORT listener binds");
+        drop(second);
+        let err = bind_listener(addr, 16, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+}
