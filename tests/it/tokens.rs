@@ -389,3 +389,86 @@ fn binary_jet_checks_a_token_when_present_and_requires_one_only_when_configured(
     client.write_all(b"jet").unwrap();
     assert_eq!(read_n(&mut server, 3), b"jet");
 }
+
+#[test]
+fn tokens_never_reach_the_log_whether_taken_or_refused() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let authority = Authority::new();
+    let config = authority.folder.join("relay.toml");
+    std::fs::write(&config, format!("token_keys = [\"{KID}.pem\"]\n")).expect("a config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jet-relay"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", "tcp://127.0.0.1:0"])
+        .env("JET_RELAY_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the relay binary starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("a listening line");
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening tcp://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let dial = || {
+        let sock = TcpStream::connect(addr).expect("the relay accepts");
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        sock
+    };
+    let http = |head: String| {
+        let mut sock = dial();
+        sock.write_all(head.as_bytes()).unwrap();
+        read_http(&mut sock).status
+    };
+    let a = Uuid::new_v4();
+    let good = authority.token(a);
+    let expired = authority.signed(&header(), &with(claims(a), "exp", json!(now() - 3600)));
+    let foreign = authority.token(Uuid::new_v4());
+    let post = |token: &str| {
+        format!("POST /jet/association/{a} HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+    };
+    assert_eq!(http(post(&expired)), 401);
+    assert_eq!(http(post(&foreign)), 403);
+    assert_eq!(http(post(&good)), 200);
+    let upgrade = |token: &str| {
+        let url = format!(
+            "ws://{addr}/jet/accept/{a}/{}?token={token}",
+            Uuid::new_v4()
+        );
+        match tungstenite::client::client(url, dial()) {
+            Ok(_) => 101,
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+                r.status().as_u16()
+            }
+            Err(e) => panic!("WebSocket handshake: {e}"),
+        }
+    };
+    assert_eq!(upgrade(&expired), 401);
+    assert_eq!(upgrade(&good), 101);
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut log)
+        .expect("stderr reads to its end");
+    let _ = child.wait();
+    assert!(
+        log.contains("token expired at"),
+        "the reason is logged: {log}"
+    );
+    for token in [&good, &expired, &foreign] {
+        let signature = token.rsplit('.').next().unwrap_or_default();
+        assert!(!log.contains(signature), "a token reached the log: {log}");
+    }
+}
