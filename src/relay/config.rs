@@ -60,10 +60,13 @@ pub struct Config {
     /// The listen backlog of every listener: connections the kernel holds
     /// before the relay accepts them (capped by `net.core.somaxconn`).
     pub listen_backlog: u32,
-    /// When set, every REST call but `/health` needs `Authorization: Bearer <key>`.
+    /// The administrator's credential. When set, every REST call but
+    /// `/health` needs `Authorization: Bearer <key>` (or a token, with
+    /// `token_keys`); unset, listing, inspecting and deleting associations
+    /// are refused (403), since they would reveal ids to anyone.
     pub api_key: Option<ApiKey>,
     /// When true, a JET accept may only use an association created through the
-    /// REST API. Defaults to true when `api_key` is set, false otherwise.
+    /// REST API. Defaults to true when `api_key` or `token_keys` is set.
     pub accept_requires_api: Option<bool>,
     /// `Access-Control-Allow-Origin` for REST answers (`*` or an origin), so a
     /// browser page can create associations before opening a WebSocket.
