@@ -14,6 +14,7 @@ use crate::cli::args::{
 use crate::cli::usage::Topic;
 use jet_relay::peer::negotiate;
 use jet_relay::relay::config::ListenUrl;
+use jet_relay::wire::signal::parse_transports;
 use jet_relay::wire::CandidateUrl;
 use jet_relay::Error;
 use lexopt::Arg::{Long, Short, Value};
@@ -238,7 +239,7 @@ fn offer(parser: &mut lexopt::Parser) -> Parsed<OfferArgs> {
             "--association" => association = Some(id(parser.value()?, "association")?),
             "--transports" => {
                 let list = string(parser.value()?)?;
-                let parsed = negotiate::parse_transports(&list);
+                let parsed = parse_transports(&list);
                 if parsed.is_empty() {
                     return bad(format!("--transports {list:?}: none of tcp, tls, ws, wss"));
                 }

@@ -5,9 +5,12 @@ use crate::cli::args::{
     AcceptArgs, AnswerArgs, ConnectArgs, ConnectTarget, Ids, LocalSide, OfferArgs, PeerOptions,
     Signals, TestArgs, Tls,
 };
-use jet_relay::peer::client::{self, Connector, JetRequest, Local, TlsOptions};
-use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions, SignalIn, SignalOut};
+use jet_relay::peer::bridge::{bridge, listen_once, Local};
+use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions};
+use jet_relay::peer::signaling::{SignalIn, SignalOut};
+use jet_relay::peer::{Connector, JetRequest, TlsOptions};
 use jet_relay::wire::message::{Method, V1_CANDIDATE};
+use jet_relay::wire::secret::ApiKey;
 use jet_relay::Result;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +50,7 @@ pub fn accept(args: AcceptArgs) -> Result<()> {
             response.header("Jet-Timeout").unwrap_or("?"),
         ),
     }
-    client::bridge(stream, local)?;
+    bridge(stream, local)?;
     Ok(())
 }
 
@@ -71,7 +74,7 @@ pub fn connect(args: ConnectArgs) -> Result<()> {
         request.candidate,
         response.status
     );
-    client::bridge(stream, local)?;
+    bridge(stream, local)?;
     Ok(())
 }
 
@@ -118,7 +121,7 @@ pub fn offer(args: OfferArgs) -> Result<()> {
     let (input, mut output) = signals(&args.signals, 1, args.timeout)?;
     let selection = negotiate::run_client(&connector, &options, &input, &mut output)?;
     announce(&selection);
-    client::bridge(selection.stream, local)?;
+    bridge(selection.stream, local)?;
     Ok(())
 }
 
@@ -128,7 +131,7 @@ pub fn answer(args: AnswerArgs) -> Result<()> {
     // neither is ever printed.
     let from_env = || std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty());
     let api_key = match args.api_key.map(|secret| secret.0).or_else(from_env) {
-        Some(key) => Some(negotiate::ApiKey::new(&key)?),
+        Some(key) => Some(ApiKey::new(&key)?),
         None => None,
     };
     let options = ServerOptions {
@@ -143,7 +146,7 @@ pub fn answer(args: AnswerArgs) -> Result<()> {
     let (input, mut output) = signals(&args.signals, 2, args.timeout)?;
     let selection = negotiate::run_server(&connector, &options, &input, &mut output)?;
     announce(&selection);
-    client::bridge(selection.stream, local)?;
+    bridge(selection.stream, local)?;
     Ok(())
 }
 
@@ -166,7 +169,7 @@ fn local(peer: &PeerOptions) -> Result<Local> {
     Ok(match &peer.local {
         LocalSide::Stdio => Local::Stdio,
         LocalSide::Forward(target) => Local::Forward(target.clone()),
-        LocalSide::Listen(addr) => Local::Accepted(client::listen_once(addr)?),
+        LocalSide::Listen(addr) => Local::Accepted(listen_once(addr)?),
     })
 }
 

@@ -109,7 +109,7 @@ fn create_and_gather_stay_open_without_a_key() {
 #[test]
 fn with_a_key_the_listing_inspection_and_delete_work_as_before() {
     let relay = TestRelay::with(|c| {
-        c.api_key = Some(ApiKey::new(KEY));
+        c.api_key = Some(ApiKey::new(KEY).expect("a valid key"));
         c.accept_requires_api = Some(false);
     });
     let a = Uuid::new_v4();

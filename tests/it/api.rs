@@ -17,7 +17,7 @@ fn bearer() -> (&'static str, String) {
 /// association, for the tests that use the administrative endpoints on pairs.
 fn keyed() -> TestRelay {
     TestRelay::with(|c| {
-        c.api_key = Some(ApiKey::new(KEY));
+        c.api_key = Some(ApiKey::new(KEY).expect("a valid key"));
         c.accept_requires_api = Some(false);
     })
 }
@@ -195,7 +195,7 @@ fn after_gathering_unknown_candidate_ids_are_rejected() {
 
 #[test]
 fn health_is_plain_text_or_json_and_never_needs_the_key() {
-    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY)));
+    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY).expect("a valid key")));
     let reply = relay.http("GET", "/health", &[], b"");
     assert_eq!(reply.status, 200);
     assert!(reply
@@ -213,7 +213,7 @@ fn health_is_plain_text_or_json_and_never_needs_the_key() {
 
 #[test]
 fn api_key_guards_every_call_but_health() {
-    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY)));
+    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY).expect("a valid key")));
     let a = Uuid::new_v4();
     let path = format!("/jet/association/{a}");
     let wrong = (
@@ -249,7 +249,7 @@ fn api_key_guards_every_call_but_health() {
 
 #[test]
 fn with_a_key_jet_accepts_need_an_api_created_association() {
-    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY)));
+    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY).expect("a valid key")));
     // Unknown association: refused, and nothing is created.
     let unknown = Uuid::new_v4();
     let (mut sock, resp) = relay.request(&v2("accept", unknown, Uuid::new_v4()), 0x73, b"");
@@ -459,7 +459,11 @@ fn slow_http_clients_hit_the_handshake_timeout() {
     sock.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     assert_closed(&mut sock);
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed after {:?}",
+        started.elapsed()
+    );
     // An idle keep-alive connection is closed the same way.
     let mut sock = relay.dial();
     sock.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
@@ -471,7 +475,7 @@ fn slow_http_clients_hit_the_handshake_timeout() {
 fn cors_origin_is_sent_and_preflight_answered() {
     let relay = TestRelay::with(|c| {
         c.cors_origin = Some("https://app.example.com".into());
-        c.api_key = Some(ApiKey::new(KEY));
+        c.api_key = Some(ApiKey::new(KEY).expect("a valid key"));
     });
     let reply = relay.http(
         "GET",

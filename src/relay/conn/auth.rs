@@ -3,6 +3,7 @@
 use crate::relay::conn::http::Response;
 use crate::relay::shared::Context;
 use crate::relay::token::{Purpose, TokenError};
+use crate::wire::http::header;
 use crate::wire::message::{self, Command, Method};
 use std::time::SystemTime;
 use uuid::Uuid;
@@ -191,7 +192,7 @@ pub fn check_upgrade(
     let mut req = httparse::Request::new(&mut headers);
     // The upgrade parser accepted this head already; a failure here leaves no token.
     let _ = req.parse(head);
-    let authorization = header(req.headers, "Authorization");
+    let authorization = header(&*req.headers, "Authorization");
     let presented = bearer(authorization).or_else(|| query_param(req.path?, "token"));
     let Some(token) = presented else {
         return Err(unauthorized(
@@ -225,7 +226,7 @@ pub fn check_jet(
     let mut req = httparse::Request::new(&mut headers);
     // `parse_request` accepted this head already.
     let _ = req.parse(payload);
-    let presented = bearer(header(req.headers, "Authorization"));
+    let presented = bearer(header(&*req.headers, "Authorization"));
     let required = ctx.config.require_jet_tokens;
     let (association, purpose) = match request.command {
         Command::AcceptNew if required => {
@@ -309,15 +310,6 @@ fn quotable(text: &str) -> String {
             _ => '?',
         })
         .collect()
-}
-
-/// The first value of a header, trimmed; `None` if absent or not text.
-fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .map(str::trim)
 }
 
 /// The value of `name` in a request target's query string. A JWS is made of
