@@ -2,6 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::log::Level;
+pub use crate::relay::cidr::{Cidr, CidrSet};
+pub use crate::relay::limits::LimitsConfig;
 pub use crate::wire::secret::ApiKey;
 use crate::wire::Transport;
 use serde::{Deserialize, Deserializer};
@@ -69,10 +71,13 @@ pub struct Config {
     /// The listen backlog of every listener: connections the kernel holds
     /// before the relay accepts them (capped by `net.core.somaxconn`).
     pub listen_backlog: u32,
-    /// When set, every REST call but `/health` needs `Authorization: Bearer <key>`.
+    /// The administrator's credential. When set, every REST call but
+    /// `/health` needs `Authorization: Bearer <key>` (or a token, with
+    /// `token_keys`); unset, listing, inspecting and deleting associations
+    /// are refused (403), since they would reveal ids to anyone.
     pub api_key: Option<ApiKey>,
     /// When true, a JET accept may only use an association created through the
-    /// REST API. Defaults to true when `api_key` is set, false otherwise.
+    /// REST API. Defaults to true when `api_key` or `token_keys` is set.
     pub accept_requires_api: Option<bool>,
     /// `Access-Control-Allow-Origin` for REST answers (`*` or an origin), so a
     /// browser page can create associations before opening a WebSocket.
@@ -82,6 +87,21 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// When set, the `metrics_listen` listener wants `Authorization: Bearer <token>`.
     pub metrics_token: Option<ApiKey>,
+    /// PEM public keys of the authority that signs association tokens (JET
+    /// v3), several for rotation; a relative path starts at the config
+    /// file's folder. Empty: tokens are neither taken nor required.
+    pub token_keys: Vec<PathBuf>,
+    /// Clock skew allowed on a token's `exp`, `nbf` and `iat`.
+    #[serde(deserialize_with = "seconds")]
+    pub token_leeway: Duration,
+    /// Development only: accept unsigned (`alg: none`) tokens, which anyone can write.
+    pub allow_unsigned_tokens: bool,
+    /// When tokens are configured, binary JET (tcp://, tls://) accepts and
+    /// connects need one too (`Authorization: Bearer` in the JET head).
+    /// Off by default: deployed JET clients carry no token in the packet.
+    pub require_jet_tokens: bool,
+    /// Per-client limits (the `[client_limits]` table); only the REST rate is enforced so far.
+    pub client_limits: LimitsConfig,
 }
 
 /// One listening socket.
@@ -205,6 +225,11 @@ impl Default for Config {
             metrics_listen: None,
             metrics_token: None,
             zero_copy: true,
+            token_keys: Vec::new(),
+            token_leeway: crate::relay::token::DEFAULT_LEEWAY,
+            allow_unsigned_tokens: false,
+            require_jet_tokens: false,
+            client_limits: LimitsConfig::default(),
         }
     }
 }
@@ -218,7 +243,7 @@ impl Config {
     }
 
     /// Reads and parses a configuration file; errors name the file. Relative
-    /// certificate and key paths are made relative to the file's folder.
+    /// certificate, key and token key paths are made relative to the file's folder.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -238,12 +263,25 @@ impl Config {
                 }
             }
         }
+        for file in &mut config.token_keys {
+            if file.is_relative() {
+                *file = folder.join(&*file);
+            }
+        }
         Ok(config)
     }
 
-    /// Whether JET accepts must name an association created through the API.
+    /// Whether JET accepts must name an association created through the API:
+    /// by default whenever associations are authorized (an API key or tokens).
     pub fn accept_requires_api(&self) -> bool {
-        self.accept_requires_api.unwrap_or(self.api_key.is_some())
+        self.accept_requires_api
+            .unwrap_or(self.api_key.is_some() || self.tokens_configured())
+    }
+
+    /// Whether association tokens are checked: keys are configured, or
+    /// unsigned tokens are allowed for development.
+    pub fn tokens_configured(&self) -> bool {
+        !self.token_keys.is_empty() || self.allow_unsigned_tokens
     }
 
     /// Checks the rules serde cannot express.
@@ -253,6 +291,7 @@ impl Config {
             ("association_ttl", self.association_ttl),
             ("idle_timeout", self.idle_timeout),
             ("ended_retention", self.ended_retention),
+            ("token_leeway", self.token_leeway),
         ] {
             if value > MAX_DURATION {
                 return Err(Error::Config(format!(
@@ -288,6 +327,11 @@ impl Config {
                 "instance is {} bytes long; at most {MAX_INSTANCE_LEN} (a host name and port) fit the Jet-Instance header",
                 self.instance.len()
             )));
+        }
+        if self.require_jet_tokens && !self.tokens_configured() {
+            return Err(Error::Config(
+                "require_jet_tokens needs token_keys (the keys tokens are checked with)".into(),
+            ));
         }
         if let Some(origin) = &self.cors_origin {
             if origin.is_empty() || origin.chars().any(|c| c.is_control() || c == ' ') {

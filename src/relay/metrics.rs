@@ -448,6 +448,12 @@ pub fn exposition(ctx: &Context) -> String {
         &[("", load(&m.spawn_failures))],
     );
     x.relay(
+        "client_limit_refusals_total",
+        "counter",
+        "Requests refused by a per-client limit, by limit.",
+        &[("limit=\"rest_rate\"", ctx.limits.stats().refused_rest)],
+    );
+    x.relay(
         "threads",
         "gauge",
         "Connection and copy threads alive: busy running a job, or idle waiting for one.",

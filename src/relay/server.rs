@@ -3,12 +3,14 @@
 use crate::error::{Error, Result};
 use crate::relay::certs::{self, CertStore};
 use crate::relay::config::{Config, ListenUrl};
+use crate::relay::limits::ClientLimits;
 use crate::relay::metrics::Metrics;
 use crate::relay::pool::Pool;
 use crate::relay::registry::Registry;
 use crate::relay::shared::{BoundListener, Context};
 use crate::relay::socket;
 use crate::relay::table::{AssociationInfo, Table};
+use crate::relay::token::{KeyFileError, TokenKeys, Verifier, VerifierOptions};
 use crate::transport::listener;
 use crate::wire::Transport;
 use rustls::ServerConfig;
@@ -165,6 +167,8 @@ impl Server {
             });
             cert_stores.push(store);
         }
+        // Key files are read before any socket is bound, like certificates.
+        let verifier = token_verifier(&config)?;
         let mut bound = Vec::new();
         let mut inherited = inherited.into_iter();
         for (listener, tls) in config.listeners.iter().zip(tls_configs) {
@@ -176,7 +180,7 @@ impl Server {
             let dual_stack = local.is_ipv6() && local.ip().is_unspecified() && !v6_only(&socket);
             bound.push((listener, socket, local, tls, dual_stack));
         }
-        let bound_info = bound
+        let bound_info: Vec<BoundListener> = bound
             .iter()
             .map(|(listener, _, local, _, dual_stack)| BoundListener {
                 url: listener.url.clone(),
@@ -201,11 +205,13 @@ impl Server {
             }
             None => None,
         };
+        warn_about_exposure(&config, &bound_info);
         let pool = match config.max_threads {
             0 => Pool::new(),
             n => Pool::with_limit(n),
         };
         let table = Table::new(config.max_associations);
+        let config_limits = config.client_limits.clone();
         let ctx = Arc::new(Context::new(
             config,
             table,
@@ -217,6 +223,8 @@ impl Server {
             Arc::new(Registry::default()),
             pool,
             bound_info,
+            verifier,
+            ClientLimits::new(config_limits),
         ));
         // Built before its threads start: if one fails to start, dropping the
         // half-started server shuts down the ones already running.
@@ -436,6 +444,49 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The token verifier the configuration asks for: its keys loaded (an error
+/// names the file), or `None` when tokens are not configured.
+fn token_verifier(config: &Config) -> Result<Option<Arc<Verifier>>> {
+    if !config.tokens_configured() {
+        return Ok(None);
+    }
+    let keys = TokenKeys::load(&config.token_keys)
+        .map_err(|e: KeyFileError| Error::Config(e.to_string()))?;
+    if keys.is_empty() {
+        crate::warn!("no token_keys: only unsigned tokens can pass");
+    } else {
+        let kids: Vec<&str> = keys.keys().iter().map(|k| k.kid.as_str()).collect();
+        crate::info!("association tokens: {} key(s), kids {kids:?}", kids.len());
+    }
+    if config.allow_unsigned_tokens {
+        crate::warn!(
+            "allow_unsigned_tokens is on: anyone can write a token this relay accepts; for development only"
+        );
+    }
+    let options = VerifierOptions {
+        leeway: config.token_leeway,
+        allow_unsigned: config.allow_unsigned_tokens,
+        ..VerifierOptions::default()
+    };
+    Ok(Some(Arc::new(Verifier::new(keys, options))))
+}
+
+/// Warns when a relay without an API key listens beyond loopback: anyone who
+/// reaches it may create associations and park or connect on the ids they know.
+fn warn_about_exposure(config: &Config, listeners: &[BoundListener]) {
+    if config.api_key.is_some() {
+        return;
+    }
+    for listener in listeners.iter().filter(|l| !l.local.ip().is_loopback()) {
+        crate::warn!(
+            "{} listens beyond loopback without an api_key: anyone who reaches it can create \
+             associations and use the ids they know; listing, inspecting and deleting \
+             associations are refused until api_key is set in relay.toml",
+            listener.url
+        );
     }
 }
 

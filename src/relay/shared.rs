@@ -2,14 +2,16 @@
 //! the counters, the registry of open sockets, the thread pool, the listeners.
 
 use crate::relay::config::{Config, ListenUrl};
+use crate::relay::limits::ClientLimits;
 use crate::relay::metrics::Metrics;
 use crate::relay::pool::Pool;
 use crate::relay::registry::Registry;
 use crate::relay::stream::Stream;
 use crate::relay::table::Table;
+use crate::relay::token::Verifier;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 /// State shared by every thread of one server.
@@ -26,6 +28,11 @@ pub struct Context {
     pub pool: Pool,
     /// The listeners as bound (port 0 resolved), in configuration order.
     pub listeners: Vec<BoundListener>,
+    /// The association token verifier, when tokens are configured. Behind a
+    /// lock so a reload can swap it; readers hold it only to clone the `Arc`.
+    pub tokens: RwLock<Option<Arc<Verifier>>>,
+    /// Per-client limits (the REST rate so far).
+    pub limits: ClientLimits,
     pub(crate) stopping: AtomicBool,
     /// A drain has begun: listeners are closed, `/health` answers 503, and
     /// connections that are not relaying are refused.
@@ -43,8 +50,12 @@ impl Context {
         registry: Arc<Registry>,
         pool: Pool,
         listeners: Vec<BoundListener>,
+        tokens: Option<Arc<Verifier>>,
+        limits: ClientLimits,
     ) -> Context {
         Context {
+            tokens: RwLock::new(tokens),
+            limits,
             config: RwLock::new(Arc::new(config)),
             table,
             metrics,
@@ -76,6 +87,15 @@ impl Context {
     /// True once shutdown has begun.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// The token verifier in force, if tokens are configured.
+    pub fn verifier(&self) -> Option<Arc<Verifier>> {
+        // A writer only ever swaps the Arc, so a poisoned lock still holds a whole one.
+        self.tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Waits up to `timeout` for shutdown; true if it began.

@@ -13,32 +13,47 @@ fn bearer() -> (&'static str, String) {
     ("Authorization", format!("Bearer {KEY}"))
 }
 
+/// A relay with the API key set whose JET accepts may still create their
+/// association, for the tests that use the administrative endpoints on pairs.
+fn keyed() -> TestRelay {
+    TestRelay::with(|c| {
+        c.api_key = Some(ApiKey::new(KEY).expect("a valid key"));
+        c.accept_requires_api = Some(false);
+    })
+}
+
+/// Sends one REST request with the API key.
+fn admin(relay: &TestRelay, method: &str, path: &str) -> HttpReply {
+    let (name, value) = bearer();
+    relay.http(method, path, &[(name, &value)], b"")
+}
+
 #[test]
 fn create_get_list_and_delete_an_association() {
-    let relay = TestRelay::start();
+    let relay = keyed();
     let a = Uuid::new_v4();
     let path = format!("/jet/association/{a}");
-    let reply = relay.http("POST", &path, &[], b"");
+    let reply = admin(&relay, "POST", &path);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["id"], a.to_string());
 
-    let info = relay.http("GET", &path, &[], b"").json();
+    let info = admin(&relay, "GET", &path).json();
     assert_eq!(info["id"], a.to_string());
     assert_eq!(info["state"], "created");
     assert_eq!(info["origin"], "api");
     assert!(info["created_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(info["candidates"], serde_json::json!([]));
 
-    let list = relay.http("GET", "/jet/association", &[], b"").json();
+    let list = admin(&relay, "GET", "/jet/association").json();
     assert!(list
         .as_array()
         .unwrap()
         .iter()
         .any(|x| x["id"] == a.to_string()));
 
-    assert_eq!(relay.http("DELETE", &path, &[], b"").status, 200);
-    assert_eq!(relay.http("GET", &path, &[], b"").status, 404);
-    assert_eq!(relay.http("DELETE", &path, &[], b"").status, 404);
+    assert_eq!(admin(&relay, "DELETE", &path).status, 200);
+    assert_eq!(admin(&relay, "GET", &path).status, 404);
+    assert_eq!(admin(&relay, "DELETE", &path).status, 404);
 }
 
 #[test]
@@ -60,13 +75,11 @@ fn creating_an_existing_association_answers_409_and_keeps_its_sockets() {
 
 #[test]
 fn delete_closes_every_connection_of_the_association() {
-    let relay = TestRelay::start();
+    let relay = keyed();
     let (a, mut server, mut client) = relay.pair();
     let mut parked = relay.accept(a, Uuid::new_v4());
     assert_eq!(
-        relay
-            .http("DELETE", &format!("/jet/association/{a}"), &[], b"")
-            .status,
+        admin(&relay, "DELETE", &format!("/jet/association/{a}")).status,
         200
     );
     assert_closed(&mut server);
@@ -76,15 +89,13 @@ fn delete_closes_every_connection_of_the_association() {
 
 #[test]
 fn byte_counters_are_live_while_data_flows() {
-    let relay = TestRelay::start();
+    let relay = keyed();
     let (a, mut server, mut client) = relay.pair();
     client.write_all(&pattern(1, 5000)).unwrap();
     assert_eq!(read_n(&mut server, 5000), pattern(1, 5000));
     server.write_all(&pattern(2, 70)).unwrap();
     assert_eq!(read_n(&mut client, 70), pattern(2, 70));
-    let info = relay
-        .http("GET", &format!("/jet/association/{a}"), &[], b"")
-        .json();
+    let info = admin(&relay, "GET", &format!("/jet/association/{a}")).json();
     assert_eq!(info["state"], "active");
     let cand = &info["candidates"][0];
     assert_eq!(cand["state"], "relaying");
@@ -94,18 +105,16 @@ fn byte_counters_are_live_while_data_flows() {
     // More data, same pair: the counters move while it is still open.
     client.write_all(&pattern(3, 1000)).unwrap();
     assert_eq!(read_n(&mut server, 1000).len(), 1000);
-    let info = relay
-        .http("GET", &format!("/jet/association/{a}"), &[], b"")
-        .json();
+    let info = admin(&relay, "GET", &format!("/jet/association/{a}")).json();
     assert_eq!(info["candidates"][0]["bytes_connect_to_accept"], 6000);
 }
 
 #[test]
 fn gather_lists_one_usable_candidate_per_transport() {
-    let relay = TestRelay::start();
+    let relay = keyed();
     for spelling in ["/jet/gather/{}", "/jet/association/{}/candidates"] {
         let a = Uuid::new_v4();
-        let reply = relay.http("POST", &spelling.replace("{}", &a.to_string()), &[], b"");
+        let reply = admin(&relay, "POST", &spelling.replace("{}", &a.to_string()));
         assert_eq!(reply.status, 200, "{spelling}");
         let body = reply.json();
         assert_eq!(body["id"], a.to_string());
@@ -127,9 +136,7 @@ fn gather_lists_one_usable_candidate_per_transport() {
             .collect();
         assert_eq!(ids.len(), candidates.len(), "candidate ids are unique");
         // The association now exists, with the gathered candidates.
-        let info = relay
-            .http("GET", &format!("/jet/association/{a}"), &[], b"")
-            .json();
+        let info = admin(&relay, "GET", &format!("/jet/association/{a}")).json();
         assert_eq!(info["candidates"].as_array().unwrap().len(), 2);
         assert_eq!(info["candidates"][0]["state"], "gathered");
 
@@ -326,7 +333,7 @@ fn keep_alive_serves_pipelined_requests_and_reads_bodies_exactly() {
     // more requests in the same write.
     let requests = format!(
         "POST /jet/association/{a} HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
-         GET /jet/association/{a} HTTP/1.1\r\n\r\n\
+         POST /jet/gather/{a} HTTP/1.1\r\n\r\n\
          GET /health HTTP/1.1\r\nConnection: close\r\n\r\n"
     );
     sock.write_all(requests.as_bytes()).unwrap();

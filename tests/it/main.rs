@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per feature.
 
+mod access;
 mod addresses;
 mod api;
 mod cli;
@@ -11,4 +12,5 @@ mod metrics;
 mod peer;
 mod pump;
 mod support;
+mod tokens;
 mod transports;

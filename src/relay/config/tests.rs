@@ -256,7 +256,10 @@ fn shipped_relay_toml_parses_and_shows_every_key_with_a_valid_example() {
         listener,
         ["url", "external_url", "cert", "key", "reuse_port"]
     );
-    for key in top.iter().filter(|k| *k != "listeners") {
+    for key in top
+        .iter()
+        .filter(|k| *k != "listeners" && *k != "client_limits")
+    {
         let line = key_line(text, key);
         if let Some(example) = line.strip_prefix("# ") {
             // The commented example is valid as it stands.
@@ -292,4 +295,53 @@ fn shipped_relay_toml_parses_and_shows_every_key_with_a_valid_example() {
         }
         assert!(line.starts_with("# ") || !in_tls_block, "{key}");
     }
+    // [client_limits]: every key shown, with its default, valid as a block.
+    let limits_block = &text[text
+        .find("# [client_limits]")
+        .expect("a commented [client_limits] table")..];
+    let limits_block = &limits_block[..limits_block.find("\n\n").unwrap_or(limits_block.len())];
+    let limits_keys = keys_of("[client_limits]\nzzz_not_a_key = 1");
+    assert!(
+        limits_keys.len() >= 7,
+        "client_limits keys: {limits_keys:?}"
+    );
+    for key in &limits_keys {
+        assert!(
+            limits_block.contains(&format!("# {key} = ")),
+            "[client_limits] does not show {key}"
+        );
+    }
+    let uncommented: String = limits_block
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let with_limits = Config::from_toml(&text.replacen(limits_block, &uncommented, 1))
+        .unwrap_or_else(|e| panic!("relay.toml with [client_limits]: {e}"));
+    assert_eq!(with_limits.client_limits, LimitsConfig::default());
+}
+
+#[test]
+fn token_keys_are_relative_to_the_config_file_and_need_keys_to_be_required() {
+    let folder = std::env::temp_dir().join(format!("jet-relay-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("relay.toml");
+    std::fs::write(
+        &file,
+        "token_keys = [\"keys/a.pem\", \"/abs/b.pem\"]\ntoken_leeway = 5\nrequire_jet_tokens = true\n",
+    )
+    .unwrap();
+    let config = Config::load(&file).unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+    assert_eq!(
+        config.token_keys,
+        [folder.join("keys/a.pem"), PathBuf::from("/abs/b.pem")]
+    );
+    assert_eq!(config.token_leeway, Duration::from_secs(5));
+    assert!(config.tokens_configured() && config.accept_requires_api());
+    check_err(
+        "require_jet_tokens = true",
+        "require_jet_tokens needs token_keys",
+    );
+    check_err("token_leeway = -1", "token_leeway");
+    check_err("[client_limits]\nrest_rat = 1", "rest_rat");
 }

@@ -1,6 +1,7 @@
 //! The REST API of draft 0.2 §2.2.2: associations, candidate gathering, health
 //! and metrics. The only module that builds JSON.
 
+use crate::relay::conn::auth::{self, Action};
 use crate::relay::conn::http::{Request, Response};
 use crate::relay::shared::Context;
 use crate::relay::table::{AssociationInfo, AssociationState, CandidateState, Origin};
@@ -20,37 +21,50 @@ pub fn route(ctx: &Context, req: &Request) -> Response {
             _ => not_allowed("GET"),
         };
     }
-    if let Err(response) = authorize(ctx, req) {
-        return response;
+    let credential = auth::credential(ctx, req.header("Authorization"));
+    if let Some(refusal) = auth::refuse_early(ctx, &credential) {
+        return refusal;
     }
+    let guard = |action: Action, serve: &dyn Fn() -> Response| match auth::allow(
+        ctx,
+        &credential,
+        action,
+    ) {
+        Ok(_) => serve(),
+        Err(refusal) => refusal,
+    };
     match segments.as_slice() {
         ["metrics"] => match method {
-            "GET" => Response::text(
-                200,
-                crate::relay::metrics::exposition(ctx),
-                crate::relay::metrics::CONTENT_TYPE,
-            ),
+            "GET" => guard(Action::Metrics, &|| {
+                Response::text(
+                    200,
+                    crate::relay::metrics::exposition(ctx),
+                    crate::relay::metrics::CONTENT_TYPE,
+                )
+            }),
             _ => not_allowed("GET"),
         },
         ["jet", "association"] | ["jet", "association", ""] => match method {
-            "GET" => Response::json(
-                200,
-                &Value::Array(ctx.table.list().iter().map(association_json).collect()),
-            ),
+            "GET" => guard(Action::List, &|| {
+                Response::json(
+                    200,
+                    &Value::Array(ctx.table.list().iter().map(association_json).collect()),
+                )
+            }),
             _ => not_allowed("GET"),
         },
         ["jet", "association", id] => with_id(id, |id| match method {
-            "POST" => create(ctx, id),
-            "GET" => match ctx.table.info(id) {
+            "POST" => guard(Action::Create(id), &|| create(ctx, id)),
+            "GET" => guard(Action::Inspect(id), &|| match ctx.table.info(id) {
                 Some(info) => Response::json(200, &association_json(&info)),
                 None => Response::error(404, "unknown association"),
-            },
-            "DELETE" => delete(ctx, id),
+            }),
+            "DELETE" => guard(Action::Delete(id), &|| delete(ctx, id)),
             _ => not_allowed("GET, POST, DELETE"),
         }),
         ["jet", "gather", id] | ["jet", "association", id, "candidates"] => {
             with_id(id, |id| match method {
-                "POST" => gather(ctx, req, id),
+                "POST" => guard(Action::Gather(id), &|| gather(ctx, req, id)),
                 _ => not_allowed("POST"),
             })
         }
@@ -85,29 +99,6 @@ fn preflight() -> Response {
         ],
         body: Vec::new(),
     }
-}
-
-/// Checks the bearer key when one is configured.
-fn authorize(ctx: &Context, req: &Request) -> Result<(), Response> {
-    let Some(key) = &ctx.config().api_key else {
-        return Ok(());
-    };
-    let presented = req
-        .header("Authorization")
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    match presented {
-        Some(token) if key.matches(token.as_bytes()) => Ok(()),
-        Some(_) => Err(unauthorized("wrong API key")),
-        None => Err(unauthorized("an API key is required")),
-    }
-}
-
-fn unauthorized(why: &str) -> Response {
-    Response::error(401, why).with("WWW-Authenticate", "Bearer")
 }
 
 /// `GET /health`: 200 `ok`, or 503 `draining` once a drain has begun, so a

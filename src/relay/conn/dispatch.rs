@@ -2,7 +2,7 @@
 //! within the handshake timeout.
 
 use crate::relay::conn::deadline::{read_exact_by, read_failed, ReadError};
-use crate::relay::conn::request::{reject, serve_request, JetAnswer};
+use crate::relay::conn::request::{reject, serve_request, Answer, JetAnswer};
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::Stream;
@@ -72,6 +72,16 @@ pub fn serve_jet(
             return reject(ctx, conn, &mut stream, &answer, (400, &why), deadline);
         }
     };
+    if let Err((status, why)) = crate::relay::conn::auth::check_jet(ctx, &payload, &request) {
+        // Not `reject`: its per-status counters have no 401/403 and would
+        // count these as bad requests.
+        ctx.metrics.handshake(Outcome::Rejected);
+        crate::warn!("rejected {status}: {why}");
+        let answer = JetAnswer {
+            version: request.version,
+        };
+        return answer.refuse(ctx, &mut stream, status);
+    }
     // From here the peer's bytes are relayed data: no more timeouts on reads.
     if let Err(e) = stream.clear_read_deadline() {
         return read_failed(ctx, conn, ReadError::Closed(e));

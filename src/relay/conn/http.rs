@@ -151,6 +151,14 @@ impl Response {
     }
 }
 
+/// Writes `response` as the last answer on a connection, then closes it
+/// (lingering so the answer is read), within the handshake timeout.
+pub(crate) fn send_and_close(ctx: &Context, stream: &mut Stream, response: &Response) {
+    if write(ctx, stream, response, false, false).is_ok() {
+        crate::relay::conn::request::linger_close(stream);
+    }
+}
+
 /// Why no request could be read.
 pub(crate) enum Failure {
     /// The connection ended or timed out: close silently.
@@ -179,6 +187,8 @@ pub fn serve(
     }
     let mut buf = prefix.to_vec();
     let mut deadline = deadline;
+    // Read once: every request of a keep-alive connection counts against its client.
+    let client = stream.socket().peer_addr().ok().map(|a| a.ip());
     for served in 0..MAX_REQUESTS {
         let request = match read_request(&mut stream, &mut buf, deadline) {
             Ok(mut request) => {
@@ -219,7 +229,10 @@ pub fn serve(
             );
         }
         let keep_alive = request.keep_alive() && served + 1 < MAX_REQUESTS;
-        let response = crate::relay::conn::api::route(ctx, &request);
+        let response = match client.map(|ip| ctx.limits.check_rate(ip, Instant::now())) {
+            Some(Err(retry)) => too_many_requests(retry),
+            _ => crate::relay::conn::api::route(ctx, &request),
+        };
         crate::info!(
             "http {} {} -> {}",
             request.method,
@@ -239,6 +252,18 @@ pub fn serve(
         }
         deadline = Instant::now() + ctx.config().handshake_timeout;
     }
+}
+
+/// The answer to a client over its REST rate (`[client_limits]` `rest_rate`).
+fn too_many_requests(retry: crate::relay::limits::RetryAfter) -> Response {
+    let secs = retry.as_secs_ceil();
+    Response::error(
+        429,
+        &format!(
+            "too many requests from your address (client_limits.rest_rate); retry after {secs} s"
+        ),
+    )
+    .with("Retry-After", secs.to_string())
 }
 
 /// True when the first bytes start an HTTP request line: an uppercase method

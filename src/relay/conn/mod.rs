@@ -2,6 +2,7 @@
 //! HTTP and the REST API, WebSocket upgrades, the TLS handshake.
 
 pub(crate) mod api;
+pub(crate) mod auth;
 pub(crate) mod deadline;
 pub(crate) mod dispatch;
 pub(crate) mod http;
