@@ -2,6 +2,7 @@
 //! WebSocket upgrade that carries it, and the relay's answer.
 
 use crate::error::{is_timeout, Error, Result};
+use crate::peer::proxy::{self, ProxySettings};
 use crate::peer::stream::{Halves, Relayed};
 use crate::peer::trust::{build_tls_config, TlsOptions};
 use crate::transport::tls::TlsStream;
@@ -67,6 +68,7 @@ impl JetRequest {
 pub struct Connector {
     options: TlsOptions,
     config: OnceLock<std::result::Result<Arc<ClientConfig>, String>>,
+    proxies: ProxySettings,
 }
 
 impl Connector {
@@ -76,7 +78,23 @@ impl Connector {
         Connector {
             options,
             config: OnceLock::new(),
+            proxies: ProxySettings::direct(),
         }
+    }
+
+    /// The same connector, reaching relays through the proxies `proxies`
+    /// names (`--proxy`, `--no-proxy`, the environment).
+    pub fn with_proxies(mut self, proxies: ProxySettings) -> Connector {
+        self.proxies = proxies;
+        self
+    }
+
+    /// The TCP connection to a candidate's host: directly or through the
+    /// proxy chosen for its scheme and host, within [`NETWORK_TIMEOUT`].
+    fn connect(&self, url: &CandidateUrl) -> Result<TcpStream> {
+        let proxy = proxy::proxy_for(&self.proxies, url.scheme.as_str(), &url.host, url.port);
+        proxy::dial(&url.host, url.port, proxy, NETWORK_TIMEOUT)
+            .map_err(|e| Error::io("reaching the relay", e))
     }
 
     /// The TLS client configuration (ring provider).
@@ -90,7 +108,7 @@ impl Connector {
     /// Connects to a candidate's host and, for `tls://` and `wss://`, completes
     /// the TLS handshake. The result has no timeouts set.
     pub fn dial(&self, url: &CandidateUrl) -> Result<Relayed> {
-        let sock = connect_tcp(&url.address())?;
+        let sock = self.connect(url)?;
         if url.scheme.is_tls() {
             Ok(Relayed::tls(self.tls_handshake(sock, &url.host)?))
         } else {
@@ -166,7 +184,7 @@ impl Connector {
                 "version 1 has no WebSocket form: use tcp:// or tls://".into(),
             ));
         }
-        let sock = connect_tcp(&url.address())?;
+        let sock = self.connect(url)?;
         let path = request.websocket_path();
         let authority = url.authority();
         if url.scheme.is_tls() {
