@@ -33,7 +33,13 @@ pub fn gather(
     association: Uuid,
     api_key: Option<&ApiKey>,
 ) -> Result<Vec<Candidate>> {
-    let (status, body) = rest_call(connector, base, "POST", &format!("/jet/gather/{association}"), api_key)?;
+    let (status, body) = rest_call(
+        connector,
+        base,
+        "POST",
+        &format!("/jet/gather/{association}"),
+        api_key,
+    )?;
     if status != 200 {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
         let hint = match (status, api_key) {

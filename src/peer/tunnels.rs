@@ -94,7 +94,12 @@ impl Rendezvous {
     /// Creates the association when an API is named, then opens the candidate.
     pub fn open(&self, method: Method) -> Result<Relayed> {
         if let Some(api) = &self.api {
-            create_association(&self.connector, api, self.association, self.api_key.as_ref())?;
+            create_association(
+                &self.connector,
+                api,
+                self.association,
+                self.api_key.as_ref(),
+            )?;
         }
         let request = JetRequest::v2(method, self.association, self.candidate);
         let (stream, _) = self.connector.open(&self.url, &request)?;
@@ -105,7 +110,14 @@ impl Rendezvous {
 /// True for errors no wait will fix: a wrong command line or configuration,
 /// or credentials the relay refuses.
 fn is_fatal(err: &Error) -> bool {
-    err.exit_code() == 2 || matches!(err, Error::Refused { status: 401 | 403, .. })
+    err.exit_code() == 2
+        || matches!(
+            err,
+            Error::Refused {
+                status: 401 | 403,
+                ..
+            }
+        )
 }
 
 /// A relayed stream as the two halves and the closer a tunnel runs over.
@@ -251,7 +263,10 @@ impl Client {
             return Ok(tunnel.opener());
         }
         if let Some(ended) = current.take() {
-            (self.notify)(&format!("the tunnel ended ({}); reconnecting", ended.wait()));
+            (self.notify)(&format!(
+                "the tunnel ended ({}); reconnecting",
+                ended.wait()
+            ));
         }
         let started = Instant::now();
         let mut backoff = Backoff::default();
@@ -286,7 +301,10 @@ mod tests {
         let mut step = BACKOFF_FIRST;
         for _ in 0..12 {
             let wait = backoff.delay();
-            assert!(wait >= step / 2 && wait <= step, "{wait:?} for step {step:?}");
+            assert!(
+                wait >= step / 2 && wait <= step,
+                "{wait:?} for step {step:?}"
+            );
             step = (step * 2).min(BACKOFF_MAX);
         }
         assert_eq!(step, BACKOFF_MAX);
