@@ -21,6 +21,7 @@ use crate::wire::jmux::REASON_NOT_ALLOWED;
 use crate::wire::message::Method;
 use crate::wire::secret::ApiKey;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
@@ -121,26 +122,58 @@ fn is_fatal(err: &Error) -> bool {
 }
 
 /// A relayed stream as the two halves and the closer a tunnel runs over.
-pub fn relayed_stream(relayed: Relayed) -> jmux::Stream {
+/// `ended` is set (and `on_end` called) as soon as a read finds the stream's
+/// end, before the tunnel learns of it: a client checking `ended` never hands
+/// a new connection to a tunnel that is about to end.
+pub fn relayed_stream(
+    relayed: Relayed,
+    ended: Arc<AtomicBool>,
+    on_end: Option<Notify>,
+) -> jmux::Stream {
     let relayed = Arc::new(relayed);
     let closer = Arc::clone(&relayed);
     jmux::Stream {
-        reader: Box::new(SharedRelayed(Arc::clone(&relayed))),
-        writer: Box::new(SharedRelayed(relayed)),
+        reader: Box::new(RelayedReader {
+            relayed: Arc::clone(&relayed),
+            ended,
+            on_end,
+        }),
+        writer: Box::new(RelayedWriter(relayed)),
         closer: Box::new(move || closer.kill()),
     }
 }
 
-/// One half's owner of a shared relayed stream (which takes `&self` for both).
-struct SharedRelayed(Arc<Relayed>);
+/// The read half of a shared relayed stream (which takes `&self` for both).
+struct RelayedReader {
+    relayed: Arc<Relayed>,
+    ended: Arc<AtomicBool>,
+    on_end: Option<Notify>,
+}
 
-impl Read for SharedRelayed {
+impl Read for RelayedReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        let read = self.relayed.read(buf);
+        let end = match &read {
+            Ok(0) => Some("the relayed stream ended".to_owned()),
+            Ok(_) => None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => Some(format!("the relayed stream failed: {e}")),
+        };
+        if let Some(why) = end {
+            if !self.ended.swap(true, Ordering::AcqRel) {
+                if let Some(on_end) = &self.on_end {
+                    on_end(&why);
+                }
+            }
+        }
+        read
     }
 }
 
-impl Write for SharedRelayed {
+/// The write half of a shared relayed stream.
+struct RelayedWriter(Arc<Relayed>);
+
+impl Write for RelayedWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.write_all(buf)?;
         Ok(buf.len())
@@ -196,7 +229,8 @@ pub fn serve(rendezvous: &Rendezvous, policy: Policy, notify: &Notify) -> Result
                     rendezvous.association, rendezvous.candidate
                 ));
                 let started = Instant::now();
-                let tunnel = Tunnel::server(relayed_stream(stream), policy.clone())
+                let ended = Arc::new(AtomicBool::new(false));
+                let tunnel = Tunnel::server(relayed_stream(stream, ended, None), policy.clone())
                     .map_err(|e| Error::io("starting the tunnel", e))?;
                 let reason = tunnel.wait();
                 if started.elapsed() >= STABLE_STREAM {
@@ -223,8 +257,20 @@ pub fn serve(rendezvous: &Rendezvous, policy: Policy, notify: &Notify) -> Result
 /// local connection after the stream ended.
 pub struct Client {
     rendezvous: Rendezvous,
-    current: Mutex<Option<Tunnel>>,
+    current: Mutex<Option<Live>>,
     notify: Notify,
+}
+
+/// A tunnel and whether its stream was seen to end.
+struct Live {
+    tunnel: Tunnel,
+    ended: Arc<AtomicBool>,
+}
+
+impl Live {
+    fn is_up(&self) -> bool {
+        !self.ended.load(Ordering::Acquire) && !self.tunnel.is_ended()
+    }
 }
 
 impl Client {
@@ -239,16 +285,19 @@ impl Client {
         }))
     }
 
-    fn open_tunnel(rendezvous: &Rendezvous, notify: &Notify) -> Result<Tunnel> {
+    fn open_tunnel(rendezvous: &Rendezvous, notify: &Notify) -> Result<Live> {
         let stream = rendezvous.open(Method::Connect)?;
         notify(&format!(
             "connect {} {}: 200",
             rendezvous.association, rendezvous.candidate
         ));
-        Tunnel::client(relayed_stream(stream)).map_err(|e| Error::io("starting the tunnel", e))
+        let ended = Arc::new(AtomicBool::new(false));
+        let stream = relayed_stream(stream, Arc::clone(&ended), Some(Arc::clone(notify)));
+        let tunnel = Tunnel::client(stream).map_err(|e| Error::io("starting the tunnel", e))?;
+        Ok(Live { tunnel, ended })
     }
 
-    fn current(&self) -> MutexGuard<'_, Option<Tunnel>> {
+    fn current(&self) -> MutexGuard<'_, Option<Live>> {
         // The slot holds a whole tunnel or none, even after a panic.
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -259,22 +308,21 @@ impl Client {
     /// others wait for its tunnel.
     pub fn opener(&self) -> Result<Opener> {
         let mut current = self.current();
-        if let Some(tunnel) = current.as_ref().filter(|t| !t.is_ended()) {
-            return Ok(tunnel.opener());
+        if let Some(live) = current.as_ref().filter(|live| live.is_up()) {
+            return Ok(live.tunnel.opener());
         }
         if let Some(ended) = current.take() {
-            (self.notify)(&format!(
-                "the tunnel ended ({}); reconnecting",
-                ended.wait()
-            ));
+            // Its reader saw the end: the threads are finishing already.
+            let reason = ended.tunnel.wait();
+            (self.notify)(&format!("the tunnel ended ({reason}); reconnecting"));
         }
         let started = Instant::now();
         let mut backoff = Backoff::default();
         loop {
             match Client::open_tunnel(&self.rendezvous, &self.notify) {
-                Ok(tunnel) => {
-                    let opener = tunnel.opener();
-                    *current = Some(tunnel);
+                Ok(live) => {
+                    let opener = live.tunnel.opener();
+                    *current = Some(live);
                     return Ok(opener);
                 }
                 Err(e) if is_fatal(&e) => return Err(e),

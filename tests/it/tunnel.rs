@@ -282,6 +282,7 @@ fn the_tunnel_survives_the_relay_dropping_the_stream_with_an_api_key() {
     let reply = relay.http("DELETE", &path, &[("Authorization", &auth)], b"");
     assert!(reply.status < 300, "{}", reply.text());
     tunnel.server.line("the tunnel ended");
+    tunnel.client.line("the relayed stream");
     // Parked again on a re-created association: a new local connection works.
     tunnel.server.line(": 200");
     echo_through(tunnel.listeners[0], 2, 10_000);
