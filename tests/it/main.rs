@@ -13,6 +13,7 @@ mod metrics;
 mod peer;
 mod process;
 mod pump;
+mod reasons;
 mod support;
 mod tokens;
 mod transports;
