@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::log::Level;
+use crate::relay::cidr::CidrSet;
 use crate::wire::Transport;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -66,6 +67,9 @@ pub struct Config {
     /// `Access-Control-Allow-Origin` for REST answers (`*` or an origin), so a
     /// browser page can create associations before opening a WebSocket.
     pub cors_origin: Option<String>,
+    /// The balancers allowed to send a PROXY header on `proxy_protocol`
+    /// listeners; a connection from any other address there is closed.
+    pub trusted_proxies: CidrSet,
 }
 
 /// The REST API key. Never printed: `Debug` shows a mask.
@@ -119,6 +123,10 @@ pub struct ListenerConfig {
     /// while this one drains (a restart without refusing connections).
     #[serde(default)]
     pub reuse_port: bool,
+    /// Every connection starts with a PROXY header (v1 or v2) from one of
+    /// `trusted_proxies`, naming the real client; read before TLS and JET.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 impl ListenerConfig {
@@ -130,6 +138,7 @@ impl ListenerConfig {
             cert: None,
             key: None,
             reuse_port: false,
+            proxy_protocol: false,
         }
     }
 }
@@ -179,6 +188,25 @@ impl ListenUrl {
     }
 }
 
+/// The scheme of an `external_url`, when it is one peers can use.
+fn external_scheme(url: &str) -> Option<Transport> {
+    Transport::parse(url.split_once("://")?.0)
+}
+
+/// The candidate transports gathered for a listener. Without an external URL,
+/// the listener's own ([`ListenUrl::transports`]). With one, its scheme says
+/// what the address in front speaks: `tcp://` or `tls://` (a TCP pass-through,
+/// or TLS ended there) carries both JET and WebSocket; `ws://` or `wss://` (an
+/// HTTP balancer) carries WebSocket only, because it cannot route the masked
+/// JET packet of a `tcp://` candidate.
+pub fn advertised_transports(listener: &ListenUrl, external_url: Option<&str>) -> Vec<Transport> {
+    match external_url.and_then(external_scheme) {
+        None => listener.transports().to_vec(),
+        Some(scheme) if scheme.is_websocket() => vec![scheme],
+        Some(scheme) => vec![scheme, scheme.websocket()],
+    }
+}
+
 impl std::fmt::Display for ListenUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}://{}", self.scheme.as_str(), self.address)
@@ -203,6 +231,7 @@ impl Default for Config {
             api_key: None,
             accept_requires_api: None,
             cors_origin: None,
+            trusted_proxies: CidrSet::default(),
             zero_copy: true,
         }
     }
@@ -298,10 +327,17 @@ impl Config {
             }
         }
         for (i, listener) in self.listeners.iter().enumerate() {
+            if listener.proxy_protocol && self.trusted_proxies.is_empty() {
+                return Err(Error::Config(format!(
+                    "listeners[{i}] ({}) has proxy_protocol = true but trusted_proxies is empty: list the load balancers' addresses, like trusted_proxies = [\"10.0.0.0/24\"], or every connection there would be refused",
+                    listener.url
+                )));
+            }
             if let Some(url) = &listener.external_url {
-                if ListenUrl::parse(url).is_err() && url.split_once("://").is_none() {
+                let authority = url.split_once("://").map(|(_, rest)| rest);
+                if external_scheme(url).is_none() || authority.is_none_or(str::is_empty) {
                     return Err(Error::Config(format!(
-                        "listeners[{i}].external_url {url:?} must look like tcp://HOST:PORT"
+                        "listeners[{i}].external_url {url:?} must look like tcp://HOST:PORT (or tls://, ws://, wss://: the scheme peers use at that address)"
                     )));
                 }
             }
@@ -454,6 +490,52 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_protocol_listener_needs_trusted_proxies() {
+        let listener = "[[listeners]]\nurl = \"tcp://127.0.0.1:0\"\nproxy_protocol = true\n";
+        check_err(listener, "trusted_proxies is empty");
+        check_err(listener, "listeners[0] (tcp://127.0.0.1:0)");
+        check_err("trusted_proxies = [\"10.0.0.300/8\"]", "trusted_proxies");
+        let config = Config::from_toml(&format!(
+            "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n{listener}"
+        ))
+        .unwrap();
+        assert!(config.listeners[0].proxy_protocol);
+        assert!(config
+            .trusted_proxies
+            .contains("127.0.0.1".parse().unwrap()));
+        assert!(!config
+            .trusted_proxies
+            .contains("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_external_url_scheme_decides_the_gathered_transports() {
+        use Transport::{Tcp, Tls, Ws, Wss};
+        let tcp = ListenUrl::parse("tcp://127.0.0.1:0").unwrap();
+        let tls = ListenUrl::parse("tls://127.0.0.1:0").unwrap();
+        assert_eq!(advertised_transports(&tcp, None), [Tcp, Ws]);
+        assert_eq!(advertised_transports(&tls, None), [Tls, Wss]);
+        assert_eq!(
+            advertised_transports(&tcp, Some("tcp://lb:7001")),
+            [Tcp, Ws]
+        );
+        // An HTTP balancer in front: no tcp:// candidate it could not route.
+        assert_eq!(advertised_transports(&tcp, Some("ws://lb:80")), [Ws]);
+        // TLS ended at the balancer, plain to the relay.
+        assert_eq!(advertised_transports(&tcp, Some("wss://lb:443")), [Wss]);
+        assert_eq!(
+            advertised_transports(&tcp, Some("tls://lb:8443")),
+            [Tls, Wss]
+        );
+        let with =
+            |url: &str| format!("[[listeners]]\nurl = \"tcp://h:1\"\nexternal_url = \"{url}\"");
+        check_err(&with("http://lb:80"), "must look like tcp://HOST:PORT");
+        check_err(&with("lb:80"), "must look like tcp://HOST:PORT");
+        check_err(&with("ws://"), "must look like tcp://HOST:PORT");
+        Config::from_toml(&with("wss://lb.example.net:443")).unwrap();
+    }
+
+    #[test]
     fn tls_listeners_take_cert_and_key_relative_to_the_config_file() {
         let folder = std::env::temp_dir().join(format!("jet-relay-config-{}", std::process::id()));
         std::fs::create_dir_all(&folder).unwrap();
@@ -529,7 +611,14 @@ mod tests {
         assert!(top.len() >= 13, "top-level keys: {top:?}");
         assert_eq!(
             listener,
-            ["url", "external_url", "cert", "key", "reuse_port"]
+            [
+                "url",
+                "external_url",
+                "cert",
+                "key",
+                "reuse_port",
+                "proxy_protocol"
+            ]
         );
         for key in top.iter().filter(|k| *k != "listeners") {
             let line = key_line(text, key);
@@ -561,7 +650,12 @@ mod tests {
             let example = line.strip_prefix("# ").unwrap_or(line);
             let in_tls_block = tls_block.contains(line);
             if line.starts_with("# ") && !in_tls_block {
-                let edited = text.replacen(line, example, 1);
+                let mut edited = text.replacen(line, example, 1);
+                if key == "proxy_protocol" {
+                    // Valid only with a trusted proxy, which the file shows too.
+                    let trusted = key_line(text, "trusted_proxies");
+                    edited = edited.replacen(trusted, &trusted[2..], 1);
+                }
                 Config::from_toml(&edited)
                     .unwrap_or_else(|e| panic!("relay.toml with `{example}`: {e}"));
             }

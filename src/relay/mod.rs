@@ -1,7 +1,6 @@
 //! The relay: listeners, the association table, connection handling and the
 //! copy threads.
 
-#[allow(dead_code)]
 pub(crate) mod cidr;
 pub mod config;
 pub(crate) mod conn;
@@ -26,7 +25,7 @@ pub(crate) mod table;
 pub(crate) mod token;
 
 pub use config::Config;
-pub use metrics::{Metrics, Outcome};
+pub use metrics::{Metrics, Outcome, ProxyFailure};
 pub use server::{Associations, Server};
 pub use stream::tls::server_config as tls_server_config;
 pub use table::{AssociationInfo, AssociationState, CandidateInfo, CandidateState, Origin};

@@ -149,7 +149,10 @@ impl Server {
             .collect();
         let bound: Vec<_> = bound
             .into_iter()
-            .map(|(listener, socket, local, tls)| (listener.url.clone(), socket, local, tls))
+            .map(|(listener, socket, local, tls)| {
+                let proxy_protocol = listener.proxy_protocol;
+                (listener.url.clone(), socket, local, (tls, proxy_protocol))
+            })
             .collect();
         let pool = match config.max_threads {
             0 => Pool::new(),
@@ -321,7 +324,13 @@ fn wake_address(local: SocketAddr) -> SocketAddr {
 
 /// Accepts connections and hands each to a pool thread; a TLS listener's
 /// handshake runs there too, so a slow client never holds this loop.
-fn accept_loop(ctx: Arc<Context>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
+/// On a `proxy_protocol` listener each connection's PROXY header is read
+/// there first.
+fn accept_loop(
+    ctx: Arc<Context>,
+    listener: TcpListener,
+    (tls, proxy_protocol): (Option<Arc<ServerConfig>>, bool),
+) {
     // While descriptors are exhausted accept fails every few milliseconds;
     // say so once per interval, not once per failure.
     let mut last_warning: Option<std::time::Instant> = None;
@@ -338,8 +347,12 @@ fn accept_loop(ctx: Arc<Context>, listener: TcpListener, tls: Option<Arc<ServerC
                 let conn_ctx = Arc::clone(&ctx);
                 let tls = tls.clone();
                 let spawned = ctx.pool.spawn(move || match tls {
-                    Some(tls) => crate::relay::conn::tls::handle(conn_ctx, sock, peer, tls),
-                    None => crate::relay::conn::dispatch::handle(conn_ctx, sock, peer),
+                    Some(tls) => {
+                        crate::relay::conn::tls::handle(conn_ctx, sock, peer, tls, proxy_protocol)
+                    }
+                    None => {
+                        crate::relay::conn::dispatch::handle(conn_ctx, sock, peer, proxy_protocol)
+                    }
                 });
                 if let Err(e) = spawned {
                     // The socket went down with the job: closed, nothing else touched.

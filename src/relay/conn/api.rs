@@ -191,7 +191,11 @@ pub fn candidate_urls(ctx: &Context, req: &Request) -> Vec<String> {
             }
             None => listener.local.to_string(),
         };
-        for kind in listener.url.transports() {
+        let transports = crate::relay::config::advertised_transports(
+            &listener.url,
+            listener.external_url.as_deref(),
+        );
+        for kind in transports {
             urls.push(format!("{}://{authority}", kind.as_str()));
         }
     }
@@ -366,6 +370,26 @@ pub fn metrics(ctx: &Context) -> String {
         "counter",
         "Malformed WebSocket upgrades refused before any upgrade (bad key, version or path).",
         &[("", load(&m.ws_upgrade_failures))],
+    );
+    let reasons: Vec<(String, u64)> = crate::relay::metrics::ProxyFailure::ALL
+        .iter()
+        .map(|r| (format!("reason=\"{}\"", r.as_str()), m.proxy_failures(*r)))
+        .collect();
+    let reasons: Vec<(&str, u64)> = reasons.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    family(
+        "proxy_header_failures_total",
+        "counter",
+        "Connections on proxy_protocol listeners closed for their PROXY header, by reason.",
+        &reasons,
+    );
+    family(
+        "proxy_local_total",
+        "counter",
+        "Connections a trusted balancer opened for itself (PROXY v2 LOCAL): /health answered, anything else closed.",
+        &[
+            ("outcome=\"health\"", load(&m.proxy_local_health)),
+            ("outcome=\"closed\"", load(&m.proxy_local_closed)),
+        ],
     );
     family(
         "associations_expired_total",

@@ -2,37 +2,52 @@
 //! within the handshake timeout.
 
 use crate::relay::conn::deadline::{read_exact_by, read_failed, ReadError};
+use crate::relay::conn::proxy::{self, Scope};
 use crate::relay::conn::request::{reject, serve_request, JetAnswer};
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
-use crate::relay::stream::Stream;
+use crate::relay::stream::{Duplex as _, Stream};
 use crate::wire::message::{self, RequestError};
 use crate::wire::packet::{self, HEADER_LEN, SIGNATURE};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Serves one accepted TCP connection from its first byte on.
-pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
+/// Serves one accepted TCP connection from its first byte on (its PROXY
+/// header first on a `proxy_protocol` listener).
+pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, proxy_protocol: bool) {
     let Some((stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
         return;
     };
-    crate::info!("conn={conn} peer={peer} accepted");
     let deadline = Instant::now() + ctx.config.handshake_timeout;
-    dispatch(&ctx, conn, stream, deadline);
+    let Some(admitted) = proxy::admit(&ctx, conn, stream.socket(), peer, proxy_protocol, deadline)
+    else {
+        return;
+    };
+    admitted.log_accepted(conn, "");
+    dispatch(&ctx, conn, stream, deadline, admitted.scope);
 }
 
 /// Reads the first bytes of a connection's stream (plain TCP, or TLS after its
 /// handshake) and serves it: `JET\0` is the binary protocol, anything else
 /// HTTP (the REST API and WebSocket upgrades). Everything must arrive before
-/// `deadline`.
-pub fn dispatch(ctx: &Arc<Context>, conn: u64, stream: Stream, deadline: Instant) {
+/// `deadline`. A connection limited to [`Scope::HealthOnly`] (the balancer's
+/// own, after a PROXY LOCAL header) gets `/health` and nothing else: the rest
+/// is closed quietly and counted.
+pub fn dispatch(ctx: &Arc<Context>, conn: u64, stream: Stream, deadline: Instant, scope: Scope) {
     let mut header = [0; HEADER_LEN];
     if let Err(e) = read_exact_by(&*stream, &mut header, deadline) {
+        if scope == Scope::HealthOnly {
+            // A layer 4 check: the LOCAL header alone, then a close.
+            return proxy::local_closed(ctx, conn, "nothing after the header");
+        }
         return read_failed(ctx, conn, e);
     }
     if header[..4] != SIGNATURE {
-        return crate::relay::conn::http::serve(ctx, conn, stream, &header, deadline);
+        return crate::relay::conn::http::serve(ctx, conn, stream, &header, deadline, scope);
+    }
+    if scope == Scope::HealthOnly {
+        return proxy::local_closed(ctx, conn, "a JET packet");
     }
     serve_jet(ctx, conn, stream, &header, deadline);
 }

@@ -2,6 +2,7 @@
 //! and the hand-off of WebSocket upgrades. Routes live in `api.rs`.
 
 use crate::relay::conn::deadline::{read_failed, read_some_by, ReadError};
+use crate::relay::conn::proxy::{self, Scope};
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::{Duplex, Stream};
@@ -174,7 +175,11 @@ pub fn serve(
     stream: Stream,
     prefix: &[u8; HEADER_LEN],
     deadline: Instant,
+    scope: Scope,
 ) {
+    if scope == Scope::HealthOnly && !looks_like_http(prefix) {
+        return proxy::local_closed(ctx, conn, "neither JET nor HTTP");
+    }
     if !looks_like_http(prefix) {
         ctx.metrics.handshake(Outcome::Malformed);
         crate::warn!(
@@ -209,6 +214,9 @@ pub fn serve(
                 return;
             }
         };
+        if scope == Scope::HealthOnly && !is_health_check(&request) {
+            return proxy::local_closed(ctx, conn, "a request other than /health");
+        }
         if request.method == "GET" && request.header_has("Upgrade", "websocket") {
             // A WebSocket candidate: the head goes to the WebSocket transport
             // with whatever the client sent after it (its first frames).
@@ -224,14 +232,22 @@ pub fn serve(
                 deadline,
             );
         }
-        let keep_alive = request.keep_alive() && served + 1 < MAX_REQUESTS;
+        // The balancer's own connection gets one answer (HAProxy's checks are
+        // HTTP/1.0 anyway).
+        let keep_alive =
+            request.keep_alive() && served + 1 < MAX_REQUESTS && scope == Scope::Everything;
+        if scope == Scope::HealthOnly {
+            ctx.metrics
+                .proxy_local_health
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let response = crate::relay::conn::api::route(ctx, &request);
-        crate::info!(
-            "conn={conn} http {} {} -> {}",
-            request.method,
-            request.path,
-            response.status
-        );
+        let (method, path, status) = (&request.method, &request.path, response.status);
+        match scope {
+            Scope::Everything => crate::info!("conn={conn} http {method} {path} -> {status}"),
+            // The balancer checks every second: only on demand.
+            Scope::HealthOnly => crate::debug!("conn={conn} http {method} {path} -> {status}"),
+        }
         ctx.metrics.http_response(response.status);
         let head_only = request.method == "HEAD";
         if write(ctx, &*stream, &response, keep_alive, head_only).is_err() || !keep_alive {
@@ -245,6 +261,13 @@ pub fn serve(
         }
         deadline = Instant::now() + ctx.config.handshake_timeout;
     }
+}
+
+/// What a balancer's own connection may ask: `GET` or `HEAD /health`, no upgrade.
+fn is_health_check(request: &Request) -> bool {
+    matches!(request.method.as_str(), "GET" | "HEAD")
+        && request.path == "/health"
+        && !request.header_has("Upgrade", "websocket")
 }
 
 /// True when the first bytes start an HTTP request line: an uppercase method

@@ -5,6 +5,7 @@ pub(crate) mod api;
 pub(crate) mod deadline;
 pub(crate) mod dispatch;
 pub(crate) mod http;
+pub(crate) mod proxy;
 pub(crate) mod request;
 pub(crate) mod tls;
 pub(crate) mod upgrade;
