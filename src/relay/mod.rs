@@ -1,7 +1,7 @@
 //! The relay: listeners, the association table, connection handling and the
 //! copy threads.
 
-pub(crate) mod cidr;
+pub mod cidr;
 pub mod config;
 pub(crate) mod conn;
 // Not called yet: the connection code takes permits next.

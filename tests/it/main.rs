@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod core;
 mod cuts;
+mod fleet;
 mod jmux;
 mod peer;
 mod pump;
