@@ -1,5 +1,13 @@
-//! Line logging to stderr with a global level (`log_level` in relay.toml or `JET_RELAY_LOG`).
+//! Line logging to stderr: the process's `log` logger, with a global level
+//! (`log_level` in relay.toml or `JET_RELAY_LOG`) and the connection a thread
+//! is serving added to each of its lines.
+//!
+//! The relay's own records (target `jet_relay...`) pass at the configured
+//! level; other crates' (rustls, tungstenite) one level lower, so their
+//! handshake chatter appears only at debug.
 
+use std::cell::Cell;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, OnceLock};
@@ -33,27 +41,87 @@ impl Level {
         })
     }
 
-    fn label(self) -> &'static str {
+    fn from_u8(value: u8) -> Level {
+        match value {
+            0 => Level::Off,
+            1 => Level::Error,
+            2 => Level::Warn,
+            3 => Level::Info,
+            _ => Level::Debug,
+        }
+    }
+
+    /// The `log` crate's filter for this level (trace is never written).
+    fn filter(self) -> log::LevelFilter {
         match self {
-            Level::Off => "OFF",
-            Level::Error => "ERROR",
-            Level::Warn => "WARN",
-            Level::Info => "INFO",
-            Level::Debug => "DEBUG",
+            Level::Off => log::LevelFilter::Off,
+            Level::Error => log::LevelFilter::Error,
+            Level::Warn => log::LevelFilter::Warn,
+            Level::Info => log::LevelFilter::Info,
+            Level::Debug => log::LevelFilter::Debug,
+        }
+    }
+
+    /// What other crates may say at this level: one level less, but their
+    /// debug records at debug (their trace records never).
+    fn foreign(self) -> log::LevelFilter {
+        match self {
+            Level::Off | Level::Error => log::LevelFilter::Off,
+            Level::Warn => log::LevelFilter::Error,
+            Level::Info => log::LevelFilter::Warn,
+            Level::Debug => log::LevelFilter::Debug,
         }
     }
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
+/// Installs the logger (once per process; later calls only change the level)
+/// and sets the level. Until this is called, nothing is written.
+pub fn init(level: Level) {
+    // Err: a logger is installed already (ours, by an earlier call).
+    let _ = log::set_logger(&LOGGER);
+    set_level(level);
+}
+
 /// Sets the level for the whole process.
 pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
+    log::set_max_level(level.filter());
 }
 
-/// True when a message at `level` would be written.
-pub fn enabled(level: Level) -> bool {
-    level != Level::Off && level as u8 <= LEVEL.load(Ordering::Relaxed)
+/// The level set last.
+pub fn level() -> Level {
+    Level::from_u8(LEVEL.load(Ordering::Relaxed))
+}
+
+thread_local! {
+    static CONN: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// While the returned guard lives, this thread's log lines carry `conn=id`.
+/// Scopes nest: dropping the guard restores the previous connection.
+pub fn conn_scope(id: u64) -> ConnScope {
+    let previous = CONN.with(|c| c.replace(Some(id)));
+    ConnScope { previous }
+}
+
+/// The connection this thread is serving, if any (to carry the scope into a
+/// thread that works for the same connection).
+pub fn current_conn() -> Option<u64> {
+    CONN.with(Cell::get)
+}
+
+/// Ends a [`conn_scope`] when dropped.
+#[must_use = "the scope ends when the guard is dropped"]
+pub struct ConnScope {
+    previous: Option<u64>,
+}
+
+impl Drop for ConnScope {
+    fn drop(&mut self) {
+        CONN.with(|c| c.set(self.previous));
+    }
 }
 
 /// Lines waiting for the writer thread; past this, new lines are dropped.
@@ -106,25 +174,79 @@ fn writer(rx: mpsc::Receiver<Message>) {
     }
 }
 
-/// Queues one line; use the `error!`..`debug!` macros instead.
-pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
-    let line = format!(
-        "{} {:5} {}\n",
-        timestamp(SystemTime::now()),
-        level.label(),
-        args
-    );
-    match queue() {
-        Some(queue) => {
-            if queue.try_send(Message::Line(line)).is_err() {
-                DROPPED.fetch_add(1, Ordering::Relaxed);
+/// The process's logger: formats on the calling thread, writes on the writer's.
+struct Logger;
+
+static LOGGER: Logger = Logger;
+
+/// True for records of this crate (the library and the binary).
+fn is_ours(target: &str) -> bool {
+    target == "jet_relay" || target.starts_with("jet_relay::")
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        let level = level();
+        let filter = if is_ours(metadata.target()) {
+            level.filter()
+        } else {
+            level.foreign()
+        };
+        metadata.level() <= filter
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format_line(
+            SystemTime::now(),
+            record.level(),
+            current_conn(),
+            (!is_ours(record.target())).then(|| record.target()),
+            record.args(),
+        );
+        match queue() {
+            Some(queue) => {
+                if queue.try_send(Message::Line(line)).is_err() {
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // No writer thread could be started: write directly.
+            None => {
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
             }
         }
-        // No writer thread could be started: write directly.
-        None => {
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
-        }
     }
+
+    fn flush(&self) {}
+}
+
+/// One line: `TIMESTAMP LEVEL [conn=N ][TARGET: ]MESSAGE\n`; the target only
+/// for other crates' records.
+fn format_line(
+    now: SystemTime,
+    level: log::Level,
+    conn: Option<u64>,
+    foreign: Option<&str>,
+    args: &std::fmt::Arguments<'_>,
+) -> String {
+    let label = match level {
+        log::Level::Error => "ERROR",
+        log::Level::Warn => "WARN",
+        log::Level::Info => "INFO",
+        log::Level::Debug => "DEBUG",
+        log::Level::Trace => "TRACE",
+    };
+    let mut line = format!("{} {label:5} ", timestamp(now));
+    if let Some(conn) = conn {
+        let _ = write!(line, "conn={conn} ");
+    }
+    if let Some(target) = foreign {
+        let _ = write!(line, "{target}: ");
+    }
+    let _ = writeln!(line, "{args}");
+    line
 }
 
 /// Waits (at most `limit`) until every line queued so far is written. Gives
@@ -168,25 +290,31 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Logs at error level.
+/// The `log` crate's macros, for the crate's own below (not a public API).
+#[doc(hidden)]
+pub mod __private {
+    pub use log::{debug, error, info, warn};
+}
+
+/// Logs at error level (`log::error!` with this crate's target).
 #[macro_export]
 macro_rules! error {
-    ($($arg:tt)*) => { if $crate::log::enabled($crate::log::Level::Error) { $crate::log::write($crate::log::Level::Error, format_args!($($arg)*)) } };
+    ($($arg:tt)*) => { $crate::log::__private::error!($($arg)*) };
 }
-/// Logs at warn level.
+/// Logs at warn level (`log::warn!` with this crate's target).
 #[macro_export]
 macro_rules! warn {
-    ($($arg:tt)*) => { if $crate::log::enabled($crate::log::Level::Warn) { $crate::log::write($crate::log::Level::Warn, format_args!($($arg)*)) } };
+    ($($arg:tt)*) => { $crate::log::__private::warn!($($arg)*) };
 }
-/// Logs at info level.
+/// Logs at info level (`log::info!` with this crate's target).
 #[macro_export]
 macro_rules! info {
-    ($($arg:tt)*) => { if $crate::log::enabled($crate::log::Level::Info) { $crate::log::write($crate::log::Level::Info, format_args!($($arg)*)) } };
+    ($($arg:tt)*) => { $crate::log::__private::info!($($arg)*) };
 }
-/// Logs at debug level.
+/// Logs at debug level (`log::debug!` with this crate's target).
 #[macro_export]
 macro_rules! debug {
-    ($($arg:tt)*) => { if $crate::log::enabled($crate::log::Level::Debug) { $crate::log::write($crate::log::Level::Debug, format_args!($($arg)*)) } };
+    ($($arg:tt)*) => { $crate::log::__private::debug!($($arg)*) };
 }
 
 #[cfg(test)]
@@ -208,5 +336,49 @@ mod tests {
         assert_eq!(Level::parse("DEBUG"), Some(Level::Debug));
         assert_eq!(Level::parse("loud"), None);
         assert!(Level::Warn < Level::Info);
+    }
+
+    #[test]
+    fn lines_carry_the_level_the_connection_and_a_foreign_target() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        let line = |level, conn, foreign| {
+            format_line(at, level, conn, foreign, &format_args!("paired x={}", 1))
+        };
+        assert_eq!(
+            line(log::Level::Info, Some(7), None),
+            "2026-11-18T11:06:40.123Z INFO  conn=7 paired x=1\n"
+        );
+        assert_eq!(
+            line(log::Level::Debug, None, Some("rustls::server::hs")),
+            "2026-11-18T11:06:40.123Z DEBUG rustls::server::hs: paired x=1\n"
+        );
+    }
+
+    #[test]
+    fn other_crates_speak_one_level_lower_and_never_trace() {
+        assert_eq!(Level::Warn.foreign(), log::LevelFilter::Error);
+        assert_eq!(Level::Info.foreign(), log::LevelFilter::Warn);
+        assert_eq!(Level::Debug.foreign(), log::LevelFilter::Debug);
+        assert_eq!(Level::Error.foreign(), log::LevelFilter::Off);
+        assert!(is_ours("jet_relay") && is_ours("jet_relay::relay::pump"));
+        assert!(!is_ours("jet_relay_x") && !is_ours("rustls::conn"));
+    }
+
+    #[test]
+    fn connection_scopes_nest_and_end_with_their_guard() {
+        assert_eq!(current_conn(), None);
+        let outer = conn_scope(1);
+        assert_eq!(current_conn(), Some(1));
+        {
+            let _inner = conn_scope(2);
+            assert_eq!(current_conn(), Some(2));
+        }
+        assert_eq!(current_conn(), Some(1));
+        drop(outer);
+        assert_eq!(current_conn(), None);
+        // Another thread starts with no connection.
+        let _scope = conn_scope(3);
+        let seen = std::thread::spawn(current_conn).join().unwrap();
+        assert_eq!(seen, None);
     }
 }

@@ -3,9 +3,10 @@
 // The only module that names `jet_relay`: its module paths are moving.
 use crate::targets::{Target, Transport};
 use crate::tls_peer::TlsPeer;
-use jet_relay::peer::client::{CandidateUrl, Connector, JetRequest, Relayed, TlsOptions};
+use jet_relay::peer::{Connector, JetRequest, Relayed, TlsOptions};
 use jet_relay::wire::message::{self, Method};
 use jet_relay::wire::packet;
+use jet_relay::wire::CandidateUrl;
 use rustls::pki_types::ServerName;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -290,7 +291,7 @@ pub enum Peer {
     /// TLS, direct or with the relay: the bench's own split stream, the same
     /// code on both sides of every TLS connection it measures.
     Tls(Box<TlsPeer>),
-    /// A WebSocket (ws or wss) opened with `jet_relay::peer::client`.
+    /// A WebSocket (ws or wss) opened with `jet_relay::peer::Connector`.
     Ws(Box<Relayed>),
 }
 

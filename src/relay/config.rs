@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::log::Level;
 use crate::relay::cidr::CidrSet;
+pub use crate::wire::secret::ApiKey;
 use crate::wire::Transport;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -70,35 +71,6 @@ pub struct Config {
     /// The balancers allowed to send a PROXY header on `proxy_protocol`
     /// listeners; a connection from any other address there is closed.
     pub trusted_proxies: CidrSet,
-}
-
-/// The REST API key. Never printed: `Debug` shows a mask.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> ApiKey {
-        ApiKey(key.into())
-    }
-
-    /// Compares with a presented key in time that does not depend on where
-    /// they differ (only on the presented length).
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        let key = self.0.as_bytes();
-        let mut diff = key.len() ^ presented.len();
-        for (i, b) in presented.iter().enumerate() {
-            diff |= usize::from(b ^ key.get(i).copied().unwrap_or(0));
-        }
-        diff == 0
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
 }
 
 /// One listening socket.
@@ -313,11 +285,6 @@ impl Config {
                 "instance is {} bytes long; at most {MAX_INSTANCE_LEN} (a host name and port) fit the Jet-Instance header",
                 self.instance.len()
             )));
-        }
-        if self.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
-            return Err(Error::Config(
-                "api_key must be at least 16 characters long".into(),
-            ));
         }
         if let Some(origin) = &self.cors_origin {
             if origin.is_empty() || origin.chars().any(|c| c.is_control() || c == ' ') {

@@ -102,6 +102,12 @@ impl Pool {
     /// Fails only when the system refuses a new thread; the job is then dropped
     /// (closing whatever sockets it owned).
     pub fn spawn(&self, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        // A job started for a connection (a copy thread) logs as that connection.
+        let conn = crate::log::current_conn();
+        let job = move || {
+            let _scope = conn.map(crate::log::conn_scope);
+            job()
+        };
         let mut state = self.shared.lock();
         if state.closed {
             return Err(io::Error::other("the pool is closed"));

@@ -8,10 +8,11 @@ use crate::relay::registry::Registry;
 use crate::relay::shared::{BoundListener, Context};
 use crate::relay::socket;
 use crate::relay::table::{AssociationInfo, Table};
+use crate::transport::listener;
 use crate::wire::Transport;
 use rustls::ServerConfig;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
@@ -261,12 +262,11 @@ impl Server {
             // The accept loop checks the flag after each accept: wake it with a
             // connection of our own. If that fails the thread stays blocked in
             // accept, harmless at process exit, so do not wait for it.
-            let wake = wake_address(listener.local);
-            if TcpStream::connect_timeout(&wake, Duration::from_millis(200)).is_ok() {
-                if let Some(thread) = listener.thread.take() {
-                    let _ = thread.join();
-                }
-            }
+            listener::wake_and_join(
+                listener.local,
+                listener.thread.take(),
+                Duration::from_millis(200),
+            );
         }
         for victim in self.ctx.table.drain() {
             victim.kill();
@@ -309,19 +309,6 @@ fn bind(config: &Config, listener: &ListenerConfig) -> Result<TcpListener> {
     Err(Error::io(format!("binding {}", listener.url), last))
 }
 
-/// Where to connect to reach a listener bound to `local` (a wildcard address
-/// is reached through loopback).
-fn wake_address(local: SocketAddr) -> SocketAddr {
-    let mut addr = local;
-    if addr.ip().is_unspecified() {
-        match addr {
-            SocketAddr::V4(ref mut a) => a.set_ip(std::net::Ipv4Addr::LOCALHOST),
-            SocketAddr::V6(ref mut a) => a.set_ip(std::net::Ipv6Addr::LOCALHOST),
-        }
-    }
-    addr
-}
-
 /// Accepts connections and hands each to a pool thread; a TLS listener's
 /// handshake runs there too, so a slow client never holds this loop.
 /// On a `proxy_protocol` listener each connection's PROXY header is read
@@ -334,48 +321,57 @@ fn accept_loop(
     // While descriptors are exhausted accept fails every few milliseconds;
     // say so once per interval, not once per failure.
     let mut last_warning: Option<std::time::Instant> = None;
-    loop {
-        let accepted = listener.accept();
-        if ctx.stopping() {
-            return;
-        }
-        match accepted {
-            Ok((sock, peer)) => {
-                ctx.metrics
-                    .connections_accepted
-                    .fetch_add(1, Ordering::Relaxed);
-                let conn_ctx = Arc::clone(&ctx);
-                let tls = tls.clone();
-                let spawned = ctx.pool.spawn(move || match tls {
-                    Some(tls) => {
-                        crate::relay::conn::tls::handle(conn_ctx, sock, peer, tls, proxy_protocol)
+    listener::accept_until(
+        &listener,
+        || ctx.stopping(),
+        |accepted| {
+            match accepted {
+                Ok((sock, peer)) => {
+                    ctx.metrics
+                        .connections_accepted
+                        .fetch_add(1, Ordering::Relaxed);
+                    let conn_ctx = Arc::clone(&ctx);
+                    let tls = tls.clone();
+                    let spawned = ctx.pool.spawn(move || match tls {
+                        Some(tls) => crate::relay::conn::tls::handle(
+                            conn_ctx,
+                            sock,
+                            peer,
+                            tls,
+                            proxy_protocol,
+                        ),
+                        None => crate::relay::conn::dispatch::handle(
+                            conn_ctx,
+                            sock,
+                            peer,
+                            proxy_protocol,
+                        ),
+                    });
+                    if let Err(e) = spawned {
+                        // The socket went down with the job: closed, nothing else touched.
+                        ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                        if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
+                            crate::warn!("peer={peer} refused: cannot start a thread: {e}");
+                            last_warning = Some(std::time::Instant::now());
+                        }
                     }
-                    None => {
-                        crate::relay::conn::dispatch::handle(conn_ctx, sock, peer, proxy_protocol)
-                    }
-                });
-                if let Err(e) = spawned {
-                    // The socket went down with the job: closed, nothing else touched.
-                    ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if is_resource_exhaustion(&e) => {
                     if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
-                        crate::warn!("peer={peer} refused: cannot start a thread: {e}");
+                        crate::warn!(
+                            "accept failed: {e}; pausing {ACCEPT_BACKOFF:?} between tries"
+                        );
                         last_warning = Some(std::time::Instant::now());
                     }
+                    thread::sleep(ACCEPT_BACKOFF);
+                }
+                Err(e) => {
+                    // ECONNABORTED and friends: one failed connection, not the listener.
+                    crate::debug!("accept failed: {e}");
                 }
             }
-            Err(e) if is_resource_exhaustion(&e) => {
-                if last_warning.is_none_or(|t| t.elapsed() >= RESOURCE_WARNING_INTERVAL) {
-                    crate::warn!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?} between tries");
-                    last_warning = Some(std::time::Instant::now());
-                }
-                thread::sleep(ACCEPT_BACKOFF);
-            }
-            Err(e) => {
-                // ECONNABORTED and friends: one failed connection, not the listener.
-                crate::debug!("accept failed: {e}");
-            }
-        }
-    }
+        },
+    );
 }
 
 /// True for the `accept` failures that mean the process or the system is

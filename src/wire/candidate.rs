@@ -263,3 +263,159 @@ impl fmt::Display for CandidateUrl {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (scheme, host, port, authority, query) or the start of the error text.
+    type Expected = std::result::Result<
+        (
+            Transport,
+            &'static str,
+            u16,
+            &'static str,
+            Option<&'static str>,
+        ),
+        &'static str,
+    >;
+
+    #[track_caller]
+    fn check(text: &str, expected: Expected) {
+        let got = CandidateUrl::parse(text);
+        match (got, expected) {
+            (Ok(url), Ok((scheme, host, port, authority, query))) => {
+                assert_eq!(
+                    (
+                        url.scheme,
+                        url.host.as_str(),
+                        url.port,
+                        url.authority().as_str(),
+                        url.query.as_deref()
+                    ),
+                    (scheme, host, port, authority, query),
+                    "for {text:?}"
+                );
+                // What parses prints back to something that parses the same.
+                assert_eq!(
+                    CandidateUrl::parse(&url.to_string()).unwrap(),
+                    url,
+                    "for {text:?}"
+                );
+            }
+            (Err(e), Err(why)) => {
+                let e = e.to_string();
+                assert!(e.contains(why), "for {text:?}: {e:?} should say {why:?}");
+            }
+            (got, expected) => panic!("for {text:?}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn candidate_url_table() {
+        use Transport::*;
+        check(
+            "tcp://jet101.wayk.net:8080",
+            Ok((Tcp, "jet101.wayk.net", 8080, "jet101.wayk.net:8080", None)),
+        );
+        check(
+            "jet101.wayk.net:8080",
+            Ok((Tcp, "jet101.wayk.net", 8080, "jet101.wayk.net:8080", None)),
+        );
+        check("TCP://relay:1", Ok((Tcp, "relay", 1, "relay:1", None)));
+        check(
+            "tls://jet101.wayk.net:4343",
+            Ok((Tls, "jet101.wayk.net", 4343, "jet101.wayk.net:4343", None)),
+        );
+        check(
+            "ws://jet101.wayk.net:8080",
+            Ok((Ws, "jet101.wayk.net", 8080, "jet101.wayk.net:8080", None)),
+        );
+        check(
+            "ws://jet101.wayk.net",
+            Ok((Ws, "jet101.wayk.net", 80, "jet101.wayk.net", None)),
+        );
+        check(
+            "wss://jet101.wayk.net",
+            Ok((Wss, "jet101.wayk.net", 443, "jet101.wayk.net", None)),
+        );
+        check(
+            "wss://jet101.wayk.net/",
+            Ok((Wss, "jet101.wayk.net", 443, "jet101.wayk.net", None)),
+        );
+        check(
+            "wss://jet.wayk.net:7171?ctype=relay",
+            Ok((
+                Wss,
+                "jet.wayk.net",
+                7171,
+                "jet.wayk.net:7171",
+                Some("ctype=relay"),
+            )),
+        );
+        check(
+            "tcp://10.1.21.34:4489?ctype=host",
+            Ok((
+                Tcp,
+                "10.1.21.34",
+                4489,
+                "10.1.21.34:4489",
+                Some("ctype=host"),
+            )),
+        );
+        check(
+            "127.0.0.1:9?ctype=relay&x=1",
+            Ok((Tcp, "127.0.0.1", 9, "127.0.0.1:9", Some("ctype=relay&x=1"))),
+        );
+        check("tcp://[::1]:7", Ok((Tcp, "::1", 7, "[::1]:7", None)));
+        check(
+            "wss://[2001:db8::1]",
+            Ok((Wss, "2001:db8::1", 443, "[2001:db8::1]", None)),
+        );
+        check("tcp://relay.example", Err("tcp:// needs a port"));
+        check("tls://relay.example", Err("tls:// needs a port"));
+        check("relay.example", Err("tcp:// needs a port"));
+        check("gopher://x:1", Err("unsupported scheme \"gopher\""));
+        check("http://x:1", Err("unsupported scheme \"http\""));
+        check("tcp://:8080", Err("the host is empty"));
+        check("tcp://relay:http", Err("is not a port number"));
+        check("tcp://relay:+80", Err("is not a port number"));
+        check("tcp://relay:70000", Err("is not a port number"));
+        check("tcp://relay:0", Err("port 0"));
+        check("tcp://::1:80", Err("in brackets"));
+        check("tcp://[::1", Err("unclosed"));
+        check("tcp://[nope]:1", Err("not an IPv6 address"));
+        check("tcp://user@relay:1", Err("user info"));
+        check("ws://relay:1/jet/accept", Err("has no path"));
+        check("tcp://relay:1#top", Err("fragment"));
+        check("tcp://re lay:1", Err("not a host name"));
+    }
+
+    #[test]
+    fn query_parameters_and_instances() {
+        let url = CandidateUrl::parse("tcp://relay:8080?ctype=relay&x=1").unwrap();
+        assert_eq!(url.ctype(), Some("relay"));
+        assert_eq!(url.query_param("x"), Some("1"));
+        assert_eq!(url.query_param("y"), None);
+        let plain = CandidateUrl::parse("tcp://relay:8080").unwrap();
+        assert_eq!(
+            plain.with_param("ctype", "relay").to_string(),
+            "tcp://relay:8080?ctype=relay"
+        );
+        assert_eq!(
+            url.with_param("ctype", "host").to_string(),
+            "tcp://relay:8080?ctype=relay&x=1"
+        );
+        assert_eq!(
+            url.with_instance("jet7.example").unwrap().to_string(),
+            "tcp://jet7.example:8080?ctype=relay&x=1"
+        );
+        assert_eq!(
+            url.with_instance("jet7.example:9000").unwrap().to_string(),
+            "tcp://jet7.example:9000?ctype=relay&x=1"
+        );
+        let wss = CandidateUrl::parse("wss://relay").unwrap();
+        assert_eq!(wss.with_instance("jet7").unwrap().to_string(), "wss://jet7");
+        assert!(url.with_instance("bad host").is_err());
+    }
+}

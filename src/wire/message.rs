@@ -1,5 +1,7 @@
 //! The HTTP heads inside JET packets: requests the relay accepts, responses it writes.
 
+use crate::wire::http;
+use crate::Error;
 use uuid::Uuid;
 
 /// The most headers a JET request head may carry; deployed peers send four.
@@ -146,12 +148,8 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, RequestError> {
     }
     let method = req.method.unwrap_or_default();
     let path = req.path.unwrap_or_default();
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
-    };
+    // Lossy: a value that is not UTF-8 is refused below, not taken as absent.
+    let header = |name: &str| http::header_lossy(req.headers, name);
     if method != "GET" {
         return Err(RequestError::BadRequest(format!(
             "method {method} is not GET"
@@ -211,12 +209,7 @@ pub fn requested_version(payload: &[u8]) -> u8 {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let _ = req.parse(payload);
-    let declared = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("Jet-Version"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .and_then(|v| v.trim().parse::<u8>().ok());
+    let declared = http::header(req.headers, "Jet-Version").and_then(|v| v.parse::<u8>().ok());
     declared.unwrap_or(if req.path == Some("/") { 1 } else { 2 })
 }
 
@@ -252,24 +245,6 @@ fn parse_uuid(text: &str, what: &str) -> Result<Uuid, RequestError> {
     Uuid::parse_str(text).map_err(|_| RequestError::BadRequest(format!("bad {what} id {text:?}")))
 }
 
-/// The reason phrase for the statuses the relay writes.
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        101 => "Switching Protocols",
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
-}
-
 /// Builds a whole response packet (head masked with 0x73) with `Jet-Version`
 /// and any extra headers, ready for a single write.
 pub fn response_packet(
@@ -277,7 +252,7 @@ pub fn response_packet(
     version: u8,
     extra: &[(&str, &str)],
 ) -> Result<Vec<u8>, crate::wire::packet::PacketError> {
-    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    let mut head = format!("HTTP/1.1 {status} {}\r\n", http::reason(status));
     for (name, value) in extra {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -297,21 +272,21 @@ pub struct Response {
 impl Response {
     /// The value of a header, compared without regard to case.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        http::header(&self.headers, name)
     }
 }
 
-/// Parses an unmasked response payload (any reason phrase, LF or CRLF).
-pub fn parse_response(payload: &[u8]) -> Result<Response, String> {
+/// Parses an unmasked response payload (any reason phrase, LF or CRLF); a
+/// payload that is not an HTTP response head is [`Error::Protocol`].
+pub fn parse_response(payload: &[u8]) -> crate::Result<Response> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(payload) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err("incomplete response head".into()),
-        Err(e) => return Err(format!("not an HTTP response: {e}")),
+        Ok(httparse::Status::Partial) => {
+            return Err(Error::Protocol("incomplete response head".into()))
+        }
+        Err(e) => return Err(Error::Protocol(format!("not an HTTP response: {e}"))),
     }
     Ok(Response {
         status: resp.code.unwrap_or_default(),

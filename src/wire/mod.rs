@@ -2,9 +2,13 @@
 //! URLs and signaling messages. Nothing here does I/O or starts a thread.
 
 pub mod candidate;
+pub(crate) mod http;
 pub mod jmux;
 pub mod message;
 pub mod packet;
 pub mod proxy_header;
+pub mod secret;
+pub mod signal;
+pub mod websocket;
 
 pub use candidate::{CandidateUrl, Transport};

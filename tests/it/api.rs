@@ -188,7 +188,7 @@ fn after_gathering_unknown_candidate_ids_are_rejected() {
 
 #[test]
 fn health_is_plain_text_or_json_and_never_needs_the_key() {
-    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY)));
+    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY).expect("a valid key")));
     let reply = relay.http("GET", "/health", &[], b"");
     assert_eq!(reply.status, 200);
     assert!(reply
@@ -206,7 +206,7 @@ fn health_is_plain_text_or_json_and_never_needs_the_key() {
 
 #[test]
 fn api_key_guards_every_call_but_health() {
-    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY)));
+    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY).expect("a valid key")));
     let a = Uuid::new_v4();
     let path = format!("/jet/association/{a}");
     let wrong = (
@@ -242,7 +242,7 @@ fn api_key_guards_every_call_but_health() {
 
 #[test]
 fn with_a_key_jet_accepts_need_an_api_created_association() {
-    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY)));
+    let relay = TestRelay::with(|c| c.api_key = Some(ApiKey::new(KEY).expect("a valid key")));
     // Unknown association: refused, and nothing is created.
     let unknown = Uuid::new_v4();
     let (mut sock, resp) = relay.request(&v2("accept", unknown, Uuid::new_v4()), 0x73, b"");
@@ -452,7 +452,11 @@ fn slow_http_clients_hit_the_handshake_timeout() {
     sock.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     assert_closed(&mut sock);
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed after {:?}",
+        started.elapsed()
+    );
     // An idle keep-alive connection is closed the same way.
     let mut sock = relay.dial();
     sock.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
@@ -464,7 +468,7 @@ fn slow_http_clients_hit_the_handshake_timeout() {
 fn cors_origin_is_sent_and_preflight_answered() {
     let relay = TestRelay::with(|c| {
         c.cors_origin = Some("https://app.example.com".into());
-        c.api_key = Some(ApiKey::new(KEY));
+        c.api_key = Some(ApiKey::new(KEY).expect("a valid key"));
     });
     let reply = relay.http(
         "GET",

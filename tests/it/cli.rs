@@ -330,3 +330,128 @@ fn peer_mode_sends_everything_even_when_the_other_side_sends_nothing() {
     assert!(client.wait().unwrap().success());
     assert!(server.wait().unwrap().success());
 }
+
+/// Runs the binary with `args`, no stdin.
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn subcommand_help_prints_that_subcommands_usage_and_exits_zero() {
+    for args in [
+        &["accept", "--help"][..],
+        &["accept", "-h"],
+        &["help", "accept"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.starts_with("Usage: jet-relay accept URL ASSOCIATION CANDIDATE"),
+            "{args:?}: {text}"
+        );
+        assert!(text.contains("--forward HOST:PORT"), "{text}");
+        assert!(!text.contains("--signal-in"), "only accept's usage: {text}");
+    }
+    let out = run(&["help", "connect"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("Usage: jet-relay connect URL ASSOCIATION CANDIDATE")
+            && text.contains("--association ID"),
+        "{text}"
+    );
+    // The peer's --listen is a local address, and the usage says so.
+    assert!(text.contains("--listen ADDR") && text.contains("LOCAL address"));
+}
+
+#[test]
+fn version_has_a_short_form() {
+    for flag in ["--version", "-V"] {
+        let out = run(&[flag]);
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("jet-relay {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_two_with_what_is_wrong_and_where_to_look() {
+    for (args, says, hint) in [
+        (
+            &["accept", "--frobnicate"][..],
+            "accept: unknown option --frobnicate",
+            "see 'jet-relay accept --help'",
+        ),
+        (
+            &["--frobnicate"],
+            "unknown option --frobnicate",
+            "see 'jet-relay --help'",
+        ),
+        (
+            &["frobnicate"],
+            "unknown subcommand",
+            "see 'jet-relay --help'",
+        ),
+        (
+            &["test", "tcp://127.0.0.1:1", "x", "y"],
+            "association \"x\" is not a UUID",
+            "see 'jet-relay test --help'",
+        ),
+        (
+            &["offer", "--signal-in", "-"],
+            "--signal-out PATH",
+            "see 'jet-relay offer --help'",
+        ),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        let mut lines = err.lines();
+        let first = lines.next().unwrap_or_default();
+        assert!(
+            first.starts_with("jet-relay: ") && first.contains(says),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("configuration:"), "{args:?}: {err}");
+        assert_eq!(lines.next(), Some(hint), "{args:?}: {err}");
+        assert_eq!(lines.next(), None, "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn options_take_their_value_after_an_equals_sign() {
+    let file = config_file("handshake_timeout = 5\n");
+    let config = format!("--config={}", file.0.display());
+    let mut command = Command::new(BIN);
+    command
+        .args([config.as_str(), "--listen=tcp://127.0.0.1:0"])
+        .stderr(Stdio::null());
+    let mut relay = RelayProcess::launch(command);
+    assert!(relay.url.starts_with("tcp://127.0.0.1:"), "{}", relay.url);
+    relay.signal("TERM");
+    let (status, _) = relay.wait_exit(WAIT);
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_runtime_failure_exits_one_without_a_usage_hint() {
+    let (relay, _file) = RelayProcess::start(ON_PORT_0);
+    // Nobody accepted on this association: the relay refuses the connect.
+    let (a, c) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let out = run(&["connect", &relay.url, &a, &c]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("jet-relay: connect: the relay answered status 404"),
+        "{err}"
+    );
+    assert!(!err.contains("see '"), "{err}");
+}

@@ -43,7 +43,7 @@ fn a_pair_cut_by_the_idle_timeout_sees_a_reset() {
 fn a_pair_cut_by_delete_sees_a_reset() {
     const KEY: &str = "0123456789abcdef-cuts";
     let relay = TestRelay::with(|c| {
-        c.api_key = Some(ApiKey::new(KEY));
+        c.api_key = Some(ApiKey::new(KEY).expect("a valid key"));
         c.accept_requires_api = Some(false);
     });
     let (a, mut server, mut client) = relaying_pair(&relay);

@@ -346,15 +346,16 @@ fn the_relay_logs_the_client_a_header_names() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the relay starts");
-    let _ = std::fs::remove_file(&file);
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     stdout.read_line(&mut line).expect("a listening line");
+    // Only now: the relay has read its configuration.
+    let _ = std::fs::remove_file(&file);
     let addr: SocketAddr = line
         .trim()
         .trim_start_matches("listening tcp://")
         .parse()
-        .expect("an address");
+        .unwrap_or_else(|e| panic!("{e}: {line:?} is not a listening line"));
     let (lines, rx) = mpsc::channel();
     let stderr = child.stderr.take().expect("stderr");
     std::thread::spawn(move || {

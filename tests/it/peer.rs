@@ -1,8 +1,8 @@
 //! The peer commands against a tcp+tls relay: every candidate type, forwarding, interop, FIFO negotiation.
 
 use crate::support::{data_file, pattern, read_n, read_to_end, TestRelay, WAIT};
-use jet_relay::peer::negotiate::{Answer, Candidate, Complete, Offer, Role};
 use jet_relay::relay::{AssociationInfo, CandidateState};
+use jet_relay::wire::signal::{Answer, Candidate, Complete, Offer, Role};
 use jet_relay::wire::Transport;
 use jet_relay::wire::{CandidateUrl, Transport as Scheme};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -759,7 +759,7 @@ fn negotiation_over_gathered_candidates_selects_a_relay_one_when_host_candidates
 fn gathering_sends_the_api_key_as_a_bearer_token_and_never_prints_it() {
     const KEY: &str = "peer-test-api-key-7f3a9c";
     let relay = TestRelay::with_tls(|config| {
-        config.api_key = Some(jet_relay::relay::config::ApiKey::new(KEY))
+        config.api_key = Some(jet_relay::relay::config::ApiKey::new(KEY).expect("a valid key"))
     });
     let gather = format!("http://{}", relay.addr);
     let server_args = ["--gather", gather.as_str(), "--no-host-candidates"];
@@ -946,7 +946,7 @@ fn the_server_leaves_out_relays_it_cannot_use_and_signals_over_stdio() {
     let relay_id = answer.candidates[1].id;
     let mut sock = relay.connect(a, relay_id);
     let complete = Complete {
-        candidate: jet_relay::peer::negotiate::CandidateRef { id: relay_id },
+        candidate: jet_relay::wire::signal::CandidateRef { id: relay_id },
     };
     writeln!(stdin, "{}", serde_json::to_string(&complete).unwrap()).unwrap();
     stdin.write_all(b"data after the signaling lines").unwrap();

@@ -38,7 +38,7 @@ impl TestRelay {
             .ok()
             .and_then(|l| jet_relay::log::Level::parse(&l))
             .unwrap_or(jet_relay::log::Level::Off);
-        jet_relay::log::set_level(level);
+        jet_relay::log::init(level);
         let server = Server::start(config).expect("relay starts");
         let addr = server.local_addrs()[0];
         TestRelay { server, addr }
@@ -123,12 +123,19 @@ pub fn read_n(sock: &mut TcpStream, n: usize) -> Vec<u8> {
 #[track_caller]
 pub fn assert_closed(sock: &mut TcpStream) {
     let mut buf = [0; 64];
-    match sock.read(&mut buf) {
-        Ok(0) => {}
-        Ok(n) => panic!("expected a close, got {n} bytes: {:?}", &buf[..n]),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("expected a close, got {e}"),
+    // A signal delivered to the test process (EINTR) is not an answer from
+    // the relay; std's own read_exact reads on after it too. Bounded: the
+    // socket's read timeout still ends a silent wait.
+    for _ in 0..100 {
+        match sock.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => panic!("expected a close, got {n} bytes: {:?}", &buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("expected a close, got {e}"),
+        }
     }
+    panic!("expected a close, got 100 interrupted reads");
 }
 
 /// Reads to EOF.
@@ -824,7 +831,8 @@ pub fn open_tcp_candidate(
     a: Uuid,
     c: Uuid,
 ) -> jet_relay::Result<(TcpStream, Response)> {
-    use jet_relay::peer::client::{CandidateUrl, Connector, JetRequest, Relayed, TlsOptions};
+    use jet_relay::peer::{Connector, JetRequest, Relayed, TlsOptions};
+    use jet_relay::wire::CandidateUrl;
     let url = CandidateUrl::parse(url)?;
     let (relayed, response) =
         Connector::new(TlsOptions::default()).open(&url, &JetRequest::v2(method, a, c))?;

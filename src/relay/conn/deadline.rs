@@ -67,15 +67,15 @@ pub fn read_some_by(
 }
 
 /// Counts and logs a handshake that ended before a whole request arrived.
-pub fn read_failed(ctx: &Context, conn: u64, e: ReadError) {
+pub fn read_failed(ctx: &Context, _conn: u64, e: ReadError) {
     match e {
         ReadError::Timeout => {
             ctx.metrics.handshake(Outcome::Timeout);
-            crate::warn!("conn={conn} closed: no complete request within the handshake timeout");
+            crate::warn!("closed: no complete request within the handshake timeout");
         }
         ReadError::Closed(e) => {
             ctx.metrics.handshake(Outcome::Closed);
-            crate::info!("conn={conn} closed during the handshake: {e}");
+            crate::info!("closed during the handshake: {e}");
         }
     }
 }

@@ -19,12 +19,12 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, proxy_protoc
     let Some((stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
         return;
     };
+    let _scope = crate::log::conn_scope(conn);
     let deadline = Instant::now() + ctx.config.handshake_timeout;
-    let Some(admitted) = proxy::admit(&ctx, conn, stream.socket(), peer, proxy_protocol, deadline)
-    else {
+    let Some(admitted) = proxy::admit(&ctx, stream.socket(), peer, proxy_protocol, deadline) else {
         return;
     };
-    admitted.log_accepted(conn, "");
+    admitted.log_accepted("");
     dispatch(&ctx, conn, stream, deadline, admitted.scope);
 }
 
@@ -39,7 +39,7 @@ pub fn dispatch(ctx: &Arc<Context>, conn: u64, stream: Stream, deadline: Instant
     if let Err(e) = read_exact_by(&*stream, &mut header, deadline) {
         if scope == Scope::HealthOnly {
             // A layer 4 check: the LOCAL header alone, then a close.
-            return proxy::local_closed(ctx, conn, "nothing after the header");
+            return proxy::local_closed(ctx, "nothing after the header");
         }
         return read_failed(ctx, conn, e);
     }
@@ -47,7 +47,7 @@ pub fn dispatch(ctx: &Arc<Context>, conn: u64, stream: Stream, deadline: Instant
         return crate::relay::conn::http::serve(ctx, conn, stream, &header, deadline, scope);
     }
     if scope == Scope::HealthOnly {
-        return proxy::local_closed(ctx, conn, "a JET packet");
+        return proxy::local_closed(ctx, "a JET packet");
     }
     serve_jet(ctx, conn, stream, &header, deadline);
 }
@@ -64,7 +64,7 @@ pub fn serve_jet(
         Ok(len) => len,
         Err(e) => {
             ctx.metrics.handshake(Outcome::Malformed);
-            crate::warn!("conn={conn} closed: malformed packet: {e}");
+            crate::warn!("closed: malformed packet: {e}");
             return;
         }
     };
@@ -77,7 +77,7 @@ pub fn serve_jet(
         Ok(request) => request,
         Err(RequestError::Malformed(why)) => {
             ctx.metrics.handshake(Outcome::Malformed);
-            crate::warn!("conn={conn} closed: malformed packet: {why}");
+            crate::warn!("closed: malformed packet: {why}");
             return;
         }
         Err(RequestError::BadRequest(why)) => {
@@ -89,7 +89,7 @@ pub fn serve_jet(
     if let Err(e) = stream.clear_read_deadline() {
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
-    crate::debug!("conn={conn} request {request:?}");
+    crate::debug!("request {request:?}");
     let answer = JetAnswer {
         version: request.version,
     };

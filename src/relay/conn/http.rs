@@ -6,6 +6,7 @@ use crate::relay::conn::proxy::{self, Scope};
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::{Duplex, Stream};
+use crate::wire::http::{self, BadLength};
 use crate::wire::packet::HEADER_LEN;
 use std::io;
 use std::sync::Arc;
@@ -66,19 +67,12 @@ impl std::fmt::Debug for Request {
 impl Request {
     /// The first value of a header, compared without regard to case.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        http::header(&self.headers, name)
     }
 
     /// True when a comma-separated header contains `token` (any case).
     pub fn header_has(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .flat_map(|(_, v)| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+        http::has_token(&self.headers, name, token)
     }
 
     fn keep_alive(&self) -> bool {
@@ -135,7 +129,7 @@ impl Response {
         let mut head = format!(
             "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
             self.status,
-            crate::wire::message::reason(self.status),
+            http::reason(self.status),
             self.body.len(),
             if keep_alive { "keep-alive" } else { "close" },
         );
@@ -178,12 +172,12 @@ pub fn serve(
     scope: Scope,
 ) {
     if scope == Scope::HealthOnly && !looks_like_http(prefix) {
-        return proxy::local_closed(ctx, conn, "neither JET nor HTTP");
+        return proxy::local_closed(ctx, "neither JET nor HTTP");
     }
     if !looks_like_http(prefix) {
         ctx.metrics.handshake(Outcome::Malformed);
         crate::warn!(
-            "conn={conn} closed: neither a JET packet nor HTTP (first bytes {:02x?})",
+            "closed: neither a JET packet nor HTTP (first bytes {:02x?})",
             &prefix[..]
         );
         return;
@@ -198,14 +192,14 @@ pub fn serve(
             }
             Err(Failure::Read(ReadError::Closed(_))) if served > 0 && buf.is_empty() => return,
             Err(Failure::Read(ReadError::Timeout)) if served > 0 && buf.is_empty() => {
-                crate::debug!("conn={conn} keep-alive connection idle, closed");
+                crate::debug!("keep-alive connection idle, closed");
                 return;
             }
             Err(Failure::Read(e)) => return read_failed(ctx, conn, e),
             Err(Failure::Reject(response)) => {
                 ctx.metrics.handshake(Outcome::Malformed);
                 crate::warn!(
-                    "conn={conn} bad HTTP request: {} {}",
+                    "bad HTTP request: {} {}",
                     response.status,
                     String::from_utf8_lossy(&response.body)
                 );
@@ -215,7 +209,7 @@ pub fn serve(
             }
         };
         if scope == Scope::HealthOnly && !is_health_check(&request) {
-            return proxy::local_closed(ctx, conn, "a request other than /health");
+            return proxy::local_closed(ctx, "a request other than /health");
         }
         if request.method == "GET" && request.header_has("Upgrade", "websocket") {
             // A WebSocket candidate: the head goes to the WebSocket transport
@@ -244,9 +238,9 @@ pub fn serve(
         let response = crate::relay::conn::api::route(ctx, &request);
         let (method, path, status) = (&request.method, &request.path, response.status);
         match scope {
-            Scope::Everything => crate::info!("conn={conn} http {method} {path} -> {status}"),
+            Scope::Everything => crate::info!("http {method} {path} -> {status}"),
             // The balancer checks every second: only on demand.
-            Scope::HealthOnly => crate::debug!("conn={conn} http {method} {path} -> {status}"),
+            Scope::HealthOnly => crate::debug!("http {method} {path} -> {status}"),
         }
         ctx.metrics.http_response(response.status);
         let head_only = request.method == "HEAD";
@@ -341,41 +335,23 @@ fn read_request(
             )
         })
         .collect();
-    fn find<'a>(
-        headers: &'a [(String, String)],
-        name: &'static str,
-    ) -> impl Iterator<Item = &'a (String, String)> {
-        headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-    }
-    if find(&headers, "Transfer-Encoding").next().is_some() {
-        let why = if find(&headers, "Content-Length").next().is_some() {
+    if http::values(&headers, "Transfer-Encoding").next().is_some() {
+        let why = if http::values(&headers, "Content-Length").next().is_some() {
             "Transfer-Encoding together with Content-Length"
         } else {
             "Transfer-Encoding is not supported; send Content-Length"
         };
         return Err(Failure::Reject(Response::error(400, why)));
     }
-    let lengths: Vec<&String> = find(&headers, "Content-Length").map(|(_, v)| v).collect();
-    // Digits only: `+3` or `0x3` parse as numbers in some stacks and not in
-    // others, which is how requests get smuggled past proxies.
-    let parse_length = |v: &str| {
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Failure::Reject(Response::error(400, "bad Content-Length")));
-        }
-        v.parse::<usize>()
-            .map_err(|_| Failure::Reject(Response::error(413, "request body over 64 KiB")))
-    };
-    let body_len = match lengths.as_slice() {
-        [] => 0,
-        [first, rest @ ..] if rest.iter().all(|v| v == first) => parse_length(first)?,
-        _ => {
+    let body_len = match http::content_length(&headers) {
+        Ok(length) => length.unwrap_or(0),
+        Err(BadLength::TooLarge) => {
             return Err(Failure::Reject(Response::error(
-                400,
-                "conflicting Content-Length headers",
+                413,
+                "request body over 64 KiB",
             )))
         }
+        Err(e) => return Err(Failure::Reject(Response::error(400, &e.to_string()))),
     };
     if body_len > MAX_BODY {
         return Err(Failure::Reject(Response::error(

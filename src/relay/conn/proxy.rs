@@ -37,11 +37,11 @@ pub struct Admitted {
 impl Admitted {
     /// The connection's "accepted" log line: info for peers, debug for the
     /// balancer's own checks (one a second per balancer would drown the log).
-    pub fn log_accepted(&self, conn: u64, transport: &str) {
+    pub fn log_accepted(&self, transport: &str) {
         let (peer, via) = (self.peer, &self.via);
         match self.scope {
-            Scope::Everything => crate::info!("conn={conn} peer={peer} accepted{transport}{via}"),
-            Scope::HealthOnly => crate::debug!("conn={conn} peer={peer} accepted{transport}{via}"),
+            Scope::Everything => crate::info!("peer={peer} accepted{transport}{via}"),
+            Scope::HealthOnly => crate::debug!("peer={peer} accepted{transport}{via}"),
         }
     }
 }
@@ -132,7 +132,6 @@ fn read_socket_by(sock: &TcpStream, buf: &mut [u8], deadline: Instant) -> Result
 /// closed now; the reason is counted and logged.
 pub fn admit(
     ctx: &Context,
-    conn: u64,
     sock: &TcpStream,
     peer: SocketAddr,
     proxy_protocol: bool,
@@ -148,7 +147,7 @@ pub fn admit(
     let failed = |reason: ProxyFailure, why: &str| {
         ctx.metrics.proxy_failure(reason);
         crate::warn!(
-            "conn={conn} peer={peer} closed: {why} (proxy_header_failure {})",
+            "peer={peer} closed: {why} (proxy_header_failure {})",
             reason.as_str()
         );
         None
@@ -182,11 +181,11 @@ pub fn admit(
 /// Closes a balancer's own connection that asked for something other than
 /// `/health`: counted, logged at debug only (a layer 4 check does this every
 /// second).
-pub fn local_closed(ctx: &Context, conn: u64, what: &str) {
+pub fn local_closed(ctx: &Context, what: &str) {
     ctx.metrics
         .proxy_local_closed
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    crate::debug!("conn={conn} balancer's own connection closed: {what}");
+    crate::debug!("balancer's own connection closed: {what}");
 }
 
 #[cfg(test)]

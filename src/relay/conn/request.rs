@@ -154,16 +154,14 @@ fn accept(
         Ok(()) => {
             ctx.metrics.handshake(Outcome::Parked);
             crate::info!(
-                "conn={conn} association={association} candidate={candidate} parked (accept over {}, version {version})",
+                "association={association} candidate={candidate} parked (accept over {}, version {version})",
                 kind.as_str(),
             );
         }
         Err(stream) => {
             // Deleted or expired while we wrote the answer, or shutting down.
             ctx.metrics.handshake(Outcome::Closed);
-            crate::info!(
-                "conn={conn} association={association} went away before the accept parked"
-            );
+            crate::info!("association={association} went away before the accept parked");
             stream.kill();
         }
     }
@@ -187,7 +185,7 @@ fn connect(
     if let Err(e) = answer.succeed(ctx, &stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
         // peer saw the pairing start), so the pair ends here.
-        crate::info!("conn={conn} association={association} candidate={candidate} connect peer left before its answer: {e}");
+        crate::info!("association={association} candidate={candidate} connect peer left before its answer: {e}");
         stream.kill();
         accept.kill();
         ctx.table.release(association, candidate, &stats);
@@ -196,7 +194,7 @@ fn connect(
     }
     ctx.metrics.handshake(Outcome::Paired);
     crate::info!(
-        "conn={conn} association={association} candidate={candidate} paired (accept {} + connect {}, version {version})",
+        "association={association} candidate={candidate} paired (accept {} + connect {}, version {version})",
         accept.kind().as_str(),
         stream.kind().as_str(),
     );
@@ -224,7 +222,7 @@ fn test(
             if answer.succeed(ctx, stream, &[]).is_ok() {
                 ctx.metrics.handshake(Outcome::Tested);
                 crate::info!(
-                    "conn={conn} association={association} candidate={candidate} tested over {}",
+                    "association={association} candidate={candidate} tested over {}",
                     stream.kind().as_str()
                 );
                 // Over WebSocket this is the close frame right after the 101.
@@ -238,7 +236,7 @@ fn test(
 /// Answers a well-formed request with an error status, then closes.
 pub(crate) fn reject(
     ctx: &Context,
-    conn: u64,
+    _conn: u64,
     stream: &Stream,
     answer: &dyn Answer,
     status: u16,
@@ -246,7 +244,7 @@ pub(crate) fn reject(
 ) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
-    crate::warn!("conn={conn} rejected {status}: {why}");
+    crate::warn!("rejected {status}: {why}");
     answer.refuse(ctx, stream, status);
 }
 

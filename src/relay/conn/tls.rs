@@ -39,18 +39,19 @@ pub fn handle(
     let sock = Arc::new(sock);
     let registration = ctx.registry.register(&sock);
     let conn = registration.id();
+    let _scope = crate::log::conn_scope(conn);
     if ctx.stopping() {
         // Registered after shutdown closed every socket: nobody would close this one.
         return;
     }
     // A PROXY header comes before the TLS handshake.
-    let proxy = crate::relay::conn::proxy::admit(&ctx, conn, &sock, peer, proxy_protocol, deadline);
+    let proxy = crate::relay::conn::proxy::admit(&ctx, &sock, peer, proxy_protocol, deadline);
     let Some(admitted) = proxy else { return };
-    admitted.log_accepted(conn, " (tls)");
+    admitted.log_accepted(" (tls)");
     let mut tls = match ServerConnection::new(config) {
         Ok(tls) => tls,
         Err(e) => {
-            crate::error!("conn={conn} closed: cannot start a TLS session: {e}");
+            crate::error!("closed: cannot start a TLS session: {e}");
             return;
         }
     };
@@ -67,14 +68,14 @@ pub fn handle(
                 .tls_handshake_failures
                 .fetch_add(1, Ordering::Relaxed);
             ctx.metrics.handshake(Outcome::Malformed);
-            crate::warn!("conn={conn} closed: TLS handshake failed: {why}");
+            crate::warn!("closed: TLS handshake failed: {why}");
             return;
         }
     }
     if let Err(e) = sock.set_write_timeout(None) {
         return crate::relay::conn::deadline::read_failed(&ctx, conn, ReadError::Closed(e));
     }
-    crate::debug!("conn={conn} TLS established ({:?})", tls.protocol_version());
+    crate::debug!("TLS established ({:?})", tls.protocol_version());
     let stream = Arc::new(TlsDuplex::new(sock, tls, registration));
     crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline, admitted.scope);
 }

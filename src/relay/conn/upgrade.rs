@@ -7,6 +7,7 @@ use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::ws::WsDuplex;
 use crate::relay::stream::Stream;
+use crate::wire::http;
 use crate::wire::message::{self, Command, Method, Request};
 use std::io::{self};
 use std::sync::atomic::Ordering;
@@ -48,7 +49,7 @@ pub fn serve_upgrade(
             ctx.metrics.handshake(Outcome::Rejected);
             ctx.metrics.rejected(refusal.status);
             crate::warn!(
-                "conn={conn} WebSocket upgrade refused {}: {}",
+                "WebSocket upgrade refused {}: {}",
                 refusal.status,
                 refusal.why
             );
@@ -67,7 +68,7 @@ pub fn serve_upgrade(
         version: 2,
         command: Command::new(upgrade.method, upgrade.association, upgrade.candidate),
     };
-    crate::debug!("conn={conn} WebSocket request {request:?}");
+    crate::debug!("WebSocket request {request:?}");
     // The WebSocket stream exists from the start so the table records the
     // candidate's transport as ws/wss; nothing is framed before the 101.
     let ws: Stream = Arc::new(WsDuplex::new(Arc::clone(&stream), leftover));
@@ -118,16 +119,16 @@ fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
     if req.version != Some(1) {
         return Err(refusal(400, "a WebSocket upgrade needs HTTP/1.1"));
     }
-    if !has_token(req.headers, "Upgrade", "websocket") {
+    if !http::has_token(req.headers, "Upgrade", "websocket") {
         return Err(refusal(400, "no Upgrade: websocket"));
     }
-    if !has_token(req.headers, "Connection", "upgrade") {
+    if !http::has_token(req.headers, "Connection", "upgrade") {
         return Err(refusal(400, "no Connection: Upgrade"));
     }
-    if header(req.headers, "Sec-WebSocket-Version") != Some("13") {
+    if http::header(req.headers, "Sec-WebSocket-Version") != Some("13") {
         return Err(refusal(426, "Sec-WebSocket-Version is not 13"));
     }
-    let key = header(req.headers, "Sec-WebSocket-Key").unwrap_or_default();
+    let key = http::header(req.headers, "Sec-WebSocket-Key").unwrap_or_default();
     if !is_base64(key) {
         return Err(refusal(400, format!("bad Sec-WebSocket-Key {key:?}")));
     }
@@ -139,7 +140,7 @@ fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
     })?;
     // A client offering several subprotocols gets the first: the relay does
     // not interpret the stream, the peers chose what they offer.
-    let protocol = header(req.headers, "Sec-WebSocket-Protocol")
+    let protocol = http::header(req.headers, "Sec-WebSocket-Protocol")
         .and_then(|list| list.split(',').map(str::trim).find(|p| !p.is_empty()))
         .map(str::to_owned);
     Ok(Upgrade {
@@ -149,25 +150,6 @@ fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
         accept_key: derive_accept_key(key.as_bytes()),
         protocol,
     })
-}
-
-/// The first value of a header, trimmed; `None` if absent or not text.
-fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .map(str::trim)
-}
-
-/// True when any `name` header lists `token` (comma-separated, any case).
-fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case(name))
-        .filter_map(|h| std::str::from_utf8(h.value).ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// True for non-empty standard base64 text (with its padding).
@@ -182,19 +164,11 @@ fn is_base64(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-/// The reason phrase of a status, with the one only WebSocket uses.
-fn reason(status: u16) -> &'static str {
-    match status {
-        426 => "Upgrade Required",
-        other => message::reason(other),
-    }
-}
-
 /// Writes a plain HTTP refusal (no upgrade), then closes the connection.
 fn refuse_http(ctx: &Context, raw: &Stream, status: u16) {
     let mut response = format!(
         "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\nConnection: close\r\n",
-        reason(status)
+        http::reason(status)
     );
     if status == 426 {
         response.push_str("Sec-WebSocket-Version: 13\r\n");

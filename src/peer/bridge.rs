@@ -1,0 +1,176 @@
+//! Bridges from the relayed stream to stdio, a `--forward` service or a `--listen` connection.
+
+use crate::error::{is_disconnect, Error, Result};
+use crate::peer::connector::connect_tcp;
+use crate::peer::stream::Relayed;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+
+/// The largest chunk a bridge moves in one read (and one WebSocket frame).
+pub(crate) const BRIDGE_BUFFER: usize = 64 * 1024;
+
+/// Byte counts of a finished bridge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bridged {
+    /// Bytes sent to the other peer.
+    pub sent: u64,
+    /// Bytes received from the other peer.
+    pub received: u64,
+}
+
+/// Copies `src` into the relayed stream until EOF, then half-closes it.
+fn pump_into(relayed: &Relayed, mut src: impl Read) -> io::Result<u64> {
+    let mut buf = vec![0u8; BRIDGE_BUFFER];
+    let mut total = 0;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        relayed.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    relayed.shutdown_write()?;
+    Ok(total)
+}
+
+/// Copies the relayed stream into `dst` until the other peer ends its side.
+fn pump_out(relayed: &Relayed, mut dst: impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; BRIDGE_BUFFER];
+    let mut total = 0;
+    loop {
+        let n = match relayed.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if is_disconnect(&e) => break,
+            Err(e) => return Err(e),
+        };
+        dst.write_all(&buf[..n])?;
+        dst.flush()?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+/// Copies stdin to the relayed stream (half-closing it at EOF) and the stream
+/// to stdout, until both directions have ended: a peer that sends, ends its
+/// stdin and then reads the reply gets all of it, and so does the other side.
+pub(crate) fn bridge_stdio(relayed: Relayed) -> Result<Bridged> {
+    let relayed = Arc::new(relayed);
+    let writer = Arc::clone(&relayed);
+    let upstream = thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let result = pump_into(&writer, io::stdin().lock());
+            if result.is_err() {
+                writer.kill();
+            }
+            result
+        })
+        .map_err(|e| Error::io("starting the stdin thread", e))?;
+    let received = match pump_out(&relayed, io::stdout().lock()) {
+        Ok(received) => received,
+        Err(e) => {
+            relayed.kill();
+            return Err(Error::io("relaying to stdout", e));
+        }
+    };
+    let sent = upstream
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the stdin thread panicked")));
+    match sent {
+        Ok(sent) => Ok(Bridged { sent, received }),
+        Err(e) if is_disconnect(&e) => Ok(Bridged { sent: 0, received }),
+        Err(e) => Err(Error::io("relaying stdin", e)),
+    }
+}
+
+/// Relays between the relayed stream and a local TCP connection, both ways
+/// with half-close, until both directions have ended.
+pub(crate) fn bridge_tcp(relayed: Relayed, local: TcpStream) -> Result<Bridged> {
+    let relayed = Arc::new(relayed);
+    let local_in = local
+        .try_clone()
+        .map_err(|e| Error::io("cloning the local socket", e))?;
+    let writer = Arc::clone(&relayed);
+    let upstream = thread::Builder::new()
+        .name("local-to-relay".into())
+        .spawn(move || {
+            let result = pump_into(&writer, &local_in);
+            if result.is_err() {
+                writer.kill();
+                let _ = local_in.shutdown(Shutdown::Both);
+            }
+            result
+        })
+        .map_err(|e| Error::io("starting a bridge thread", e))?;
+    let received = pump_out(&relayed, &local);
+    match &received {
+        Ok(_) => {
+            let _ = local.shutdown(Shutdown::Write);
+        }
+        Err(_) => {
+            relayed.kill();
+            let _ = local.shutdown(Shutdown::Both);
+        }
+    }
+    let sent = upstream
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the bridge thread panicked")));
+    match (sent, received) {
+        (Ok(sent), Ok(received)) => Ok(Bridged { sent, received }),
+        (Err(e), _) | (_, Err(e)) if is_disconnect(&e) => Ok(Bridged::default()),
+        (Err(e), _) | (_, Err(e)) => Err(Error::io("relaying", e)),
+    }
+}
+
+/// Where a peer's relayed stream goes once it is open.
+#[derive(Debug)]
+pub enum Local {
+    /// stdin and stdout.
+    Stdio,
+    /// Connect to this local service (`--forward HOST:PORT`).
+    Forward(String),
+    /// A connection accepted on this listener (`--listen ADDR`), taken before
+    /// the relay is contacted.
+    Accepted(TcpStream),
+}
+
+/// Binds `--listen ADDR`, prints `listening tcp://ADDRESS` on stdout (the
+/// address actually bound) and accepts one connection.
+pub fn listen_once(addr: &str) -> Result<TcpStream> {
+    let listener = TcpListener::bind(addr).map_err(|e| Error::io(format!("binding {addr}"), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the listening address", e))?;
+    {
+        let mut stdout = io::stdout().lock();
+        let _ = writeln!(stdout, "listening tcp://{local}");
+        let _ = stdout.flush();
+    }
+    let (sock, _) = listener
+        .accept()
+        .map_err(|e| Error::io(format!("accepting on {local}"), e))?;
+    let _ = sock.set_nodelay(true);
+    Ok(sock)
+}
+
+/// Bridges a relayed stream to where the command said.
+pub fn bridge(relayed: Relayed, local: Local) -> Result<Bridged> {
+    match local {
+        Local::Stdio => bridge_stdio(relayed),
+        Local::Forward(target) => match connect_tcp(&target) {
+            Ok(sock) => bridge_tcp(relayed, sock),
+            Err(e) => {
+                relayed.kill();
+                Err(e)
+            }
+        },
+        Local::Accepted(sock) => bridge_tcp(relayed, sock),
+    }
+}

@@ -1,0 +1,343 @@
+//! Opening candidates: the TCP connection, TLS, the JET request or the
+//! WebSocket upgrade that carries it, and the relay's answer.
+
+use crate::error::{is_timeout, Error, Result};
+use crate::peer::stream::{Halves, Relayed};
+use crate::peer::trust::{build_tls_config, TlsOptions};
+use crate::transport::tls::TlsStream;
+use crate::transport::ws::{self, Role};
+use crate::transport::TcpHalf;
+use crate::wire::candidate::CandidateUrl;
+use crate::wire::http;
+use crate::wire::message::{self, Method, Response};
+use crate::wire::packet::{self, WRITE_MASK};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tungstenite::handshake::client::generate_key;
+use tungstenite::handshake::derive_accept_key;
+use uuid::Uuid;
+
+/// How long a peer waits to connect, for the TLS and WebSocket handshakes, and
+/// for the relay's answer.
+pub(crate) const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest HTTP response head accepted for a WebSocket upgrade.
+pub(crate) const MAX_UPGRADE_RESPONSE: usize = 16 * 1024;
+
+/// The JET request a peer sends on a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JetRequest {
+    /// Accept, connect or test.
+    pub method: Method,
+    /// 1 for the draft 0.1 exchange, 2 (or 3) for `/jet/...` paths.
+    pub version: u8,
+    /// The association; `None` only for a version 1 accept.
+    pub association: Option<Uuid>,
+    /// The candidate (ignored by version 1).
+    pub candidate: Uuid,
+}
+
+impl JetRequest {
+    /// A version 2 request for `association` and `candidate`.
+    pub fn v2(method: Method, association: Uuid, candidate: Uuid) -> JetRequest {
+        JetRequest {
+            method,
+            version: 2,
+            association: Some(association),
+            candidate,
+        }
+    }
+
+    /// The request path of the WebSocket upgrade that carries this request.
+    pub(crate) fn websocket_path(&self) -> String {
+        format!(
+            "/jet/{}/{}/{}",
+            self.method.as_str(),
+            self.association.unwrap_or_default(),
+            self.candidate
+        )
+    }
+}
+
+/// Opens candidates: TCP connections, TLS with the configured trust, JET
+/// requests and WebSocket upgrades. Shared by every candidate of a peer.
+pub struct Connector {
+    options: TlsOptions,
+    config: OnceLock<std::result::Result<Arc<ClientConfig>, String>>,
+}
+
+impl Connector {
+    /// A connector; the TLS configuration is built on first use, so a peer
+    /// that only uses `tcp://` never reads a CA file.
+    pub fn new(options: TlsOptions) -> Connector {
+        Connector {
+            options,
+            config: OnceLock::new(),
+        }
+    }
+
+    /// The TLS client configuration (ring provider).
+    pub fn tls_config(&self) -> Result<Arc<ClientConfig>> {
+        self.config
+            .get_or_init(|| build_tls_config(&self.options).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(Error::Config)
+    }
+
+    /// Connects to a candidate's host and, for `tls://` and `wss://`, completes
+    /// the TLS handshake. The result has no timeouts set.
+    pub fn dial(&self, url: &CandidateUrl) -> Result<Relayed> {
+        let sock = connect_tcp(&url.address())?;
+        if url.scheme.is_tls() {
+            Ok(Relayed::tls(self.tls_handshake(sock, &url.host)?))
+        } else {
+            Ok(Relayed::Tcp(sock))
+        }
+    }
+
+    /// Runs the TLS handshake on a connected socket, verifying `host`, within
+    /// [`NETWORK_TIMEOUT`]. The result has no timeouts set.
+    fn tls_handshake(&self, sock: TcpStream, host: &str) -> Result<TlsStream> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| Error::Config(format!("TLS server name {host:?}: {e}")))?;
+        let conn = ClientConnection::new(self.tls_config()?, name)
+            .map_err(|e| Error::Protocol(format!("TLS: {e}")))?;
+        set_timeouts(&sock, Some(NETWORK_TIMEOUT))?;
+        let tls = TlsStream::handshake(sock, conn).map_err(|e| Error::io("TLS handshake", e))?;
+        set_timeouts(tls.socket(), None)?;
+        Ok(tls)
+    }
+
+    /// Opens a candidate: connects, sends the JET request (or the WebSocket
+    /// upgrade that carries it) and reads the answer. Returns the stream only
+    /// on success (200, or 101 for WebSocket); any other status is
+    /// [`Error::Refused`].
+    pub fn open(&self, url: &CandidateUrl, request: &JetRequest) -> Result<(Relayed, Response)> {
+        if url.scheme.is_websocket() {
+            return self.open_websocket(url, request);
+        }
+        let stream = self.dial(url)?;
+        let head = message::request_head(
+            request.method,
+            request.version,
+            &url.authority(),
+            request.association,
+            request.candidate,
+        );
+        set_timeouts(stream.socket(), Some(NETWORK_TIMEOUT))?;
+        // One write for the whole packet: deployed relays read it with one read.
+        stream
+            .write_all(
+                &packet::encode(head.as_bytes(), WRITE_MASK)
+                    .map_err(|e| Error::Protocol(e.to_string()))?,
+            )
+            .map_err(|e| Error::io("sending the request", e))?;
+        let reply = packet::read_packet(&stream).map_err(|e| {
+            if is_timeout(&e) {
+                Error::io(
+                    "reading the response",
+                    io::Error::new(io::ErrorKind::TimedOut, "no answer in time"),
+                )
+            } else {
+                Error::io("reading the response", e)
+            }
+        })?;
+        let response = message::parse_response(&reply.payload)?;
+        if response.status != 200 {
+            return Err(Error::Refused {
+                status: response.status,
+                reason: None,
+            });
+        }
+        set_timeouts(stream.socket(), None)?;
+        Ok((stream, response))
+    }
+
+    fn open_websocket(
+        &self,
+        url: &CandidateUrl,
+        request: &JetRequest,
+    ) -> Result<(Relayed, Response)> {
+        if request.version == 1 {
+            return Err(Error::Config(
+                "version 1 has no WebSocket form: use tcp:// or tls://".into(),
+            ));
+        }
+        let sock = connect_tcp(&url.address())?;
+        let path = request.websocket_path();
+        let authority = url.authority();
+        if url.scheme.is_tls() {
+            let mut tls = self.tls_handshake(sock, &url.host)?;
+            set_timeouts(tls.socket(), Some(NETWORK_TIMEOUT))?;
+            let (response, leftover) = upgrade(&mut tls, &authority, &path)?;
+            set_timeouts(tls.socket(), None)?;
+            let sock = Arc::clone(tls.socket());
+            let (reader, writer) = tls.split();
+            let (reader, writer) = ws::new(reader, writer, Role::Client, leftover);
+            Ok((
+                Relayed::Wss(Box::new(Halves::new(reader, writer, sock))),
+                response,
+            ))
+        } else {
+            set_timeouts(&sock, Some(NETWORK_TIMEOUT))?;
+            let (response, leftover) = upgrade(&mut &sock, &authority, &path)?;
+            set_timeouts(&sock, None)?;
+            let sock = Arc::new(sock);
+            let (reader, writer) = ws::new(
+                TcpHalf::new(Arc::clone(&sock)),
+                TcpHalf::new(Arc::clone(&sock)),
+                Role::Client,
+                leftover,
+            );
+            Ok((
+                Relayed::Ws(Box::new(Halves::new(reader, writer, sock))),
+                response,
+            ))
+        }
+    }
+}
+
+/// Sets (or with `None` clears) both socket timeouts.
+fn set_timeouts(sock: &TcpStream, timeout: Option<Duration>) -> Result<()> {
+    sock.set_read_timeout(timeout)
+        .and_then(|()| sock.set_write_timeout(timeout))
+        .map_err(|e| {
+            let what = if timeout.is_some() {
+                "setting timeouts"
+            } else {
+                "clearing timeouts"
+            };
+            Error::io(what, e)
+        })
+}
+
+/// Sends the WebSocket upgrade for `path` and reads the answer's head.
+/// Returns the answer and the bytes read after its head: the relay's first
+/// frames when it did not wait, which the WebSocket reader must see first.
+/// Any status but 101 is [`Error::Refused`].
+fn upgrade(
+    stream: &mut (impl Read + Write),
+    authority: &str,
+    path: &str,
+) -> Result<(Response, Vec<u8>)> {
+    let key = generate_key();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .and_then(|()| stream.flush())
+        .map_err(|e| Error::io("WebSocket handshake", e))?;
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_len = loop {
+        let mut headers = [httparse::EMPTY_HEADER; message::MAX_HEADERS];
+        match httparse::Response::new(&mut headers).parse(&data) {
+            Ok(httparse::Status::Complete(len)) => break len,
+            Ok(httparse::Status::Partial) if data.len() > MAX_UPGRADE_RESPONSE => {
+                return Err(Error::Protocol(
+                    "WebSocket handshake: the answer's head is too long".into(),
+                ))
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(Error::Protocol(format!("WebSocket handshake: {e}"))),
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(Error::io(
+                    "WebSocket handshake",
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the answer"),
+                ))
+            }
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => {
+                return Err(Error::io(
+                    "WebSocket handshake",
+                    io::Error::new(io::ErrorKind::TimedOut, "no answer in time"),
+                ))
+            }
+            Err(e) => return Err(Error::io("WebSocket handshake", e)),
+        }
+    };
+    let response = message::parse_response(&data[..head_len])?;
+    if response.status != 101 {
+        return Err(Error::Refused {
+            status: response.status,
+            reason: None,
+        });
+    }
+    let upgraded = http::has_token(&response.headers, "Upgrade", "websocket")
+        && http::has_token(&response.headers, "Connection", "upgrade");
+    if !upgraded {
+        return Err(Error::Protocol(
+            "WebSocket handshake: the 101 does not upgrade to websocket".into(),
+        ));
+    }
+    if response.header("Sec-WebSocket-Accept") != Some(derive_accept_key(key.as_bytes()).as_str()) {
+        return Err(Error::Protocol(
+            "WebSocket handshake: wrong Sec-WebSocket-Accept".into(),
+        ));
+    }
+    Ok((response, data[head_len..].to_vec()))
+}
+
+/// Connects to `HOST:PORT`, trying each resolved address, with a timeout.
+pub(crate) fn connect_tcp(address: &str) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = address
+        .to_socket_addrs()
+        .map_err(|e| Error::io(format!("resolving {address}"), e))?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, NETWORK_TIMEOUT) {
+            Ok(sock) => {
+                let _ = sock.set_nodelay(true);
+                return Ok(sock);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(Error::io(
+        format!("connecting to {address}"),
+        last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn websocket_paths_carry_the_request() {
+        let a = Uuid::parse_str("e6ec698c-5793-4c63-af79-bd644ccf022f").unwrap();
+        let c = Uuid::parse_str("1ff84b5f-5a62-4124-bf61-381a5c55db89").unwrap();
+        assert_eq!(
+            JetRequest::v2(Method::Accept, a, c).websocket_path(),
+            format!("/jet/accept/{a}/{c}")
+        );
+        assert_eq!(
+            JetRequest::v2(Method::Test, a, c).websocket_path(),
+            format!("/jet/test/{a}/{c}")
+        );
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_a_configuration_error() {
+        let connector = Connector::new(TlsOptions {
+            ca_file: Some(PathBuf::from("/nonexistent/ca.pem")),
+            insecure: false,
+        });
+        let err = connector.tls_config().expect_err("no such file");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        let insecure = Connector::new(TlsOptions {
+            ca_file: None,
+            insecure: true,
+        });
+        assert!(insecure.tls_config().is_ok());
+    }
+}
