@@ -129,7 +129,8 @@ else
     [ "$drained" = 0 ] || status=1
 fi
 kill -0 "$RELAY3_PID" || { echo "fleet: FAIL relay3 died"; status=1; }
-echo "fleet: $(grep -c 'accepted via PROXY v2' "$tmp"/relay*.log | tr '\n' ' ')accept lines; $(( $(date +%s) - started )) s in all"
+counts=$(for n in 1 2 3; do grep -c 'accepted via PROXY v2' "$tmp/relay$n.log" || true; done | tr '\n' ' ')
+echo "fleet: accept lines via PROXY v2 in relay 1, 2, 3: ${counts}; $(( $(date +%s) - started )) s in all"
 if [ "$status" != 0 ]; then
     echo "fleet: FAILED; relay logs and HAProxy's:" >&2
     tail -n 5 "$tmp"/relay*.log "$tmp/haproxy.log" >&2
