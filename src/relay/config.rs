@@ -16,6 +16,9 @@ pub const DEFAULT_ASSOCIATION_TTL: Duration = Duration::from_secs(300);
 /// How long an ended association stays visible when the file does not say.
 pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(10);
 
+/// How long a drain lets relaying pairs finish by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The longest `instance`: a DNS name (253) with a port. Every version 1
 /// accept carries it in a JET packet, whose 16-bit size must hold it.
 pub const MAX_INSTANCE_LEN: usize = 260;
@@ -45,6 +48,10 @@ pub struct Config {
     /// An association whose relays have all ended stays visible this long.
     #[serde(deserialize_with = "seconds")]
     pub ended_retention: Duration,
+    /// How long a drain (SIGTERM) lets relaying pairs run before it cuts
+    /// them; zero cuts at once.
+    #[serde(deserialize_with = "seconds")]
+    pub drain_timeout: Duration,
     /// The most associations held at once; more are refused with 503.
     pub max_associations: usize,
     /// The most connection and copy threads; 0 derives it from the kernel's
@@ -194,6 +201,7 @@ impl Default for Config {
             association_ttl: DEFAULT_ASSOCIATION_TTL,
             idle_timeout: Duration::ZERO,
             ended_retention: DEFAULT_ENDED_RETENTION,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_associations: crate::relay::table::DEFAULT_MAX_ASSOCIATIONS,
             max_threads: 0,
             listeners: vec![ListenerConfig::new(

@@ -1,6 +1,7 @@
 //! The relay: listeners, the association table, connection handling and the
 //! copy threads.
 
+pub(crate) mod certs;
 pub mod cidr;
 pub mod config;
 pub(crate) mod conn;
@@ -24,8 +25,9 @@ pub(crate) mod table;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod token;
 
+pub use certs::fixed_server_config as tls_server_config;
 pub use config::Config;
 pub use metrics::{Metrics, Outcome, ProxyFailure};
+pub use server::ReloadReport;
 pub use server::{Associations, Server};
-pub use stream::tls::server_config as tls_server_config;
 pub use table::{AssociationInfo, AssociationState, CandidateInfo, CandidateState, Origin};

@@ -6,7 +6,7 @@
 use crate::error::is_disconnect;
 use crate::relay::shared::Context;
 use crate::relay::splice::{self, Pipe};
-use crate::relay::stream::{Duplex, Stream};
+use crate::relay::stream::{Reader, Stream, Writer};
 use crate::relay::table::PairStats;
 use std::io;
 use std::net::TcpStream;
@@ -46,9 +46,12 @@ pub struct Pair {
     pub stats: Arc<PairStats>,
 }
 
+/// What both copy threads share; each owns its own read and write halves.
 struct Running {
     ctx: Arc<Context>,
-    pair: Pair,
+    association: Uuid,
+    candidate: Uuid,
+    stats: Arc<PairStats>,
     started: Instant,
     ended: AtomicU8,
     selected: AtomicBool,
@@ -57,11 +60,19 @@ struct Running {
 /// Relays a pair until both directions end. Runs one direction on the calling
 /// thread and the other on a pool thread; returns when the calling thread's
 /// direction is done (the other may still run: the last one releases the pair).
+///
+/// Each stream is split here: a direction's thread owns the source's read
+/// half and the destination's write half, so neither thread ever waits on a
+/// lock the other holds across a socket call.
 pub fn relay(ctx: Arc<Context>, pair: Pair) {
     ctx.metrics.pairs_started.fetch_add(1, Ordering::Relaxed);
+    let (accept_rx, accept_tx) = pair.accept.split();
+    let (connect_rx, connect_tx) = pair.connect.split();
     let running = Arc::new(Running {
         ctx,
-        pair,
+        association: pair.association,
+        candidate: pair.candidate,
+        stats: pair.stats,
         started: Instant::now(),
         ended: AtomicU8::new(0),
         selected: AtomicBool::new(false),
@@ -70,7 +81,7 @@ pub fn relay(ctx: Arc<Context>, pair: Pair) {
     if let Err(e) = running
         .ctx
         .pool
-        .spawn(move || copy(&other, Way::AcceptToConnect))
+        .spawn(move || copy(&other, Way::AcceptToConnect, accept_rx, connect_tx))
     {
         running
             .ctx
@@ -79,34 +90,29 @@ pub fn relay(ctx: Arc<Context>, pair: Pair) {
             .fetch_add(1, Ordering::Relaxed);
         crate::warn!(
             "association={} candidate={} cannot start a copy thread: {e}",
-            running.pair.association,
-            running.pair.candidate
+            running.association,
+            running.candidate
         );
-        running.pair.accept.kill();
-        running.pair.connect.kill();
+        accept_tx.kill();
+        connect_rx.kill();
         // The closure was dropped unrun: count its direction as ended.
         running.finish();
     }
-    copy(&running, Way::ConnectToAccept);
+    copy(&running, Way::ConnectToAccept, connect_rx, accept_tx);
 }
 
-fn copy(running: &Running, way: Way) {
-    let pair = &running.pair;
-    let (src, dst, counter, total) = match way {
+fn copy(running: &Running, way: Way, mut src: Reader, mut dst: Writer) {
+    let (counter, total) = match way {
         Way::AcceptToConnect => (
-            &pair.accept,
-            &pair.connect,
-            &pair.stats.accept_to_connect,
+            &running.stats.accept_to_connect,
             &running.ctx.metrics.bytes_accept_to_connect,
         ),
         Way::ConnectToAccept => (
-            &pair.connect,
-            &pair.accept,
-            &pair.stats.connect_to_accept,
+            &running.stats.connect_to_accept,
             &running.ctx.metrics.bytes_connect_to_accept,
         ),
     };
-    match pump(running, &**src, &**dst, counter, total) {
+    match pump(running, &mut src, &mut dst, counter, total) {
         Ok(()) => {
             // Half-close: the peer finished sending, so finish our sending to
             // the other peer, and let the opposite direction run on.
@@ -116,8 +122,8 @@ fn copy(running: &Running, way: Way) {
             if !is_disconnect(&e) {
                 crate::debug!(
                     "association={} candidate={} {way:?} ended: {e}",
-                    pair.association,
-                    pair.candidate
+                    running.association,
+                    running.candidate
                 );
             }
             src.kill();
@@ -137,8 +143,8 @@ fn copy(running: &Running, way: Way) {
 /// whose pipe cannot be created, through a growing heap buffer.
 fn pump(
     running: &Running,
-    src: &dyn Duplex,
-    dst: &dyn Duplex,
+    src: &mut Reader,
+    dst: &mut Writer,
     counter: &AtomicU64,
     total: &AtomicU64,
 ) -> io::Result<()> {
@@ -151,7 +157,7 @@ fn pump(
         }
     }
     let spliceable = match (src.raw_tcp(), dst.raw_tcp()) {
-        (Some(from), Some(to)) if running.ctx.config.zero_copy && splice::AVAILABLE => {
+        (Some(from), Some(to)) if running.ctx.config().zero_copy && splice::AVAILABLE => {
             Some((from, to))
         }
         _ => None,
@@ -161,8 +167,8 @@ fn pump(
             Ok(pipe) => return copy_spliced(running, pipe, from, to, counter, total),
             Err(e) => crate::warn!(
                 "association={} candidate={} cannot create a pipe ({e}): relaying through user space",
-                running.pair.association,
-                running.pair.candidate
+                running.association,
+                running.candidate
             ),
         }
     }
@@ -191,8 +197,8 @@ fn copy_spliced(
 /// Copies through a buffer that grows while reads fill it.
 fn copy_userspace(
     running: &Running,
-    src: &dyn Duplex,
-    dst: &dyn Duplex,
+    src: &mut Reader,
+    dst: &mut Writer,
     counter: &AtomicU64,
     total: &AtomicU64,
 ) -> io::Result<()> {
@@ -212,8 +218,8 @@ fn copy_userspace(
 /// bytes moved, 0 at the end of the source's stream.
 fn forward(
     running: &Running,
-    src: &dyn Duplex,
-    dst: &dyn Duplex,
+    src: &mut Reader,
+    dst: &mut Writer,
     buf: &mut [u8],
     counter: &AtomicU64,
     total: &AtomicU64,
@@ -227,7 +233,7 @@ fn forward(
 }
 
 /// One read, retried when a signal interrupts it; `Ok(0)` is the end of stream.
-fn read_some(src: &dyn Duplex, buf: &mut [u8]) -> io::Result<usize> {
+fn read_some(src: &mut Reader, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match src.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -249,17 +255,17 @@ impl Running {
     /// Called with every chunk read: keeps the pair from idling out, and the
     /// first chunk selects the candidate.
     fn moved(&self) {
-        self.pair.stats.touch();
+        self.stats.touch();
         if !self.selected.swap(true, Ordering::Relaxed) {
-            let victims =
-                self.ctx
-                    .table
-                    .select(self.pair.association, self.pair.candidate, &self.pair.stats);
+            let victims = self
+                .ctx
+                .table
+                .select(self.association, self.candidate, &self.stats);
             if !victims.is_empty() {
                 crate::info!(
                     "association={} candidate={} selected; closing {} unused connection(s)",
-                    self.pair.association,
-                    self.pair.candidate,
+                    self.association,
+                    self.candidate,
                     victims.len()
                 );
             }
@@ -274,7 +280,7 @@ impl Running {
         if self.ended.fetch_add(1, Ordering::AcqRel) != 1 {
             return;
         }
-        let pair = &self.pair;
+        let pair = self;
         self.ctx
             .table
             .release(pair.association, pair.candidate, &pair.stats);

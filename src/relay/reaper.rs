@@ -14,7 +14,7 @@ pub const MIN_TICK: Duration = Duration::from_millis(10);
 /// How often the reaper wakes: a quarter of the shortest timeout it enforces,
 /// so nothing outlives its timeout by more than a quarter.
 pub fn tick(ctx: &Context) -> Duration {
-    let c = &ctx.config;
+    let c = ctx.config();
     let mut shortest = c.association_ttl.min(c.ended_retention.max(MIN_TICK));
     if !c.idle_timeout.is_zero() {
         shortest = shortest.min(c.idle_timeout);
@@ -26,7 +26,7 @@ pub fn tick(ctx: &Context) -> Duration {
 pub fn run(ctx: Arc<Context>) {
     let tick = tick(&ctx);
     while !ctx.wait_stop(tick) {
-        let c = &ctx.config;
+        let c = ctx.config();
         let sweep = ctx.table.sweep(
             Instant::now(),
             c.association_ttl,

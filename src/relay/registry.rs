@@ -67,6 +67,19 @@ impl Registry {
         }
     }
 
+    /// Cuts every open connection whose descriptor is not in `keep` (a drain
+    /// keeps the relaying pairs and closes connections still in their
+    /// handshake or REST requests).
+    pub fn kill_except(&self, keep: &std::collections::HashSet<std::os::fd::RawFd>) {
+        use std::os::fd::AsRawFd;
+        let socks: Vec<_> = self.lock().values().filter_map(Weak::upgrade).collect();
+        for sock in socks {
+            if !keep.contains(&sock.as_raw_fd()) {
+                crate::relay::socket::cut(&sock);
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<TcpStream>>> {
         // A panic elsewhere cannot leave the map inconsistent (single inserts
         // and removes), so a poisoned lock is still usable.

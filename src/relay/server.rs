@@ -1,6 +1,7 @@
 //! Listeners, the accept loop and the server's life: start, local addresses, shutdown.
 
 use crate::error::{Error, Result};
+use crate::relay::certs::{self, CertStore};
 use crate::relay::config::{Config, ListenUrl, ListenerConfig};
 use crate::relay::metrics::Metrics;
 use crate::relay::pool::Pool;
@@ -13,8 +14,8 @@ use crate::wire::Transport;
 use rustls::ServerConfig;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 use uuid::Uuid;
@@ -79,16 +80,45 @@ impl Associations<'_> {
     }
 }
 
+/// What a reload did, for its log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// TLS certificates read again and put in force.
+    pub certificates: usize,
+    /// The listeners differ from the running ones: that needs a restart, so
+    /// the running ones were kept.
+    pub listeners_changed: bool,
+}
+
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, " ({} TLS certificate(s) read again)", self.certificates)?;
+        if self.listeners_changed {
+            write!(
+                f,
+                "; the listeners changed: that needs a restart, the running ones stay"
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// A running relay.
 pub struct Server {
     ctx: Arc<Context>,
     listeners: Vec<Listener>,
     reaper: Option<JoinHandle<()>>,
+    /// The certificate of each TLS listener (`None` for TCP ones), in
+    /// configuration order: a reload swaps what they hold.
+    cert_stores: Vec<Option<Arc<CertStore>>>,
 }
 
 struct Listener {
     url: ListenUrl,
     local: SocketAddr,
+    /// The listening socket (a second descriptor of it), so a drain can stop
+    /// it while its accept loop is blocked on the first.
+    socket: Option<TcpListener>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -115,16 +145,22 @@ impl Server {
             )));
         }
         let mut tls_configs = Vec::new();
+        let mut cert_stores = Vec::new();
         for listener in &config.listeners {
-            tls_configs.push(match (listener.url.scheme, &listener.cert, &listener.key) {
-                (Transport::Tls, Some(cert), Some(key)) => Some(
-                    crate::relay::stream::tls::server_config(cert, key).map_err(|e| match e {
+            let store = match (listener.url.scheme, &listener.cert, &listener.key) {
+                (Transport::Tls, Some(cert), Some(key)) => Some(Arc::new(
+                    CertStore::load(cert, key).map_err(|e| match e {
                         Error::Config(why) => Error::Config(format!("{}: {why}", listener.url)),
                         other => other,
                     })?,
-                ),
+                )),
                 _ => None,
+            };
+            tls_configs.push(match &store {
+                Some(store) => Some(certs::server_config(Arc::clone(store))?),
+                None => None,
             });
+            cert_stores.push(store);
         }
         let mut bound = Vec::new();
         let mut inherited = inherited.into_iter();
@@ -159,24 +195,27 @@ impl Server {
             0 => Pool::new(),
             n => Pool::with_limit(n),
         };
-        let ctx = Arc::new(Context {
-            listeners: bound_info,
-            table: Table::new(config.max_associations),
+        let table = Table::new(config.max_associations);
+        let ctx = Arc::new(Context::new(
             config,
-            metrics: Metrics::default(),
-            registry: Arc::new(Registry::default()),
+            table,
+            Metrics::default(),
+            Arc::new(Registry::default()),
             pool,
-            stopping: AtomicBool::new(false),
-            stop_signal: (Mutex::new(false), Condvar::new()),
-        });
+            bound_info,
+        ));
         // Built before its threads start: if one fails to start, dropping the
         // half-started server shuts down the ones already running.
         let mut server = Server {
             ctx,
             listeners: Vec::new(),
             reaper: None,
+            cert_stores,
         };
         for (url, socket, local, tls) in bound {
+            // Without a second descriptor a drain cannot stop this listener
+            // early; shutdown still stops it.
+            let stop_handle = socket.try_clone().ok();
             let loop_ctx = Arc::clone(&server.ctx);
             let thread = thread::Builder::new()
                 .name(format!("jet-listen-{}", local.port()))
@@ -185,6 +224,7 @@ impl Server {
             server.listeners.push(Listener {
                 url,
                 local,
+                socket: stop_handle,
                 thread: Some(thread),
             });
         }
@@ -212,8 +252,8 @@ impl Server {
     }
 
     /// The configuration the relay runs with (validated, defaults filled in).
-    pub fn config(&self) -> &Config {
-        &self.ctx.config
+    pub fn config(&self) -> Arc<Config> {
+        self.ctx.config()
     }
 
     /// The association table, seen through the operations tests and
@@ -247,6 +287,74 @@ impl Server {
         self.ctx.pool.wait_busy(count, limit)
     }
 
+    /// Begins a drain: every listener stops at once (new connections are
+    /// refused, so a balancer's health check and new peers go elsewhere),
+    /// `/health` answers 503 `draining`, parked accepts are closed and
+    /// connections still in their handshake are refused; relaying pairs go on.
+    /// Wait for them with [`Server::wait_open_connections_at_most`], then
+    /// [`Server::shutdown`] cuts what is left.
+    pub fn begin_drain(&self) {
+        if self.ctx.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for listener in &self.listeners {
+            if let Some(socket) = &listener.socket {
+                if let Err(e) = socket::stop_listening(socket) {
+                    crate::warn!("cannot stop listening on {}: {e}", listener.url);
+                }
+            }
+        }
+        for victim in self.ctx.table.close_parked() {
+            victim.kill();
+        }
+        // Connections in their handshake (or REST requests) go now; the
+        // flag set above refuses any that reaches its request meanwhile.
+        let relaying = self.ctx.table.paired_descriptors();
+        self.ctx.registry.kill_except(&relaying);
+    }
+
+    /// True once a drain has begun.
+    pub fn is_draining(&self) -> bool {
+        self.ctx.draining()
+    }
+
+    /// Puts a new configuration in force without dropping anything: limits,
+    /// timeouts, the log level, the API key, CORS and the TLS certificates
+    /// (read again from their files) apply to what starts after it; running
+    /// pairs are untouched. A configuration that does not validate, or whose
+    /// certificates do not load, is refused whole and the old one stays.
+    /// Listener changes need a restart: they are reported, not applied.
+    pub fn reload(&self, mut config: Config) -> Result<ReloadReport> {
+        config.validate()?;
+        let old = self.ctx.config();
+        let mut report = ReloadReport::default();
+        if config.listeners != old.listeners {
+            report.listeners_changed = true;
+            // Keep the running listeners' settings: nothing half-applied.
+            config.listeners.clone_from(&old.listeners);
+            // The new top-level keys must hold with the running listeners
+            // (a proxy_protocol listener needs trusted_proxies).
+            config.validate()?;
+        }
+        let mut keys = Vec::new();
+        for (listener, store) in config.listeners.iter().zip(&self.cert_stores) {
+            if let (Some(store), Some(cert), Some(key)) = (store, &listener.cert, &listener.key) {
+                let loaded = certs::load_certified_key(cert, key).map_err(|e| match e {
+                    Error::Config(why) => Error::Config(format!("{}: {why}", listener.url)),
+                    other => other,
+                })?;
+                keys.push((Arc::clone(store), loaded));
+            }
+        }
+        report.certificates = keys.len();
+        for (store, key) in keys {
+            store.replace(key);
+        }
+        self.ctx.table.set_limit(config.max_associations);
+        self.ctx.set_config(config);
+        Ok(report)
+    }
+
     /// Stops accepting, closes every connection and waits (bounded) for the
     /// threads to finish. Called by `Drop` too.
     pub fn shutdown(&mut self) {
@@ -259,14 +367,23 @@ impl Server {
             cond.notify_all();
         }
         for listener in &mut self.listeners {
-            // The accept loop checks the flag after each accept: wake it with a
-            // connection of our own. If that fails the thread stays blocked in
-            // accept, harmless at process exit, so do not wait for it.
-            listener::wake_and_join(
-                listener.local,
-                listener.thread.take(),
-                Duration::from_millis(200),
-            );
+            // The accept loop checks the flag after each accept: stopping the
+            // socket wakes it (and closes the port at once); without a second
+            // descriptor, a connection of our own does. If that fails the
+            // thread stays blocked in accept, harmless at process exit, so do
+            // not wait for it.
+            match listener.socket.take() {
+                Some(socket) if socket::stop_listening(&socket).is_ok() => {
+                    if let Some(thread) = listener.thread.take() {
+                        let _ = thread.join();
+                    }
+                }
+                _ => listener::wake_and_join(
+                    listener.local,
+                    listener.thread.take(),
+                    Duration::from_millis(200),
+                ),
+            }
         }
         for victim in self.ctx.table.drain() {
             victim.kill();
@@ -323,7 +440,7 @@ fn accept_loop(
     let mut last_warning: Option<std::time::Instant> = None;
     listener::accept_until(
         &listener,
-        || ctx.stopping(),
+        || ctx.draining(),
         |accepted| {
             match accepted {
                 Ok((sock, peer)) => {

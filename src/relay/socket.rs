@@ -55,6 +55,26 @@ pub fn bind_listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Re
     TcpListener::bind(addr)
 }
 
+/// Stops a listening socket at once: new connections are refused (the
+/// kernel answers their SYN with a reset, so a balancer's health check and
+/// new peers go elsewhere) and a thread blocked in `accept` on it returns
+/// with an error. The descriptor closes when its last owner drops it.
+pub fn stop_listening(listener: &TcpListener) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::net::shutdown(listener, rustix::net::Shutdown::Read)?;
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = listener;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "stopping a listener",
+        ))
+    }
+}
+
 /// Ends a connection so that its peer sees a reset, never a clean end of
 /// stream, and wakes every thread blocked reading or writing it.
 ///
@@ -132,6 +152,22 @@ mod tests {
             Err(io::ErrorKind::ConnectionReset),
             "the peer must see a reset, not a clean end"
         );
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_stopped_listener_refuses_connections_and_wakes_its_accept() {
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = std::sync::Arc::new(listener);
+        let blocked = {
+            let listener = std::sync::Arc::clone(&listener);
+            std::thread::spawn(move || listener.accept().map(|_| ()))
+        };
+        stop_listening(&listener).unwrap();
+        assert!(blocked.join().unwrap().is_err(), "accept returns an error");
+        let refused = TcpStream::connect_timeout(&addr, WAIT).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
     }
 
     #[test]

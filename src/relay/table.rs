@@ -1,12 +1,12 @@
 //! The association table: the only place that locks it, and the rules of pairing,
 //! selection and expiry. Methods return owned values and never do I/O under the lock.
 
-use crate::relay::stream::{Duplex, Stream, Transport};
+use crate::relay::stream::{Killer, Stream, Transport};
 use crate::wire::message::V1_CANDIDATE;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use uuid::Uuid;
 
@@ -122,7 +122,7 @@ pub enum Victim {
     /// A parked connection the table owned: killing it and dropping it closes it.
     Owned(Stream),
     /// A relaying connection owned by its copy threads: killing it ends them.
-    Live(Weak<dyn Duplex>),
+    Live(Killer),
 }
 
 impl Victim {
@@ -130,11 +130,7 @@ impl Victim {
     pub fn kill(self) {
         match self {
             Victim::Owned(stream) => stream.kill(),
-            Victim::Live(weak) => {
-                if let Some(stream) = weak.upgrade() {
-                    stream.kill();
-                }
-            }
+            Victim::Live(killer) => killer.kill(),
         }
     }
 }
@@ -218,7 +214,7 @@ pub struct Table {
     /// Source of reservation tokens.
     next_token: AtomicU64,
     /// The most associations the table holds.
-    max_associations: usize,
+    max_associations: AtomicUsize,
 }
 
 /// A reserved accept slot, to publish once the 200 is written (or give up).
@@ -264,8 +260,8 @@ enum Slot {
     Reserved(u64),
     Parked(Stream),
     Paired {
-        accept: Weak<dyn Duplex>,
-        connect: Weak<dyn Duplex>,
+        accept: Killer,
+        connect: Killer,
         stats: Arc<PairStats>,
     },
     Closed,
@@ -380,15 +376,62 @@ impl Table {
             epoch: Instant::now(),
             closed: AtomicBool::new(false),
             next_token: AtomicU64::new(1),
-            max_associations,
+            max_associations: AtomicUsize::new(max_associations),
         }
+    }
+
+    /// Changes the most associations held at once (a reload); associations
+    /// over a lowered limit stay until they end.
+    pub fn set_limit(&self, max_associations: usize) {
+        self.max_associations
+            .store(max_associations, Ordering::Relaxed);
+    }
+
+    /// The descriptors of every paired connection (both sides of each pair),
+    /// so a drain can tell relaying connections from waiting ones.
+    pub fn paired_descriptors(&self) -> std::collections::HashSet<std::os::fd::RawFd> {
+        let map = self.lock();
+        let mut fds = std::collections::HashSet::new();
+        for assoc in map.values() {
+            for c in &assoc.candidates {
+                if let Slot::Paired {
+                    accept, connect, ..
+                } = &c.slot
+                {
+                    fds.extend(
+                        [accept, connect]
+                            .iter()
+                            .filter_map(|side| side.descriptor()),
+                    );
+                }
+            }
+        }
+        fds
+    }
+
+    /// Closes every parked accept (a drain: its peer is told to go elsewhere)
+    /// and returns their sockets to kill; pairs are left alone.
+    pub fn close_parked(&self) -> Vec<Victim> {
+        let mut victims = Vec::new();
+        let mut map = self.lock();
+        for assoc in map.values_mut() {
+            for c in &mut assoc.candidates {
+                if matches!(c.slot, Slot::Parked(_)) {
+                    if let Slot::Parked(stream) = std::mem::replace(&mut c.slot, Slot::Closed) {
+                        victims.push(Victim::Owned(stream));
+                    }
+                }
+            }
+        }
+        self.notify(map);
+        victims
     }
 
     /// Refuses new associations when the table is closed or full.
     fn admit(&self, map: &HashMap<Uuid, Association>) -> Result<(), Reject> {
         if self.closed.load(Ordering::Acquire) {
             Err(Reject::Unavailable("the relay is shutting down"))
-        } else if map.len() >= self.max_associations {
+        } else if map.len() >= self.max_associations.load(Ordering::Relaxed) {
             Err(Reject::Unavailable("too many associations"))
         } else {
             Ok(())
@@ -604,8 +647,8 @@ impl Table {
                     };
                     let stats = Arc::new(PairStats::new(self.epoch));
                     c.slot = Slot::Paired {
-                        accept: Arc::downgrade(&accept),
-                        connect: Arc::downgrade(connect),
+                        accept: accept.killer(),
+                        connect: connect.killer(),
                         stats: Arc::clone(&stats),
                     };
                     c.connect_kind = Some(connect.kind());
@@ -887,7 +930,6 @@ impl Table {
 mod tests {
     use super::*;
     use crate::relay::registry::Registry;
-    use crate::relay::stream::tcp::TcpDuplex;
     use std::net::{TcpListener, TcpStream};
 
     /// A real loopback socket wrapped as a stream (the table only stores it).
@@ -898,7 +940,7 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let theirs = Arc::new(theirs);
         let registration = registry.register(&theirs);
-        (Arc::new(TcpDuplex::new(theirs, registration)), ours)
+        (Stream::tcp(theirs, registration), ours)
     }
 
     #[test]
@@ -938,7 +980,6 @@ mod tests {
         );
         let waiter = {
             let table = Arc::clone(&table);
-            let connect = Arc::clone(&connect);
             std::thread::spawn(move || table.pair(a, c, &connect, Duration::from_secs(10)).is_ok())
         };
         let (accept, _k2) = stream();

@@ -79,19 +79,19 @@ impl TimedRead for TcpHalf {
     }
 }
 
-/// A read half's deadline and whether it left a read timeout on the socket.
+/// A read half's deadline.
 #[derive(Debug, Clone, Copy, Default)]
 struct Deadline {
     at: Option<Instant>,
-    /// A read timeout of ours is set on the socket: lift it when the deadline is.
-    armed: bool,
 }
 
 impl Deadline {
+    /// Lifting the deadline always lifts the socket's read timeout: one set
+    /// by someone else (a TLS handshake under its own deadline) would
+    /// otherwise outlive it on a stream whose reads never reached the socket.
     fn set(&mut self, sock: &TcpStream, at: Option<Instant>) -> io::Result<()> {
         self.at = at;
-        if at.is_none() && self.armed {
-            self.armed = false;
+        if at.is_none() {
             sock.set_read_timeout(None)?;
         }
         Ok(())
@@ -107,7 +107,6 @@ impl Deadline {
         if left.is_zero() {
             return Err(timed_out());
         }
-        self.armed = true;
         sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
     }
 

@@ -41,6 +41,15 @@ struct Pending {
     sent: usize,
 }
 
+/// Ciphertext read from the socket and not yet taken by rustls.
+struct Ciphertext {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The socket returned end-of-file.
+    eof: bool,
+}
+
 /// A TLS stream held by one owner, before (or instead of) being split.
 pub struct TlsStream {
     reader: TlsReader,
@@ -50,18 +59,16 @@ pub struct TlsStream {
 /// The read half: decrypted bytes, `Ok(0)` after the peer's close_notify.
 pub struct TlsReader {
     shared: Arc<Shared>,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    /// The socket returned end-of-file.
-    eof: bool,
+    input: Ciphertext,
     /// A TCP end without close_notify reads as the end of the stream.
     truncation_ends: bool,
     deadline: Deadline,
 }
 
-/// The write half: each write is encrypted and on the socket when it returns
-/// (unless the socket's write timeout passed: see [`Write::write`] below).
+/// The write half: each write is encrypted and on the socket when it returns.
+/// If the socket's write timeout passes after rustls took the plaintext, the
+/// write still counts it as written and its records go out first on the next
+/// write or `flush` (sending it again would duplicate it).
 pub struct TlsWriter {
     shared: Arc<Shared>,
 }
@@ -79,10 +86,12 @@ impl TlsStream {
         TlsStream {
             reader: TlsReader {
                 shared: Arc::clone(&shared),
-                buf: vec![0; TLS_READ_BUFFER],
-                start: 0,
-                end: 0,
-                eof: false,
+                input: Ciphertext {
+                    buf: vec![0; TLS_READ_BUFFER],
+                    start: 0,
+                    end: 0,
+                    eof: false,
+                },
                 truncation_ends: false,
                 deadline: Deadline::default(),
             },
@@ -206,37 +215,18 @@ impl TlsReader {
         &self.shared.sock
     }
 
-    /// Hands rustls the buffered ciphertext and decrypts it, until the buffer
-    /// is empty, rustls holds as much plaintext as it keeps, or the peer
-    /// sent close_notify.
-    fn feed(&mut self, tls: &mut Connection) -> io::Result<()> {
-        while self.start < self.end {
-            let mut pending = &self.buf[self.start..self.end];
-            match tls.read_tls(&mut pending) {
-                // close_notify was received: nothing after it is read.
-                Ok(0) => return Ok(()),
-                Ok(n) => self.start += n,
-                // "received plaintext buffer full": the caller reads it out first.
-                Err(e) if e.kind() == io::ErrorKind::Other => return Ok(()),
-                Err(e) => return Err(e),
-            }
-            tls.process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        }
-        Ok(())
-    }
-
     /// Reads more ciphertext from the socket, with no lock held.
     fn fill(&mut self) -> io::Result<()> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+        let input = &mut self.input;
+        if input.start == input.end {
+            input.start = 0;
+            input.end = 0;
+        } else if input.end == input.buf.len() {
+            input.buf.copy_within(input.start..input.end, 0);
+            input.end -= input.start;
+            input.start = 0;
         }
-        if self.end == self.buf.len() {
+        if input.end == input.buf.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "TLS input does not make progress",
@@ -246,10 +236,10 @@ impl TlsReader {
             // Re-armed before every socket read: a peer trickling a record
             // byte by byte cannot stretch the deadline.
             self.deadline.arm(&self.shared.sock)?;
-            let read = (&*self.shared.sock).read(&mut self.buf[self.end..]);
+            let read = (&*self.shared.sock).read(&mut input.buf[input.end..]);
             match self.deadline.check(read) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.end += n,
+                Ok(0) => input.eof = true,
+                Ok(n) => input.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
@@ -263,13 +253,12 @@ impl Read for TlsReader {
         if buf.is_empty() {
             return Ok(0);
         }
-        let shared = Arc::clone(&self.shared);
         // Each pass hands rustls all buffered ciphertext, then either returns
         // plaintext (or the end) or reads more ciphertext from the socket.
         loop {
             let (outcome, queued) = {
-                let mut tls = lock(&shared.tls);
-                let outcome = match self.feed(&mut tls) {
+                let mut tls = lock(&self.shared.tls);
+                let outcome = match feed(&mut tls, &mut self.input) {
                     Err(e) => Some(Err(e)),
                     Ok(()) => match tls.reader().read(buf) {
                         // Ok(0) here is the peer's close_notify: a clean end.
@@ -282,12 +271,12 @@ impl Read for TlsReader {
             };
             if queued {
                 // An alert or a key update: a failure shows on the next write.
-                let _ = shared.send_queued();
+                let _ = self.shared.send_queued();
             }
             if let Some(outcome) = outcome {
                 return outcome;
             }
-            if self.eof {
+            if self.input.eof {
                 return if self.truncation_ends {
                     Ok(0)
                 } else {
@@ -300,6 +289,26 @@ impl Read for TlsReader {
             self.fill()?;
         }
     }
+}
+
+/// Hands rustls the buffered ciphertext and decrypts it, until the buffer is
+/// empty, rustls holds as much plaintext as it keeps, or the peer sent
+/// close_notify.
+fn feed(tls: &mut Connection, input: &mut Ciphertext) -> io::Result<()> {
+    while input.start < input.end {
+        let mut pending = &input.buf[input.start..input.end];
+        match tls.read_tls(&mut pending) {
+            // close_notify was received: nothing after it is read.
+            Ok(0) => return Ok(()),
+            Ok(n) => input.start += n,
+            // "received plaintext buffer full": the caller reads it out first.
+            Err(e) if e.kind() == io::ErrorKind::Other => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        tls.process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    }
+    Ok(())
 }
 
 impl TimedRead for TlsReader {

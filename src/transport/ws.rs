@@ -131,11 +131,6 @@ fn truncated(what: &str) -> io::Error {
 }
 
 impl<R: Read> WsReader<R> {
-    /// The read half underneath.
-    pub fn get_ref(&self) -> &R {
-        &self.inner
-    }
-
     /// Reads payload bytes of the current data frame into `out`.
     fn read_payload(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let want = self.remaining.min(out.len() as u64) as usize;

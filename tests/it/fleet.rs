@@ -397,3 +397,27 @@ fn the_relay_logs_the_client_a_header_names() {
     let _ = child.wait();
     assert!(wanted.is_empty(), "not logged: {wanted:?}");
 }
+
+#[test]
+fn a_reload_that_would_leave_a_proxy_listener_without_trusted_proxies_is_refused() {
+    let relay = proxied_relay("127.0.0.1/32");
+    // The new file drops both the listener's proxy_protocol and the trusted
+    // list; listener changes are not applied, so the running proxy listener
+    // would be left trusting nobody.
+    let mut config = (*relay.server.config()).clone();
+    config.trusted_proxies = CidrSet::default();
+    config.listeners[0].proxy_protocol = false;
+    let refused = relay.server.reload(config);
+    assert!(refused.is_err(), "reload accepted: {refused:?}");
+    let header = client_header("203.0.113.7:40001", &relay);
+    let mut sock = dial_with(
+        &relay,
+        &header,
+        b"GET /health HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        read_http(&mut sock).status,
+        200,
+        "the old configuration stays"
+    );
+}

@@ -5,6 +5,7 @@ mod cli;
 mod core;
 mod cuts;
 mod fleet;
+mod halves;
 mod jmux;
 mod peer;
 mod pump;

@@ -259,6 +259,7 @@ impl TestRelay {
 // ---------------------------------------------------------------------------
 // Peers over every transport: TCP, TLS, WebSocket and WebSocket over TLS.
 
+use jet_relay::transport::tls::{TlsReader, TlsStream, TlsWriter};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -335,9 +336,6 @@ impl Progress {
     fn new() -> Progress {
         Progress(Instant::now())
     }
-    fn made(&mut self) {
-        self.0 = Instant::now();
-    }
     #[track_caller]
     fn check(&self, what: &str) {
         assert!(self.0.elapsed() < WAIT, "{what}: no progress for {WAIT:?}");
@@ -363,174 +361,49 @@ impl Peer for TcpPeer {
     }
 }
 
-type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+type TlsSession = StreamOwned<ClientConnection, TcpStream>;
 
-/// A rustls client that a reading and a writing thread use at once, without
-/// either waiting for the other: rustls' own `Stream` flushes pending writes
-/// before every read, which couples the two directions. Here the socket is
-/// read with no lock on the session, and ciphertext is written under a write
-/// lock only. Reads and writes follow the socket's timeouts ([`POLL`]):
-/// `write` accepts plaintext once it is encrypted, and unsent ciphertext goes
-/// out first on the next `write` or `flush` (the contract tungstenite needs).
-pub struct TlsClient {
-    sock: TcpStream,
-    conn: Mutex<ClientConnection>,
-    /// Ciphertext not yet taken by rustls (reading side only).
-    incoming: Mutex<Vec<u8>>,
-    /// Ciphertext not yet written to the socket (writing side only).
-    outgoing: Mutex<Vec<u8>>,
-}
-
-impl TlsClient {
-    /// Takes over a stream whose handshake (and JET exchange) is done.
-    pub fn new(stream: TlsStream) -> TlsClient {
-        let StreamOwned { conn, sock } = stream;
-        poll_timeouts(&sock);
-        TlsClient {
-            sock,
-            conn: Mutex::new(conn),
-            incoming: Mutex::new(Vec::new()),
-            outgoing: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Writes pending ciphertext; WouldBlock if some is left.
-    fn send_pending(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
-        while !out.is_empty() {
-            let n = (&self.sock).write(out)?;
-            out.drain(..n);
-        }
-        Ok(())
-    }
-}
-
-impl Read for &TlsClient {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut incoming = lock(&self.incoming);
-        loop {
-            {
-                let mut conn = lock(&self.conn);
-                while !incoming.is_empty() {
-                    match conn.read_tls(&mut &incoming[..]) {
-                        Ok(0) => break,
-                        Ok(n) => drop(incoming.drain(..n)),
-                        Err(e) if e.kind() == std::io::ErrorKind::Other => break,
-                        Err(e) => return Err(e),
-                    }
-                    conn.process_new_packets()
-                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                }
-                match conn.reader().read(buf) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    done => return done,
-                }
-            }
-            let mut chunk = [0; 16 * 1024];
-            let n = (&self.sock).read(&mut chunk)?;
-            if n == 0 {
-                return Ok(0);
-            }
-            incoming.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
-impl Write for &TlsClient {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut out = lock(&self.outgoing);
-        self.send_pending(&mut out)?;
-        let n = {
-            let mut conn = lock(&self.conn);
-            let n = conn.writer().write(buf)?;
-            while conn.wants_write() {
-                conn.write_tls(&mut *out)?;
-            }
-            n
-        };
-        // Accepted even if the socket is full: the rest goes out next time.
-        match self.send_pending(&mut out) {
-            Err(e) if is_poll_timeout(&e) => Ok(n),
-            other => other.map(|()| n),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        let mut out = lock(&self.outgoing);
-        {
-            let mut conn = lock(&self.conn);
-            while conn.wants_write() {
-                conn.write_tls(&mut *out)?;
-            }
-        }
-        self.send_pending(&mut out)
-    }
-}
-
-/// A TLS peer: [`TlsClient`] read by one thread and written by another.
-pub struct TlsPeer(TlsClient);
-
-impl Peer for TlsPeer {
-    fn send(&self, data: &[u8]) {
-        let mut rest = data;
-        let mut progress = Progress::new();
-        while !rest.is_empty() {
-            match (&self.0).write(rest) {
-                Ok(n) => {
-                    rest = &rest[n..];
-                    progress.made();
-                }
-                Err(e) if is_poll_timeout(&e) => progress.check("TLS send"),
-                Err(e) => panic!("TLS send: {e}"),
-            }
-        }
-        self.flush();
-    }
-    fn recv(&self, buf: &mut [u8]) -> usize {
-        let progress = Progress::new();
-        loop {
-            match (&self.0).read(buf) {
-                Ok(n) => return n,
-                Err(e) if is_poll_timeout(&e) => progress.check("TLS recv"),
-                // The relay closed without close_notify (a killed pair).
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return 0,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return 0,
-                Err(e) => panic!("TLS recv: {e}"),
-            }
-        }
-    }
-    fn finish(&self) {
-        lock(&self.0.conn).send_close_notify();
-        self.flush();
-    }
+/// A TLS peer: the library's TLS stream (client role), its read half used by
+/// one thread and its write half by another. Each lock is taken only by its
+/// own side, so reads and writes block on the socket (bounded by [`WAIT`])
+/// without ever waiting for each other.
+pub struct TlsPeer {
+    reader: Mutex<TlsReader>,
+    writer: Mutex<TlsWriter>,
 }
 
 impl TlsPeer {
-    fn flush(&self) {
-        let progress = Progress::new();
-        loop {
-            match (&self.0).flush() {
-                Ok(()) => return,
-                Err(e) if is_poll_timeout(&e) => progress.check("TLS flush"),
-                Err(e) => panic!("TLS flush: {e}"),
-            }
+    /// Takes over a session whose handshake (and JET exchange) is done;
+    /// plaintext rustls already holds is read first.
+    pub fn new(session: TlsSession) -> TlsPeer {
+        let StreamOwned { conn, sock } = session;
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        sock.set_write_timeout(Some(WAIT)).unwrap();
+        let (reader, writer) = TlsStream::new(Arc::new(sock), conn).split();
+        TlsPeer {
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
         }
     }
 }
 
-/// [`TlsClient`] by value for tungstenite, which wants to own its stream.
-pub struct SharedTls(Arc<TlsClient>);
-
-impl Read for SharedTls {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        (&*self.0).read(buf)
+impl Peer for TlsPeer {
+    fn send(&self, data: &[u8]) {
+        let mut writer = lock(&self.writer);
+        writer.write_all(data).expect("TLS send");
+        writer.flush().expect("TLS send");
     }
-}
-
-impl Write for SharedTls {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        (&*self.0).write(buf)
+    fn recv(&self, buf: &mut [u8]) -> usize {
+        match lock(&self.reader).read(buf) {
+            Ok(n) => n,
+            // The relay closed without close_notify (a killed pair).
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("TLS recv: {e}"),
+        }
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        (&*self.0).flush()
+    fn finish(&self) {
+        lock(&self.writer).shutdown().expect("TLS close_notify");
     }
 }
 
@@ -576,9 +449,13 @@ impl<S: Read + Write> WsPeer<S> {
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     return None
                 }
-                // The relay killed the connection (shutdown, a torn-down pair).
+                // The relay killed the connection (shutdown, a torn-down pair):
+                // over TLS that is a TCP end without close_notify.
                 Err(tungstenite::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::ConnectionReset =>
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                    ) =>
                 {
                     return None
                 }
@@ -676,7 +553,7 @@ pub fn tls_client_config() -> Arc<ClientConfig> {
 
 /// Connects to `addr` and completes a TLS handshake for `name`, verifying the
 /// relay's certificate against the test CA.
-pub fn tls_connect(addr: SocketAddr, name: &str) -> std::io::Result<TlsStream> {
+pub fn tls_connect(addr: SocketAddr, name: &str) -> std::io::Result<TlsSession> {
     let mut sock = TcpStream::connect(addr)?;
     sock.set_read_timeout(Some(WAIT))?;
     sock.set_write_timeout(Some(WAIT))?;
@@ -753,7 +630,7 @@ impl TestRelay {
                 if resp.status != 200 {
                     return Err(resp.status);
                 }
-                Ok(Arc::new(TlsPeer(TlsClient::new(stream))))
+                Ok(Arc::new(TlsPeer::new(stream)))
             }
             Transport::Ws => {
                 let sock = TcpStream::connect(addr).unwrap();
@@ -764,8 +641,13 @@ impl TestRelay {
                 Ok(Arc::new(WsPeer::new(ws)))
             }
             Transport::Wss => {
-                let stream = tls_connect(addr, "localhost").expect("TLS handshake");
-                let client = SharedTls(Arc::new(TlsClient::new(stream)));
+                let StreamOwned { conn, sock } =
+                    tls_connect(addr, "localhost").expect("TLS handshake");
+                poll_timeouts(&sock);
+                // tungstenite owns the whole stream: it takes the write half's
+                // plaintext even when the socket timed out, and sends the rest
+                // on its next write or flush, the contract tungstenite needs.
+                let client = TlsStream::new(Arc::new(sock), conn);
                 let ws = ws_handshake(client, addr, method, a, c)?;
                 Ok(Arc::new(WsPeer::new(ws)))
             }

@@ -189,7 +189,7 @@ fn websocket_frames_sent_with_the_upgrade_request_are_relayed() {
 }
 
 /// A raw upgrade request head.
-fn upgrade_request(path: &str, key: &str, extra: &str) -> Vec<u8> {
+pub(crate) fn upgrade_request(path: &str, key: &str, extra: &str) -> Vec<u8> {
     format!(
         "GET {path} HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n{extra}\r\n"
     )
@@ -197,7 +197,7 @@ fn upgrade_request(path: &str, key: &str, extra: &str) -> Vec<u8> {
 }
 
 /// Reads an HTTP response head (up to its blank line, nothing after it).
-fn read_http_head(sock: &mut TcpStream) -> String {
+pub(crate) fn read_http_head(sock: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0];
     while !head.ends_with(b"\r\n\r\n") {
@@ -764,4 +764,127 @@ fn an_upgrade_after_keep_alive_requests_relays_to_a_slow_reader_without_a_write_
             "relayed bytes differ"
         );
     });
+}
+
+/// Encrypts `plaintext` on a fresh TLS connection to the relay (handshake
+/// done) and returns the socket with the records, not yet sent.
+fn unsent_tls_records(relay: &TestRelay, plaintext: &[u8]) -> (TcpStream, Vec<u8>) {
+    let mut stream = tls_connect(relay.tls_addr(), "localhost").expect("TLS handshake");
+    stream.conn.writer().write_all(plaintext).unwrap();
+    let mut records = Vec::new();
+    while stream.conn.wants_write() {
+        stream.conn.write_tls(&mut records).unwrap();
+    }
+    (stream.sock, records)
+}
+
+/// Sends `bytes` one at a time, `gap` apart, until the relay closes.
+fn trickle(mut sock: TcpStream, bytes: Vec<u8>, gap: Duration) {
+    for byte in bytes {
+        if sock.write_all(&[byte]).is_err() {
+            return;
+        }
+        // The slow client is the input under test, not synchronisation.
+        thread::sleep(gap);
+    }
+}
+
+/// Reads (and drops session tickets) until the relay closes; how long that took.
+fn time_until_closed(mut sock: TcpStream, started: Instant) -> Duration {
+    let mut buf = [0; 1024];
+    for _ in 0..100 {
+        match sock.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return started.elapsed(),
+            Err(e) => panic!("expected a close, got {e}"),
+        }
+    }
+    panic!("the relay sent more than 100 reads of bytes and did not close");
+}
+
+#[test]
+fn the_handshake_timeout_holds_against_tls_records_trickled_byte_by_byte() {
+    let relay = TestRelay::with_tls(|c| c.handshake_timeout = Duration::from_millis(300));
+    let a = Uuid::new_v4();
+    assert!(relay.table().create(a));
+    let requests = [
+        (
+            "JET over TLS",
+            packet::encode(v2("accept", a, Uuid::new_v4()).as_bytes(), 0x73).unwrap(),
+        ),
+        (
+            "an HTTPS request",
+            b"GET /jet/health HTTP/1.1\r\nHost: relay\r\nAccept: application/json\r\n\r\n".to_vec(),
+        ),
+        (
+            "a wss upgrade",
+            upgrade_request(
+                &format!("/jet/accept/{a}/{}", Uuid::new_v4()),
+                "dGhlIHNhbXBsZSBub25jZQ==",
+                "",
+            ),
+        ),
+    ];
+    let gap = Duration::from_millis(40);
+    let mut watchers = Vec::new();
+    for (what, plaintext) in requests {
+        let (sock, records) = unsent_tls_records(&relay, &plaintext);
+        // Byte by byte the request takes seconds: far past the timeout.
+        assert!(
+            gap * records.len() as u32 > Duration::from_secs(3),
+            "{what}"
+        );
+        let writer = sock.try_clone().unwrap();
+        let started = Instant::now();
+        let trickler = thread::spawn(move || trickle(writer, records, gap));
+        watchers.push((
+            what,
+            trickler,
+            thread::spawn(move || time_until_closed(sock, started)),
+        ));
+    }
+    for (what, trickler, watcher) in watchers {
+        let took = watcher.join().unwrap();
+        trickler.join().unwrap();
+        assert!(
+            took < Duration::from_secs(1),
+            "{what} trickled byte by byte held its connection {took:?} against a 0.3 s handshake timeout"
+        );
+    }
+    assert_eq!(relay.server.metrics().handshakes(Outcome::Timeout), 3);
+}
+
+#[test]
+fn a_tls_request_sent_with_the_handshake_leaves_no_read_timeout_on_the_pair() {
+    let relay = TestRelay::with_tls(|c| c.handshake_timeout = Duration::from_millis(300));
+    let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
+    // The accept goes out in the same flight as the client's Finished, so
+    // the relay has the whole request before its TLS reader reads the socket.
+    let mut sock = TcpStream::connect(relay.tls_addr()).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(tls_client_config(), name).unwrap();
+    conn.writer()
+        .write_all(&packet::encode(v2("accept", a, c).as_bytes(), 0x73).unwrap())
+        .unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    let mut accept = rustls::StreamOwned::new(conn, sock);
+    accept.flush().unwrap();
+    let reply = packet::read_packet(&mut accept).unwrap();
+    assert_eq!(
+        jet_relay::wire::message::parse_response(&reply.payload)
+            .unwrap()
+            .status,
+        200
+    );
+    let (connect, _) = relay.request(&v2("connect", a, c), 0x73, b"");
+    let connect = TcpPeer(connect);
+    // Idle past the handshake timeout: the input under test, not synchronisation.
+    thread::sleep(Duration::from_millis(600));
+    accept.write_all(b"still paired").unwrap();
+    accept.flush().unwrap();
+    assert_eq!(recv_n(&connect, 12), b"still paired");
 }

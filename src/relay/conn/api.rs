@@ -13,7 +13,7 @@ use uuid::Uuid;
 pub fn route(ctx: &Context, req: &Request) -> Response {
     let segments: Vec<&str> = req.path.split('/').skip(1).collect();
     let method = req.method.as_str();
-    if method == "OPTIONS" && ctx.config.cors_origin.is_some() {
+    if method == "OPTIONS" && ctx.config().cors_origin.is_some() {
         return preflight();
     }
     if segments == ["health"] {
@@ -87,7 +87,7 @@ fn preflight() -> Response {
 
 /// Checks the bearer key when one is configured.
 fn authorize(ctx: &Context, req: &Request) -> Result<(), Response> {
-    let Some(key) = &ctx.config.api_key else {
+    let Some(key) = &ctx.config().api_key else {
         return Ok(());
     };
     let presented = req
@@ -110,7 +110,7 @@ fn unauthorized(why: &str) -> Response {
 
 fn health(ctx: &Context, req: &Request) -> Response {
     let version = env!("CARGO_PKG_VERSION");
-    let instance = &ctx.config.instance;
+    let instance = &ctx.config().instance;
     if req.header_has("Accept", "application/json")
         || req
             .header("Accept")

@@ -2,7 +2,7 @@
 
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
-use crate::relay::stream::Duplex;
+use crate::relay::stream::Stream;
 use std::io;
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ pub enum ReadError {
 
 /// Reads exactly `buf.len()` bytes before `deadline`, however slowly they come.
 pub fn read_exact_by(
-    stream: &dyn Duplex,
+    stream: &mut Stream,
     buf: &mut [u8],
     deadline: Instant,
 ) -> Result<(), ReadError> {
@@ -34,7 +34,7 @@ pub fn read_exact_by(
 /// On plain TCP it first takes what has already arrived without waiting, the
 /// usual case for a request, and sets a read timeout only when it must wait.
 pub fn read_some_by(
-    stream: &dyn Duplex,
+    stream: &mut Stream,
     buf: &mut [u8],
     deadline: Instant,
 ) -> Result<usize, ReadError> {
@@ -55,7 +55,9 @@ pub fn read_some_by(
                 Err(e) => return Err(ReadError::Closed(e)),
             }
         }
-        stream.set_read_deadline(left).map_err(ReadError::Closed)?;
+        stream
+            .set_read_deadline(deadline)
+            .map_err(ReadError::Closed)?;
         match stream.read(buf) {
             Ok(0) => return Err(ReadError::Closed(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => return Ok(n),

@@ -6,7 +6,7 @@ use crate::relay::conn::proxy::{self, Scope};
 use crate::relay::conn::request::{reject, serve_request, JetAnswer};
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
-use crate::relay::stream::{Duplex as _, Stream};
+use crate::relay::stream::Stream;
 use crate::wire::message::{self, RequestError};
 use crate::wire::packet::{self, HEADER_LEN, SIGNATURE};
 use std::net::{SocketAddr, TcpStream};
@@ -20,7 +20,7 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, proxy_protoc
         return;
     };
     let _scope = crate::log::conn_scope(conn);
-    let deadline = Instant::now() + ctx.config.handshake_timeout;
+    let deadline = Instant::now() + ctx.config().handshake_timeout;
     let Some(admitted) = proxy::admit(&ctx, stream.socket(), peer, proxy_protocol, deadline) else {
         return;
     };
@@ -34,9 +34,15 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, proxy_protoc
 /// `deadline`. A connection limited to [`Scope::HealthOnly`] (the balancer's
 /// own, after a PROXY LOCAL header) gets `/health` and nothing else: the rest
 /// is closed quietly and counted.
-pub fn dispatch(ctx: &Arc<Context>, conn: u64, stream: Stream, deadline: Instant, scope: Scope) {
+pub fn dispatch(
+    ctx: &Arc<Context>,
+    conn: u64,
+    mut stream: Stream,
+    deadline: Instant,
+    scope: Scope,
+) {
     let mut header = [0; HEADER_LEN];
-    if let Err(e) = read_exact_by(&*stream, &mut header, deadline) {
+    if let Err(e) = read_exact_by(&mut stream, &mut header, deadline) {
         if scope == Scope::HealthOnly {
             // A layer 4 check: the LOCAL header alone, then a close.
             return proxy::local_closed(ctx, "nothing after the header");
@@ -56,7 +62,7 @@ pub fn dispatch(ctx: &Arc<Context>, conn: u64, stream: Stream, deadline: Instant
 pub fn serve_jet(
     ctx: &Arc<Context>,
     conn: u64,
-    stream: Stream,
+    mut stream: Stream,
     header: &[u8; HEADER_LEN],
     deadline: Instant,
 ) {
@@ -69,7 +75,7 @@ pub fn serve_jet(
         }
     };
     let mut payload = vec![0; len];
-    if let Err(e) = read_exact_by(&*stream, &mut payload, deadline) {
+    if let Err(e) = read_exact_by(&mut stream, &mut payload, deadline) {
         return read_failed(ctx, conn, e);
     }
     packet::unmask(&mut payload, header[7]);
@@ -82,7 +88,7 @@ pub fn serve_jet(
         }
         Err(RequestError::BadRequest(why)) => {
             let version = message::requested_version(&payload);
-            return reject(ctx, conn, &stream, &JetAnswer { version }, 400, &why);
+            return reject(ctx, conn, &mut stream, &JetAnswer { version }, 400, &why);
         }
     };
     // From here the peer's bytes are relayed data: no more timeouts on reads.

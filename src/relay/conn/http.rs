@@ -5,7 +5,7 @@ use crate::relay::conn::deadline::{read_failed, read_some_by, ReadError};
 use crate::relay::conn::proxy::{self, Scope};
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
-use crate::relay::stream::{Duplex, Stream};
+use crate::relay::stream::Stream;
 use crate::wire::http::{self, BadLength};
 use crate::wire::packet::HEADER_LEN;
 use std::io;
@@ -166,7 +166,7 @@ enum Failure {
 pub fn serve(
     ctx: &Arc<Context>,
     conn: u64,
-    stream: Stream,
+    mut stream: Stream,
     prefix: &[u8; HEADER_LEN],
     deadline: Instant,
     scope: Scope,
@@ -185,7 +185,7 @@ pub fn serve(
     let mut buf = prefix.to_vec();
     let mut deadline = deadline;
     for served in 0..MAX_REQUESTS {
-        let request = match read_request(&*stream, &mut buf, deadline) {
+        let request = match read_request(&mut stream, &mut buf, deadline) {
             Ok(mut request) => {
                 request.local = stream.socket().local_addr().ok();
                 request
@@ -203,8 +203,8 @@ pub fn serve(
                     response.status,
                     String::from_utf8_lossy(&response.body)
                 );
-                let _ = write(ctx, &*stream, &response, false, false);
-                crate::relay::conn::request::linger_close(&*stream);
+                let _ = write(ctx, &mut stream, &response, false, false);
+                crate::relay::conn::request::linger_close(&mut stream);
                 return;
             }
         };
@@ -244,16 +244,16 @@ pub fn serve(
         }
         ctx.metrics.http_response(response.status);
         let head_only = request.method == "HEAD";
-        if write(ctx, &*stream, &response, keep_alive, head_only).is_err() || !keep_alive {
+        if write(ctx, &mut stream, &response, keep_alive, head_only).is_err() || !keep_alive {
             if !keep_alive {
-                crate::relay::conn::request::linger_close(&*stream);
+                crate::relay::conn::request::linger_close(&mut stream);
             }
             return;
         }
         if ctx.stopping() {
             return;
         }
-        deadline = Instant::now() + ctx.config.handshake_timeout;
+        deadline = Instant::now() + ctx.config().handshake_timeout;
     }
 }
 
@@ -274,24 +274,24 @@ pub fn looks_like_http(prefix: &[u8]) -> bool {
 
 fn write(
     ctx: &Context,
-    stream: &dyn Duplex,
+    stream: &mut Stream,
     response: &Response,
     keep_alive: bool,
     head_only: bool,
 ) -> io::Result<()> {
-    let bytes = response.encode(keep_alive, ctx.config.cors_origin.as_deref(), head_only);
+    let bytes = response.encode(keep_alive, ctx.config().cors_origin.as_deref(), head_only);
     // Left set for the next answer on this connection; an upgrade after it
     // lifts it (`ws::serve_upgrade`).
     stream
         .socket()
-        .set_write_timeout(Some(ctx.config.handshake_timeout))?;
+        .set_write_timeout(Some(ctx.config().handshake_timeout))?;
     stream.write_all(&bytes)
 }
 
 /// Reads one request out of `buf` plus whatever more the stream sends before
 /// `deadline`. On success `buf` keeps the bytes after the request.
 fn read_request(
-    stream: &dyn Duplex,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<Request, Failure> {
@@ -395,7 +395,7 @@ fn head_length(buf: &[u8]) -> Result<Option<usize>, Failure> {
 
 /// Reads more bytes (at most up to `limit` buffered) before `deadline`.
 fn fill(
-    stream: &dyn Duplex,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     limit: usize,
     deadline: Instant,

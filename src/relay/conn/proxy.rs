@@ -152,7 +152,7 @@ pub fn admit(
         );
         None
     };
-    if !ctx.config.trusted_proxies.contains(peer.ip()) {
+    if !ctx.config().trusted_proxies.contains(peer.ip()) {
         return failed(
             ProxyFailure::Untrusted,
             "not a trusted proxy on a proxy_protocol listener",

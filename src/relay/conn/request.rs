@@ -5,7 +5,7 @@ use crate::relay::conn::deadline::{read_failed, ReadError};
 use crate::relay::metrics::Outcome;
 use crate::relay::pump::{self, Pair};
 use crate::relay::shared::Context;
-use crate::relay::stream::{Duplex, Stream};
+use crate::relay::stream::{Stream, Transport};
 use crate::relay::table::Reject;
 use crate::wire::message::{self, Command, Request};
 use std::io;
@@ -31,10 +31,11 @@ pub trait Answer {
     fn may_create(&self) -> bool;
     /// Writes the success answer (`extra` holds version 1's headers) within
     /// the handshake timeout. Relayed bytes may follow it at once.
-    fn succeed(&self, ctx: &Context, stream: &Stream, extra: &[(&str, &str)]) -> io::Result<()>;
+    fn succeed(&self, ctx: &Context, stream: &mut Stream, extra: &[(&str, &str)])
+        -> io::Result<()>;
     /// Writes a refusal with `status` within the handshake timeout, then
     /// closes the connection (lingering so the refusal is read).
-    fn refuse(&self, ctx: &Context, stream: &Stream, status: u16);
+    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16);
 }
 
 /// The binary protocol's answers: one JET response packet echoing the version.
@@ -47,18 +48,23 @@ impl Answer for JetAnswer {
     fn may_create(&self) -> bool {
         true
     }
-    fn succeed(&self, ctx: &Context, stream: &Stream, extra: &[(&str, &str)]) -> io::Result<()> {
+    fn succeed(
+        &self,
+        ctx: &Context,
+        stream: &mut Stream,
+        extra: &[(&str, &str)],
+    ) -> io::Result<()> {
         let response = message::response_packet(200, self.version, extra)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        write_response(ctx, &**stream, &response)
+        write_response(ctx, stream, &response)
     }
-    fn refuse(&self, ctx: &Context, stream: &Stream, status: u16) {
+    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16) {
         // A refusal's head is short and fixed: it always fits a packet.
         let Ok(response) = message::response_packet(status, self.version, &[]) else {
             return;
         };
-        if write_response(ctx, &**stream, &response).is_ok() {
-            linger_close(&**stream);
+        if write_response(ctx, stream, &response).is_ok() {
+            linger_close(stream);
         }
     }
 }
@@ -101,7 +107,7 @@ pub fn serve_request(
         Command::Test {
             association,
             candidate,
-        } => test(ctx, conn, &stream, (association, candidate), answer),
+        } => test(ctx, conn, stream, (association, candidate), answer),
     }
 }
 
@@ -110,13 +116,13 @@ pub fn serve_request(
 fn accept(
     ctx: &Arc<Context>,
     conn: u64,
-    stream: Stream,
+    mut stream: Stream,
     version: u8,
     ids: Option<(Uuid, Uuid)>,
     answer: &dyn Answer,
 ) {
     let reserved = match ids {
-        None if ctx.config.accept_requires_api() => Err(Reject::NotFound(
+        None if ctx.config().accept_requires_api() => Err(Reject::NotFound(
             "version 1 accepts cannot name an association created through the API",
         )),
         None => ctx.table.reserve_v1(stream.kind()),
@@ -124,20 +130,25 @@ fn accept(
             association,
             candidate,
             stream.kind(),
-            answer.may_create() && !ctx.config.accept_requires_api(),
+            answer.may_create() && !ctx.config().accept_requires_api(),
         ),
     };
     let reservation = match reserved {
         Ok(reservation) => reservation,
-        Err(why) => return reject(ctx, conn, &stream, answer, why.status(), why.reason()),
+        Err(why) => return reject(ctx, conn, &mut stream, answer, why.status(), why.reason()),
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
-    let timeout = ctx.config.association_ttl.as_secs_f64().ceil().to_string();
+    let timeout = ctx
+        .config()
+        .association_ttl
+        .as_secs_f64()
+        .ceil()
+        .to_string();
     let association_text = association.to_string();
     let extra: &[(&str, &str)] = if version == 1 {
         &[
             ("Jet-Association", &association_text),
-            ("Jet-Instance", &ctx.config.instance),
+            ("Jet-Instance", &ctx.config().instance),
             ("Jet-Timeout", &timeout),
         ]
     } else {
@@ -145,7 +156,7 @@ fn accept(
     };
     // The success answer goes out before the candidate is visible to
     // connects, so a fast connect can never relay bytes ahead of it.
-    if let Err(e) = answer.succeed(ctx, &stream, extra) {
+    if let Err(e) = answer.succeed(ctx, &mut stream, extra) {
         ctx.table.unreserve(reservation);
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
@@ -170,7 +181,7 @@ fn accept(
 fn connect(
     ctx: &Arc<Context>,
     conn: u64,
-    stream: Stream,
+    mut stream: Stream,
     (version, association, candidate): (u8, Uuid, Uuid),
     answer: &dyn Answer,
     deadline: Instant,
@@ -180,9 +191,9 @@ fn connect(
         .min(PUBLISH_WAIT);
     let (accept, stats) = match ctx.table.pair(association, candidate, &stream, wait) {
         Ok(pair) => pair,
-        Err(why) => return reject(ctx, conn, &stream, answer, why.status(), why.reason()),
+        Err(why) => return reject(ctx, conn, &mut stream, answer, why.status(), why.reason()),
     };
-    if let Err(e) = answer.succeed(ctx, &stream, &[]) {
+    if let Err(e) = answer.succeed(ctx, &mut stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
         // peer saw the pairing start), so the pair ends here.
         crate::info!("association={association} candidate={candidate} connect peer left before its answer: {e}");
@@ -213,23 +224,23 @@ fn connect(
 fn test(
     ctx: &Arc<Context>,
     conn: u64,
-    stream: &Stream,
+    mut stream: Stream,
     (association, candidate): (Uuid, Uuid),
     answer: &dyn Answer,
 ) {
     match ctx.table.test(association, candidate) {
         Ok(()) => {
-            if answer.succeed(ctx, stream, &[]).is_ok() {
+            if answer.succeed(ctx, &mut stream, &[]).is_ok() {
                 ctx.metrics.handshake(Outcome::Tested);
                 crate::info!(
                     "association={association} candidate={candidate} tested over {}",
                     stream.kind().as_str()
                 );
                 // Over WebSocket this is the close frame right after the 101.
-                linger_close(&**stream);
+                linger_close(&mut stream);
             }
         }
-        Err(why) => reject(ctx, conn, stream, answer, why.status(), why.reason()),
+        Err(why) => reject(ctx, conn, &mut stream, answer, why.status(), why.reason()),
     }
 }
 
@@ -237,7 +248,7 @@ fn test(
 pub(crate) fn reject(
     ctx: &Context,
     _conn: u64,
-    stream: &Stream,
+    stream: &mut Stream,
     answer: &dyn Answer,
     status: u16,
     why: &str,
@@ -256,9 +267,11 @@ pub(crate) fn reject(
 /// and needs no timeout (two system calls saved per connection). Other
 /// transports wrote their own handshake first and get the timeout; so does an
 /// answer after earlier ones on the same connection ([`write_later_response`]).
-pub fn write_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
-    if stream.raw_tcp().is_some() && response.len() <= MAX_UNTIMED_ANSWER {
-        return stream.write_all(response);
+pub fn write_response(ctx: &Context, stream: &mut Stream, response: &[u8]) -> io::Result<()> {
+    // A WebSocket upgrade's 101 goes beneath the framing, on the socket too.
+    let on_tcp = matches!(stream.kind(), Transport::Tcp | Transport::Ws);
+    if on_tcp && response.len() <= MAX_UNTIMED_ANSWER {
+        return stream.write_unframed(response);
     }
     write_later_response(ctx, stream, response)
 }
@@ -267,11 +280,12 @@ pub fn write_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io
 /// relayed bytes that follow are not bounded by it. For answers that may find
 /// the send buffer holding earlier ones (a WebSocket upgrade after keep-alive
 /// requests), whose write timeout is still set.
-pub fn write_later_response(ctx: &Context, stream: &dyn Duplex, response: &[u8]) -> io::Result<()> {
-    let sock = stream.socket();
-    sock.set_write_timeout(Some(ctx.config.handshake_timeout))?;
-    stream.write_all(response)?;
-    sock.set_write_timeout(None)
+pub fn write_later_response(ctx: &Context, stream: &mut Stream, response: &[u8]) -> io::Result<()> {
+    stream
+        .socket()
+        .set_write_timeout(Some(ctx.config().handshake_timeout))?;
+    stream.write_unframed(response)?;
+    stream.socket().set_write_timeout(None)
 }
 
 /// The largest first answer written without a write timeout on plain TCP: a
@@ -282,14 +296,19 @@ pub const MAX_UNTIMED_ANSWER: usize = 1024;
 /// drains what the peer still sends for a short while: closing a socket with
 /// unread input sends a reset, which can destroy the answer before the peer
 /// reads it.
-pub fn linger_close(stream: &dyn Duplex) {
+pub fn linger_close(stream: &mut Stream) {
     let _ = stream.shutdown_write();
+    drain(stream);
+}
+
+/// Reads and drops what the peer still sends, for at most [`LINGER`] and
+/// [`LINGER_BYTES`], after our side has ended.
+pub fn drain(stream: &mut Stream) {
     let deadline = Instant::now() + LINGER;
     let mut drained = 0;
     let mut buf = [0u8; 4096];
     while drained < LINGER_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_deadline(left).is_err() {
+        if Instant::now() >= deadline || stream.set_read_deadline(deadline).is_err() {
             return;
         }
         match stream.read(&mut buf) {

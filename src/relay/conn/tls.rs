@@ -6,7 +6,8 @@ use crate::relay::conn::deadline::ReadError;
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::tcp::set_read_deadline;
-use crate::relay::stream::tls::TlsDuplex;
+use crate::relay::stream::Stream;
+use crate::transport::tls::TlsStream;
 use rustls::{ServerConfig, ServerConnection};
 use std::io::{self};
 use std::net::{SocketAddr, TcpStream};
@@ -34,7 +35,7 @@ pub fn handle(
     config: Arc<ServerConfig>,
     proxy_protocol: bool,
 ) {
-    let deadline = Instant::now() + ctx.config.handshake_timeout;
+    let deadline = Instant::now() + ctx.config().handshake_timeout;
     crate::relay::stream::tcp::nodelay_accepted(&sock);
     let sock = Arc::new(sock);
     let registration = ctx.registry.register(&sock);
@@ -76,7 +77,7 @@ pub fn handle(
         return crate::relay::conn::deadline::read_failed(&ctx, conn, ReadError::Closed(e));
     }
     crate::debug!("TLS established ({:?})", tls.protocol_version());
-    let stream = Arc::new(TlsDuplex::new(sock, tls, registration));
+    let stream = Stream::tls(TlsStream::new(sock, tls), registration);
     crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline, admitted.scope);
 }
 

@@ -5,7 +5,6 @@
 use crate::relay::conn::request::Answer;
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
-use crate::relay::stream::ws::WsDuplex;
 use crate::relay::stream::Stream;
 use crate::wire::http;
 use crate::wire::message::{self, Command, Method, Request};
@@ -34,7 +33,7 @@ pub const MAX_KEY_LEN: usize = 64;
 pub fn serve_upgrade(
     ctx: &Arc<Context>,
     conn: u64,
-    stream: Stream,
+    mut stream: Stream,
     head: &[u8],
     leftover: Vec<u8>,
     answered: bool,
@@ -53,7 +52,7 @@ pub fn serve_upgrade(
                 refusal.status,
                 refusal.why
             );
-            return refuse_http(ctx, &stream, refusal.status);
+            return refuse_http(ctx, &mut stream, refusal.status);
         }
     };
     // From here the peer's bytes are relayed data: no more timeouts on reads.
@@ -70,10 +69,10 @@ pub fn serve_upgrade(
     };
     crate::debug!("WebSocket request {request:?}");
     // The WebSocket stream exists from the start so the table records the
-    // candidate's transport as ws/wss; nothing is framed before the 101.
-    let ws: Stream = Arc::new(WsDuplex::new(Arc::clone(&stream), leftover));
+    // candidate's transport as ws/wss; nothing is framed before the 101,
+    // which goes out beneath the framing like a refusal would.
+    let ws = stream.into_websocket(leftover);
     let answer = UpgradeAnswer {
-        raw: stream,
         accept_key: upgrade.accept_key,
         protocol: upgrade.protocol,
         answered,
@@ -164,8 +163,9 @@ fn is_base64(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-/// Writes a plain HTTP refusal (no upgrade), then closes the connection.
-fn refuse_http(ctx: &Context, raw: &Stream, status: u16) {
+/// Writes a plain HTTP refusal (no upgrade, beneath any WebSocket framing),
+/// then closes the connection.
+fn refuse_http(ctx: &Context, stream: &mut Stream, status: u16) {
     let mut response = format!(
         "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\nConnection: close\r\n",
         http::reason(status)
@@ -174,15 +174,15 @@ fn refuse_http(ctx: &Context, raw: &Stream, status: u16) {
         response.push_str("Sec-WebSocket-Version: 13\r\n");
     }
     response.push_str("\r\n");
-    if crate::relay::conn::request::write_response(ctx, &**raw, response.as_bytes()).is_ok() {
-        crate::relay::conn::request::linger_close(&**raw);
+    if crate::relay::conn::request::write_response(ctx, stream, response.as_bytes()).is_ok() {
+        let _ = stream.shutdown_unframed();
+        crate::relay::conn::request::drain(stream);
     }
 }
 
 /// Answers a valid upgrade: the 101 on success, plain HTTP on refusal. Both
-/// go on the raw stream beneath the WebSocket.
+/// go beneath the WebSocket framing.
 struct UpgradeAnswer {
-    raw: Stream,
     accept_key: String,
     protocol: Option<String>,
     /// Earlier answers on this connection left a write timeout set.
@@ -196,7 +196,7 @@ impl Answer for UpgradeAnswer {
         false
     }
 
-    fn succeed(&self, ctx: &Context, _ws: &Stream, _extra: &[(&str, &str)]) -> io::Result<()> {
+    fn succeed(&self, ctx: &Context, ws: &mut Stream, _extra: &[(&str, &str)]) -> io::Result<()> {
         let mut response = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
             self.accept_key
@@ -206,14 +206,14 @@ impl Answer for UpgradeAnswer {
         }
         response.push_str("\r\n");
         if self.answered {
-            crate::relay::conn::request::write_later_response(ctx, &*self.raw, response.as_bytes())
+            crate::relay::conn::request::write_later_response(ctx, ws, response.as_bytes())
         } else {
-            crate::relay::conn::request::write_response(ctx, &*self.raw, response.as_bytes())
+            crate::relay::conn::request::write_response(ctx, ws, response.as_bytes())
         }
     }
 
-    fn refuse(&self, ctx: &Context, _ws: &Stream, status: u16) {
-        refuse_http(ctx, &self.raw, status);
+    fn refuse(&self, ctx: &Context, ws: &mut Stream, status: u16) {
+        refuse_http(ctx, ws, status);
     }
 }
 

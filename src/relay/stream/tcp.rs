@@ -1,64 +1,9 @@
-//! Plain TCP: the socket shared by reference, reads that take what has
-//! arrived without waiting, Nagle off.
+//! Plain TCP: reads that take what has arrived without waiting, read
+//! deadlines, Nagle off.
 
-use crate::relay::registry::Registration;
-use crate::relay::stream::{Duplex, Transport};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::io;
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
-
-/// Plain TCP: the socket is shared by reference, no lock and no duplicate descriptor.
-pub struct TcpDuplex {
-    sock: Arc<TcpStream>,
-    /// A read timeout is set on the socket. Requests usually arrive before they
-    /// are read and are taken without one, so lifting it is mostly skipped.
-    timed: AtomicBool,
-    _registration: Registration,
-}
-
-impl TcpDuplex {
-    /// Wraps an accepted socket registered for shutdown.
-    pub fn new(sock: Arc<TcpStream>, registration: Registration) -> TcpDuplex {
-        TcpDuplex {
-            sock,
-            timed: AtomicBool::new(false),
-            _registration: registration,
-        }
-    }
-}
-
-impl Duplex for TcpDuplex {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.sock).read(buf)
-    }
-    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        (&*self.sock).write_all(buf)
-    }
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.sock.shutdown(Shutdown::Write)
-    }
-    fn socket(&self) -> &TcpStream {
-        &self.sock
-    }
-    fn kind(&self) -> Transport {
-        Transport::Tcp
-    }
-    fn raw_tcp(&self) -> Option<&TcpStream> {
-        Some(&self.sock)
-    }
-    fn set_read_deadline(&self, left: Duration) -> io::Result<()> {
-        self.timed.store(true, Ordering::Relaxed);
-        set_read_deadline(&self.sock, left)
-    }
-    fn clear_read_deadline(&self) -> io::Result<()> {
-        if self.timed.swap(false, Ordering::Relaxed) {
-            self.sock.set_read_timeout(None)?;
-        }
-        Ok(())
-    }
-}
 
 /// Reads what has already arrived on `sock`, without waiting. `Ok(None)`:
 /// nothing has (or this system has no such read), and the caller waits with a
@@ -114,6 +59,8 @@ pub fn set_read_deadline(sock: &TcpStream, left: Duration) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
 
     fn socket_pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
