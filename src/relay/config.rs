@@ -2,7 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::log::Level;
-use crate::relay::cidr::CidrSet;
+pub use crate::relay::cidr::{Cidr, CidrSet};
+pub use crate::relay::limits::LimitsConfig;
 pub use crate::wire::secret::ApiKey;
 use crate::wire::Transport;
 use serde::{Deserialize, Deserializer};
@@ -18,6 +19,9 @@ pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(10);
 
 /// How long a drain lets relaying pairs finish by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The `instance` when the file does not set one. It means "not set": a
+/// version 1 accept then names the address it arrived on in `Jet-Instance`.
+pub const DEFAULT_INSTANCE: &str = "localhost";
 
 /// The longest `instance`: a DNS name (253) with a port. Every version 1
 /// accept carries it in a JET packet, whose 16-bit size must hold it.
@@ -67,14 +71,37 @@ pub struct Config {
     /// The listen backlog of every listener: connections the kernel holds
     /// before the relay accepts them (capped by `net.core.somaxconn`).
     pub listen_backlog: u32,
-    /// When set, every REST call but `/health` needs `Authorization: Bearer <key>`.
+    /// The administrator's credential. When set, every REST call but
+    /// `/health` needs `Authorization: Bearer <key>` (or a token, with
+    /// `token_keys`); unset, listing, inspecting and deleting associations
+    /// are refused (403), since they would reveal ids to anyone.
     pub api_key: Option<ApiKey>,
     /// When true, a JET accept may only use an association created through the
-    /// REST API. Defaults to true when `api_key` is set, false otherwise.
+    /// REST API. Defaults to true when `api_key` or `token_keys` is set.
     pub accept_requires_api: Option<bool>,
     /// `Access-Control-Allow-Origin` for REST answers (`*` or an origin), so a
     /// browser page can create associations before opening a WebSocket.
     pub cors_origin: Option<String>,
+    /// `HOST:PORT` of a listener that serves `GET /metrics` and nothing else,
+    /// so Prometheus needs no API key (and no JET peer reaches it).
+    pub metrics_listen: Option<String>,
+    /// When set, the `metrics_listen` listener wants `Authorization: Bearer <token>`.
+    pub metrics_token: Option<ApiKey>,
+    /// PEM public keys of the authority that signs association tokens (JET
+    /// v3), several for rotation; a relative path starts at the config
+    /// file's folder. Empty: tokens are neither taken nor required.
+    pub token_keys: Vec<PathBuf>,
+    /// Clock skew allowed on a token's `exp`, `nbf` and `iat`.
+    #[serde(deserialize_with = "seconds")]
+    pub token_leeway: Duration,
+    /// Development only: accept unsigned (`alg: none`) tokens, which anyone can write.
+    pub allow_unsigned_tokens: bool,
+    /// When tokens are configured, binary JET (tcp://, tls://) accepts and
+    /// connects need one too (`Authorization: Bearer` in the JET head).
+    /// Off by default: deployed JET clients carry no token in the packet.
+    pub require_jet_tokens: bool,
+    /// Per-client limits (the `[client_limits]` table); only the REST rate is enforced so far.
+    pub client_limits: LimitsConfig,
     /// The balancers allowed to send a PROXY header on `proxy_protocol`
     /// listeners; a connection from any other address there is closed.
     pub trusted_proxies: CidrSet,
@@ -154,11 +181,22 @@ impl ListenUrl {
             }
         };
         let rest = rest.trim_end_matches('/');
-        let port_ok = rest
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
+        let Some((host, port)) = rest.rsplit_once(':').filter(|(host, _)| !host.is_empty()) else {
             return Err(format!("{text:?} needs a host and a numeric port"));
+        };
+        let bracketed = host.starts_with('[') && host.ends_with(']');
+        if (host.contains(':') || host.starts_with('[')) && !bracketed {
+            return Err(format!(
+                "{text:?}: an IPv6 host goes in brackets, like tcp://[::1]:8080"
+            ));
+        }
+        if port.parse::<u16>().is_err() {
+            let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+            return Err(if digits {
+                format!("{text:?}: port {port} is out of range (0 to 65535)")
+            } else {
+                format!("{text:?} needs a host and a numeric port")
+            });
         }
         Ok(ListenUrl {
             scheme,
@@ -195,7 +233,7 @@ impl std::fmt::Display for ListenUrl {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            instance: "localhost".into(),
+            instance: DEFAULT_INSTANCE.into(),
             log_level: Level::Info,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             association_ttl: DEFAULT_ASSOCIATION_TTL,
@@ -211,8 +249,15 @@ impl Default for Config {
             api_key: None,
             accept_requires_api: None,
             cors_origin: None,
+            metrics_listen: None,
+            metrics_token: None,
             trusted_proxies: CidrSet::default(),
             zero_copy: true,
+            token_keys: Vec::new(),
+            token_leeway: crate::relay::token::DEFAULT_LEEWAY,
+            allow_unsigned_tokens: false,
+            require_jet_tokens: false,
+            client_limits: LimitsConfig::default(),
         }
     }
 }
@@ -220,18 +265,21 @@ impl Default for Config {
 impl Config {
     /// Parses and validates a configuration text.
     pub fn from_toml(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config(describe(text, &e)))?;
         config.validate()?;
         Ok(config)
     }
 
     /// Reads and parses a configuration file; errors name the file. Relative
-    /// certificate and key paths are made relative to the file's folder.
+    /// certificate, key and token key paths are made relative to the file's folder.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let mut config = Config::from_toml(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        // One "configuration:" prefix: the file name goes inside the message.
+        let mut config = Config::from_toml(&text).map_err(|e| match e {
+            Error::Config(why) => Error::Config(format!("{}: {why}", path.display())),
+            other => other,
+        })?;
         let folder = path.parent().unwrap_or(Path::new(""));
         for listener in &mut config.listeners {
             for file in [&mut listener.cert, &mut listener.key]
@@ -243,12 +291,25 @@ impl Config {
                 }
             }
         }
+        for file in &mut config.token_keys {
+            if file.is_relative() {
+                *file = folder.join(&*file);
+            }
+        }
         Ok(config)
     }
 
-    /// Whether JET accepts must name an association created through the API.
+    /// Whether JET accepts must name an association created through the API:
+    /// by default whenever associations are authorized (an API key or tokens).
     pub fn accept_requires_api(&self) -> bool {
-        self.accept_requires_api.unwrap_or(self.api_key.is_some())
+        self.accept_requires_api
+            .unwrap_or(self.api_key.is_some() || self.tokens_configured())
+    }
+
+    /// Whether association tokens are checked: keys are configured, or
+    /// unsigned tokens are allowed for development.
+    pub fn tokens_configured(&self) -> bool {
+        !self.token_keys.is_empty() || self.allow_unsigned_tokens
     }
 
     /// Checks the rules serde cannot express.
@@ -258,6 +319,7 @@ impl Config {
             ("association_ttl", self.association_ttl),
             ("idle_timeout", self.idle_timeout),
             ("ended_retention", self.ended_retention),
+            ("token_leeway", self.token_leeway),
         ] {
             if value > MAX_DURATION {
                 return Err(Error::Config(format!(
@@ -294,11 +356,34 @@ impl Config {
                 self.instance.len()
             )));
         }
+        if self.require_jet_tokens && !self.tokens_configured() {
+            return Err(Error::Config(
+                "require_jet_tokens needs token_keys (the keys tokens are checked with)".into(),
+            ));
+        }
         if let Some(origin) = &self.cors_origin {
             if origin.is_empty() || origin.chars().any(|c| c.is_control() || c == ' ') {
                 return Err(Error::Config(
                     "cors_origin must be `*` or an origin like https://app.example.com".into(),
                 ));
+            }
+        }
+        if let Some(addr) = &self.metrics_listen {
+            // Parsed as a tcp:// URL for the same rules, but shown as written.
+            let url = ListenUrl::parse(&format!("tcp://{addr}")).map_err(|why| {
+                let why = why.replace(
+                    &format!("{:?}", format!("tcp://{addr}")),
+                    &format!("{addr:?}"),
+                );
+                Error::Config(format!("metrics_listen: {why}"))
+            })?;
+            if let Some(clash) = self.listeners.iter().find(|l| l.url.address == url.address) {
+                if !addr.ends_with(":0") {
+                    return Err(Error::Config(format!(
+                        "metrics_listen {addr} is also the address of listener {}",
+                        clash.url
+                    )));
+                }
             }
         }
         for (i, listener) in self.listeners.iter().enumerate() {
@@ -321,6 +406,27 @@ impl Config {
             return Err(Error::Config(
                 "listeners: at least one listener is needed".into(),
             ));
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            // Port 0 asks for a fresh port each time: two of those never clash.
+            let same = self.listeners[..i].iter().find(|earlier| {
+                earlier.url.address == listener.url.address && !earlier.url.address.ends_with(":0")
+            });
+            match same {
+                Some(earlier) if earlier.url == listener.url => {
+                    return Err(Error::Config(format!(
+                        "listeners: {} is listed twice",
+                        listener.url
+                    )))
+                }
+                Some(earlier) => {
+                    return Err(Error::Config(format!(
+                        "listeners: {} and {} cannot both bind {}",
+                        earlier.url, listener.url, listener.url.address
+                    )))
+                }
+                None => {}
+            }
         }
         for listener in &self.listeners {
             let has_files = (listener.cert.is_some(), listener.key.is_some());
@@ -351,17 +457,68 @@ impl Config {
     }
 }
 
-fn seconds<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Number {
-        Int(u64),
-        Float(f64),
-    }
-    let secs = match Number::deserialize(d)? {
-        Number::Int(n) => n as f64,
-        Number::Float(f) => f,
+/// Keys whose values are secrets, masked in error messages.
+const SECRET_KEYS: [&str; 2] = ["api_key", "metrics_token"];
+
+/// A TOML parse or type error as a person reads it: the line number, the
+/// line itself, and what was wrong, without serde's vocabulary (`usize`,
+/// `sequence`, `untagged enum`).
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let message = e
+        .message()
+        .replace("expected usize", "expected a whole number")
+        .replace("expected u64", "expected a whole number")
+        .replace("a sequence", "a list")
+        .replace("type: sequence", "type: list")
+        .replace("type: map", "type: table")
+        .replace("expected a map", "expected a table")
+        .replace("expected a boolean", "expected true or false")
+        .replace(
+            "expected struct ListenerConfig",
+            "expected a [[listeners]] table",
+        );
+    let Some(span) = e.span() else {
+        return message;
     };
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let Some(shown) = text
+        .lines()
+        .nth(line - 1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    else {
+        return format!("line {line}: {message}");
+    };
+    // A secret is never repeated, even a wrong one: show its key alone.
+    let key = shown.split('=').next().unwrap_or_default().trim();
+    if SECRET_KEYS.contains(&key) {
+        // ApiKey's own message says "api_key" whichever key holds it.
+        let message = message.replacen("api_key ", &format!("{key} "), 1);
+        return format!("line {line}: `{key} = ***`: {message}");
+    }
+    format!("line {line}: `{shown}`: {message}")
+}
+
+/// Seconds as a whole or fractional TOML number, 0 or more.
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    struct Seconds;
+    impl serde::de::Visitor<'_> for Seconds {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number of seconds, like 10 or 0.5")
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> std::result::Result<f64, E> {
+            Ok(n as f64)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<f64, E> {
+            Ok(n as f64)
+        }
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> std::result::Result<f64, E> {
+            Ok(n)
+        }
+    }
+    let secs = d.deserialize_any(Seconds)?;
     Duration::try_from_secs_f64(secs).map_err(|_| {
         serde::de::Error::custom(format!("{secs} is not a number of seconds (0 or more)"))
     })
@@ -382,259 +539,4 @@ fn listen_url<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<ListenUrl,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[track_caller]
-    fn check_err(text: &str, needle: &str) {
-        let err = Config::from_toml(text).unwrap_err().to_string();
-        assert!(err.contains(needle), "{err:?} should mention {needle:?}");
-    }
-
-    #[test]
-    fn an_instance_too_long_for_a_jet_packet_is_refused() {
-        // 70,000 bytes cannot be carried by a version 1 accept's answer (a
-        // JET packet holds at most 65,527): once a panic in every such accept.
-        check_err(
-            &format!("instance = \"{}\"", "r".repeat(70_000)),
-            "instance is 70000 bytes long",
-        );
-        check_err(
-            &format!("instance = \"{}\"", "r".repeat(MAX_INSTANCE_LEN + 1)),
-            "instance",
-        );
-        let longest = format!("instance = \"{}\"", "r".repeat(MAX_INSTANCE_LEN));
-        assert_eq!(
-            Config::from_toml(&longest).unwrap().instance.len(),
-            MAX_INSTANCE_LEN
-        );
-    }
-
-    #[test]
-    fn empty_file_gives_defaults() {
-        let config = Config::from_toml("").unwrap();
-        assert_eq!(config.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
-        assert_eq!(config.association_ttl, DEFAULT_ASSOCIATION_TTL);
-        assert_eq!(config.idle_timeout, Duration::ZERO);
-        assert!(config.zero_copy);
-        assert_eq!(config.listeners[0].url.to_string(), "tcp://127.0.0.1:8080");
-    }
-
-    #[test]
-    fn fractional_seconds_and_listeners() {
-        let config = Config::from_toml(
-            "handshake_timeout = 0.25\nidle_timeout = 3\n[[listeners]]\nurl = \"tcp://[::1]:0\"\n",
-        )
-        .unwrap();
-        assert_eq!(config.handshake_timeout, Duration::from_millis(250));
-        assert_eq!(config.idle_timeout, Duration::from_secs(3));
-        assert_eq!(config.listeners[0].url.address, "[::1]:0");
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        check_err("handshake_timout = 3", "handshake_timout");
-        check_err("handshake_timeout = \"soon\"", "handshake_timeout");
-        check_err("handshake_timeout = -1", "handshake_timeout");
-        check_err("handshake_timeout = 0", "handshake_timeout");
-        check_err("log_level = \"loud\"", "log_level");
-        check_err(
-            "[[listeners]]\nurl = \"udp://1.2.3.4:5\"",
-            "unsupported scheme",
-        );
-        check_err("[[listeners]]\nurl = \"tcp://host\"", "numeric port");
-        check_err("[[listeners]]\nurl = \"tcp://h:1\"\ncolour = 1", "colour");
-        check_err("listeners = []", "listeners");
-        check_err("handshake_timeout = 1e19", "handshake_timeout");
-        check_err("association_ttl = 31536001", "association_ttl");
-        check_err("max_associations = 0", "max_associations");
-        check_err("max_threads = 3", "max_threads");
-        check_err("max_associations = -3", "max_associations");
-        check_err(
-            "[[listeners]]\nurl = \"tls://h:1\"",
-            "needs both cert and key",
-        );
-        check_err(
-            "[[listeners]]\nurl = \"tls://h:1\"\ncert = \"c.pem\"",
-            "needs both cert and key",
-        );
-        check_err(
-            "[[listeners]]\nurl = \"tcp://h:1\"\ncert = \"c.pem\"\nkey = \"k.pem\"",
-            "for tls:// listeners",
-        );
-    }
-
-    #[test]
-    fn a_proxy_protocol_listener_needs_trusted_proxies() {
-        let listener = "[[listeners]]\nurl = \"tcp://127.0.0.1:0\"\nproxy_protocol = true\n";
-        check_err(listener, "trusted_proxies is empty");
-        check_err(listener, "listeners[0] (tcp://127.0.0.1:0)");
-        check_err("trusted_proxies = [\"10.0.0.300/8\"]", "trusted_proxies");
-        let config = Config::from_toml(&format!(
-            "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n{listener}"
-        ))
-        .unwrap();
-        assert!(config.listeners[0].proxy_protocol);
-        assert!(config
-            .trusted_proxies
-            .contains("127.0.0.1".parse().unwrap()));
-        assert!(!config
-            .trusted_proxies
-            .contains("127.0.0.2".parse().unwrap()));
-    }
-
-    #[test]
-    fn the_external_url_scheme_decides_the_gathered_transports() {
-        use Transport::{Tcp, Tls, Ws, Wss};
-        let tcp = ListenUrl::parse("tcp://127.0.0.1:0").unwrap();
-        let tls = ListenUrl::parse("tls://127.0.0.1:0").unwrap();
-        assert_eq!(advertised_transports(&tcp, None), [Tcp, Ws]);
-        assert_eq!(advertised_transports(&tls, None), [Tls, Wss]);
-        assert_eq!(
-            advertised_transports(&tcp, Some("tcp://lb:7001")),
-            [Tcp, Ws]
-        );
-        // An HTTP balancer in front: no tcp:// candidate it could not route.
-        assert_eq!(advertised_transports(&tcp, Some("ws://lb:80")), [Ws]);
-        // TLS ended at the balancer, plain to the relay.
-        assert_eq!(advertised_transports(&tcp, Some("wss://lb:443")), [Wss]);
-        assert_eq!(
-            advertised_transports(&tcp, Some("tls://lb:8443")),
-            [Tls, Wss]
-        );
-        let with =
-            |url: &str| format!("[[listeners]]\nurl = \"tcp://h:1\"\nexternal_url = \"{url}\"");
-        check_err(&with("http://lb:80"), "must look like tcp://HOST:PORT");
-        check_err(&with("lb:80"), "must look like tcp://HOST:PORT");
-        check_err(&with("ws://"), "must look like tcp://HOST:PORT");
-        Config::from_toml(&with("wss://lb.example.net:443")).unwrap();
-    }
-
-    #[test]
-    fn tls_listeners_take_cert_and_key_relative_to_the_config_file() {
-        let folder = std::env::temp_dir().join(format!("jet-relay-config-{}", std::process::id()));
-        std::fs::create_dir_all(&folder).unwrap();
-        let file = folder.join("relay.toml");
-        std::fs::write(
-            &file,
-            "[[listeners]]\nurl = \"tls://127.0.0.1:0\"\ncert = \"certs/server.pem\"\nkey = \"/abs/key.pem\"\n",
-        )
-        .unwrap();
-        let config = Config::load(&file).unwrap();
-        std::fs::remove_dir_all(&folder).unwrap();
-        let listener = &config.listeners[0];
-        assert_eq!(listener.url.scheme, Transport::Tls);
-        assert_eq!(listener.url.to_string(), "tls://127.0.0.1:0");
-        assert_eq!(
-            listener.cert.as_deref(),
-            Some(&*folder.join("certs/server.pem"))
-        );
-        assert_eq!(listener.key.as_deref(), Some(Path::new("/abs/key.pem")));
-        assert_eq!(listener.url.transports(), [Transport::Tls, Transport::Wss]);
-    }
-
-    #[test]
-    fn api_key_is_masked_and_compared_exactly() {
-        let config = Config::from_toml("api_key = \"0123456789abcdef-secret\"").unwrap();
-        let key = config.api_key.as_ref().unwrap();
-        assert!(!format!("{config:?}").contains("secret"));
-        assert!(key.matches(b"0123456789abcdef-secret"));
-        assert!(!key.matches(b"0123456789abcdef-secreT"));
-        assert!(!key.matches(b"0123456789abcdef-secret2"));
-        assert!(!key.matches(b""));
-        assert!(config.accept_requires_api());
-        check_err("api_key = \"short\"", "api_key");
-        let open =
-            Config::from_toml("api_key = \"0123456789abcdef-secret\"\naccept_requires_api = false")
-                .unwrap();
-        assert!(!open.accept_requires_api());
-        assert!(!Config::default().accept_requires_api());
-    }
-
-    /// The keys serde takes in `text`'s table, read from the unknown-field
-    /// error that `deny_unknown_fields` gives for a key that cannot exist.
-    fn keys_of(text: &str) -> Vec<String> {
-        let err = toml::from_str::<Config>(text).unwrap_err().to_string();
-        let (_, list) = err
-            .split_once("expected one of ")
-            .unwrap_or_else(|| panic!("no key list in {err:?}"));
-        let list = list.lines().next().unwrap_or_default();
-        list.split('`')
-            .skip(1)
-            .step_by(2)
-            .map(String::from)
-            .collect()
-    }
-
-    /// The line of `text` that sets `key` or shows it commented out (`# key = `),
-    /// matching the whole key at the start of the line.
-    fn key_line<'t>(text: &'t str, key: &str) -> &'t str {
-        let prefix = format!("{key} = ");
-        text.lines()
-            .find(|l| l.strip_prefix("# ").unwrap_or(l).starts_with(&prefix))
-            .unwrap_or_else(|| panic!("relay.toml neither sets nor shows {key:?}"))
-    }
-
-    #[test]
-    fn shipped_relay_toml_parses_and_shows_every_key_with_a_valid_example() {
-        let text = include_str!("../../relay.toml");
-        let shipped = Config::from_toml(text).unwrap();
-        assert_eq!(shipped.listeners[0].url.to_string(), "tcp://127.0.0.1:8080");
-        let top = keys_of("zzz_not_a_key = 1");
-        let listener = keys_of("[[listeners]]\nurl = \"tcp://127.0.0.1:1\"\nzzz_not_a_key = 1");
-        // A list read from an error message could come back empty and check nothing.
-        assert!(top.len() >= 13, "top-level keys: {top:?}");
-        assert_eq!(
-            listener,
-            [
-                "url",
-                "external_url",
-                "cert",
-                "key",
-                "reuse_port",
-                "proxy_protocol"
-            ]
-        );
-        for key in top.iter().filter(|k| *k != "listeners") {
-            let line = key_line(text, key);
-            if let Some(example) = line.strip_prefix("# ") {
-                // The commented example is valid as it stands.
-                let edited = text.replacen(line, example, 1);
-                let config = Config::from_toml(&edited)
-                    .unwrap_or_else(|e| panic!("relay.toml with `{example}`: {e}"));
-                assert_ne!(
-                    format!("{config:?}"),
-                    format!("{shipped:?}"),
-                    "{example} changes nothing"
-                );
-            }
-        }
-        // Listener keys: the first listener sets url and shows external_url;
-        // the commented TLS listener shows cert and key, valid as a whole block.
-        let tls_block = &text[text
-            .find("# [[listeners]]")
-            .expect("a commented TLS listener")..];
-        let uncommented: String = tls_block
-            .lines()
-            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
-            .collect();
-        let with_tls = Config::from_toml(&text.replacen(tls_block, &uncommented, 1)).unwrap();
-        assert_eq!(with_tls.listeners.len(), 2);
-        for key in &listener {
-            let line = key_line(text, key);
-            let example = line.strip_prefix("# ").unwrap_or(line);
-            let in_tls_block = tls_block.contains(line);
-            if line.starts_with("# ") && !in_tls_block {
-                let mut edited = text.replacen(line, example, 1);
-                if key == "proxy_protocol" {
-                    // Valid only with a trusted proxy, which the file shows too.
-                    let trusted = key_line(text, "trusted_proxies");
-                    edited = edited.replacen(trusted, &trusted[2..], 1);
-                }
-                Config::from_toml(&edited)
-                    .unwrap_or_else(|e| panic!("relay.toml with `{example}`: {e}"));
-            }
-            assert!(line.starts_with("# ") || !in_tls_block, "{key}");
-        }
-    }
-}
+mod tests;

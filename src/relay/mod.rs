@@ -21,13 +21,11 @@ pub(crate) mod stream;
 #[cfg(target_os = "linux")]
 pub mod systemd;
 pub(crate) mod table;
-// Not called yet: the REST API and WebSocket upgrades take tokens next.
-#[allow(dead_code, unused_imports)]
 pub(crate) mod token;
 
 pub use certs::fixed_server_config as tls_server_config;
 pub use config::Config;
-pub use metrics::{Metrics, Outcome, ProxyFailure};
+pub use metrics::{Histogram, Metrics, Outcome, ProxyFailure};
 pub use server::ReloadReport;
 pub use server::{Associations, Server};
 pub use table::{AssociationInfo, AssociationState, CandidateInfo, CandidateState, Origin};

@@ -48,6 +48,17 @@ pub fn system_thread_limit() -> usize {
 /// The fewest threads a derived limit gives, whatever the system says.
 pub const MIN_THREADS: usize = 64;
 
+/// How busy the pool is at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLoad {
+    /// Threads running a job (a handshake, an HTTP connection, a copy direction).
+    pub busy: usize,
+    /// Threads waiting for their next job.
+    pub idle: usize,
+    /// The most threads the pool starts.
+    pub limit: usize,
+}
+
 /// A set of threads that each run one job at a time and wait briefly for the next.
 pub struct Pool {
     shared: Arc<Shared>,
@@ -141,9 +152,15 @@ impl Pool {
         Ok(())
     }
 
-    /// Threads alive (running a job or waiting for one).
-    pub fn threads(&self) -> usize {
-        self.shared.lock().threads
+    /// Threads running a job, threads waiting for one, and the limit, read
+    /// together (for the metrics endpoint).
+    pub fn load(&self) -> PoolLoad {
+        let state = self.shared.lock();
+        PoolLoad {
+            busy: state.threads - state.idle,
+            idle: state.idle,
+            limit: state.limit,
+        }
     }
 
     /// Waits up to `limit` until at least `count` threads are running a job.
@@ -281,7 +298,8 @@ mod tests {
             assert!(pool.wait_idle(1, Duration::from_secs(5)));
         }
         // One job at a time, each started once the last thread waits: one thread.
-        assert_eq!(pool.threads(), 1);
+        let load = pool.load();
+        assert_eq!(load.busy + load.idle, 1);
         assert_eq!(pool.close(Duration::from_secs(5)), 0);
     }
 

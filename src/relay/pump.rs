@@ -281,10 +281,10 @@ impl Running {
             return;
         }
         let pair = self;
+        self.ctx.metrics.pair_ended(self.started.elapsed());
         self.ctx
             .table
             .release(pair.association, pair.candidate, &pair.stats);
-        self.ctx.metrics.pairs_ended.fetch_add(1, Ordering::Relaxed);
         crate::info!(
             "association={} candidate={} closed accept_to_connect={} connect_to_accept={} seconds={:.3}",
             pair.association,

@@ -11,6 +11,10 @@ pub const MAX_TICK: Duration = Duration::from_secs(1);
 /// See [`MAX_TICK`].
 pub const MIN_TICK: Duration = Duration::from_millis(10);
 
+/// How often the per-client rate buckets that are full again are forgotten:
+/// a pass is linear in the clients tracked, so not on every tick.
+pub const LIMITS_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How often the reaper wakes: a quarter of the shortest timeout it enforces,
 /// so nothing outlives its timeout by more than a quarter.
 pub fn tick(ctx: &Context) -> Duration {
@@ -25,7 +29,12 @@ pub fn tick(ctx: &Context) -> Duration {
 /// Runs until shutdown.
 pub fn run(ctx: Arc<Context>) {
     let tick = tick(&ctx);
+    let mut limits_swept = Instant::now();
     while !ctx.wait_stop(tick) {
+        if limits_swept.elapsed() >= LIMITS_SWEEP_INTERVAL {
+            limits_swept = Instant::now();
+            ctx.limits.sweep(limits_swept);
+        }
         let c = ctx.config();
         let sweep = ctx.table.sweep(
             Instant::now(),

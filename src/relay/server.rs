@@ -2,13 +2,15 @@
 
 use crate::error::{Error, Result};
 use crate::relay::certs::{self, CertStore};
-use crate::relay::config::{Config, ListenUrl, ListenerConfig};
+use crate::relay::config::{Config, ListenUrl};
+use crate::relay::limits::ClientLimits;
 use crate::relay::metrics::Metrics;
 use crate::relay::pool::Pool;
 use crate::relay::registry::Registry;
 use crate::relay::shared::{BoundListener, Context};
 use crate::relay::socket;
 use crate::relay::table::{AssociationInfo, Table};
+use crate::relay::token::{KeyFileError, TokenKeys, Verifier, VerifierOptions};
 use crate::transport::listener;
 use crate::wire::Transport;
 use rustls::ServerConfig;
@@ -107,6 +109,9 @@ impl std::fmt::Display for ReloadReport {
 pub struct Server {
     ctx: Arc<Context>,
     listeners: Vec<Listener>,
+    /// The `metrics_listen` listener, apart: it is no JET listener, so
+    /// `local_addrs` and gathering never name it.
+    metrics_listener: Option<Listener>,
     reaper: Option<JoinHandle<()>>,
     /// The certificate of each TLS listener (`None` for TCP ones), in
     /// configuration order: a reload swaps what they hold.
@@ -162,69 +167,113 @@ impl Server {
             });
             cert_stores.push(store);
         }
+        // Key files are read before any socket is bound, like certificates.
+        let verifier = token_verifier(&config)?;
         let mut bound = Vec::new();
         let mut inherited = inherited.into_iter();
         for (listener, tls) in config.listeners.iter().zip(tls_configs) {
             let socket = match inherited.next() {
                 Some(socket) => socket,
-                None => bind(&config, listener)?,
+                None => bind(&config, &listener.url, listener.reuse_port)?,
             };
-            crate::relay::stream::tcp::nodelay_listener(&socket)
-                .map_err(|e| Error::io(format!("turning Nagle off on {}", listener.url), e))?;
-            let local = socket
-                .local_addr()
-                .map_err(|e| Error::io(format!("reading the address of {}", listener.url), e))?;
-            bound.push((listener, socket, local, tls));
+            let local = prepare(&socket, &listener.url)?;
+            let dual_stack = local.is_ipv6() && local.ip().is_unspecified() && !v6_only(&socket);
+            bound.push((listener, socket, local, tls, dual_stack));
         }
-        let bound_info = bound
+        let bound_info: Vec<BoundListener> = bound
             .iter()
-            .map(|(listener, _, local, _)| BoundListener {
+            .map(|(listener, _, local, _, dual_stack)| BoundListener {
                 url: listener.url.clone(),
                 local: *local,
                 external_url: listener.external_url.clone(),
+                dual_stack: *dual_stack,
             })
             .collect();
         let bound: Vec<_> = bound
             .into_iter()
-            .map(|(listener, socket, local, tls)| {
+            .map(|(listener, socket, local, tls, _)| {
                 let proxy_protocol = listener.proxy_protocol;
                 (listener.url.clone(), socket, local, (tls, proxy_protocol))
             })
             .collect();
+        if config.metrics_token.is_some() && config.metrics_listen.is_none() {
+            crate::warn!("metrics_token is set without metrics_listen: it protects nothing (the listeners' /metrics takes api_key)");
+        }
+        let metrics_bound = match &config.metrics_listen {
+            Some(addr) => {
+                let url = ListenUrl::parse(&format!("tcp://{addr}")).map_err(Error::Config)?;
+                let socket = bind(&config, &url, false)?;
+                let local = prepare(&socket, &url)?;
+                Some((url, socket, local))
+            }
+            None => None,
+        };
+        warn_about_exposure(&config, &bound_info);
         let pool = match config.max_threads {
             0 => Pool::new(),
             n => Pool::with_limit(n),
         };
         let table = Table::new(config.max_associations);
+        let config_limits = config.client_limits.clone();
         let ctx = Arc::new(Context::new(
             config,
             table,
-            Metrics::default(),
+            Metrics::for_listeners(
+                bound
+                    .iter()
+                    .map(|(url, _, local, _)| format!("{}://{local}", url.scheme.as_str())),
+            ),
             Arc::new(Registry::default()),
             pool,
             bound_info,
+            verifier,
+            ClientLimits::new(config_limits),
         ));
         // Built before its threads start: if one fails to start, dropping the
         // half-started server shuts down the ones already running.
         let mut server = Server {
             ctx,
             listeners: Vec::new(),
+            metrics_listener: None,
             reaper: None,
             cert_stores,
         };
-        for (url, socket, local, tls) in bound {
+        for (index, (url, socket, local, (tls, proxy_protocol))) in bound.into_iter().enumerate() {
             // Without a second descriptor a drain cannot stop this listener
             // early; shutdown still stops it.
             let stop_handle = socket.try_clone().ok();
             let loop_ctx = Arc::clone(&server.ctx);
             let thread = thread::Builder::new()
                 .name(format!("jet-listen-{}", local.port()))
-                .spawn(move || accept_loop(loop_ctx, socket, tls))
+                .spawn(move || {
+                    let serves = Serves::Relay {
+                        index,
+                        tls,
+                        proxy_protocol,
+                    };
+                    accept_loop(loop_ctx, socket, serves)
+                })
                 .map_err(|e| Error::io("starting a listener thread", e))?;
             server.listeners.push(Listener {
                 url,
                 local,
                 socket: stop_handle,
+                thread: Some(thread),
+            });
+        }
+        if let Some((url, socket, local)) = metrics_bound {
+            let loop_ctx = Arc::clone(&server.ctx);
+            let thread = thread::Builder::new()
+                .name("jet-metrics".into())
+                .spawn(move || accept_loop(loop_ctx, socket, Serves::Metrics))
+                .map_err(|e| Error::io("starting the metrics listener thread", e))?;
+            crate::info!("metrics on http://{local}/metrics");
+            // Not stopped by a drain: it keeps answering /health (503
+            // draining) and /metrics until shutdown.
+            server.metrics_listener = Some(Listener {
+                url,
+                local,
+                socket: None,
                 thread: Some(thread),
             });
         }
@@ -241,6 +290,11 @@ impl Server {
     /// The address each listener actually bound (port 0 resolved), in config order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().map(|l| l.local).collect()
+    }
+
+    /// The address the `metrics_listen` listener bound, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|l| l.local)
     }
 
     /// The bound URL of each listener, such as `tcp://127.0.0.1:41234`.
@@ -366,7 +420,7 @@ impl Server {
             *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
             cond.notify_all();
         }
-        for listener in &mut self.listeners {
+        for listener in self.listeners.iter_mut().chain(&mut self.metrics_listener) {
             // The accept loop checks the flag after each accept: stopping the
             // socket wakes it (and closes the port at once); without a second
             // descriptor, a connection of our own does. If that fails the
@@ -406,64 +460,178 @@ impl Drop for Server {
     }
 }
 
-/// Binds one configured listener: each address its host resolves to in
-/// turn, with the configured backlog and `SO_REUSEPORT` setting.
-fn bind(config: &Config, listener: &ListenerConfig) -> Result<TcpListener> {
-    let addrs: Vec<SocketAddr> = listener
-        .url
+/// The token verifier the configuration asks for: its keys loaded (an error
+/// names the file), or `None` when tokens are not configured.
+fn token_verifier(config: &Config) -> Result<Option<Arc<Verifier>>> {
+    if !config.tokens_configured() {
+        return Ok(None);
+    }
+    let keys = TokenKeys::load(&config.token_keys)
+        .map_err(|e: KeyFileError| Error::Config(e.to_string()))?;
+    if keys.is_empty() {
+        crate::warn!("no token_keys: only unsigned tokens can pass");
+    } else {
+        let kids: Vec<&str> = keys.keys().iter().map(|k| k.kid.as_str()).collect();
+        crate::info!("association tokens: {} key(s), kids {kids:?}", kids.len());
+    }
+    if config.allow_unsigned_tokens {
+        crate::warn!(
+            "allow_unsigned_tokens is on: anyone can write a token this relay accepts; for development only"
+        );
+    }
+    let options = VerifierOptions {
+        leeway: config.token_leeway,
+        allow_unsigned: config.allow_unsigned_tokens,
+        ..VerifierOptions::default()
+    };
+    Ok(Some(Arc::new(Verifier::new(keys, options))))
+}
+
+/// Warns when a relay without an API key listens beyond loopback: anyone who
+/// reaches it may create associations and park or connect on the ids they know.
+fn warn_about_exposure(config: &Config, listeners: &[BoundListener]) {
+    if config.api_key.is_some() {
+        return;
+    }
+    for listener in listeners.iter().filter(|l| !l.local.ip().is_loopback()) {
+        crate::warn!(
+            "{} listens beyond loopback without an api_key: anyone who reaches it can create \
+             associations and use the ids they know; listing, inspecting and deleting \
+             associations are refused until api_key is set in relay.toml",
+            listener.url
+        );
+    }
+}
+
+/// Binds one listener: each address its host resolves to in turn, with the
+/// configured backlog and `SO_REUSEPORT` setting.
+fn bind(config: &Config, url: &ListenUrl, reuse_port: bool) -> Result<TcpListener> {
+    let addrs: Vec<SocketAddr> = url
         .address
         .to_socket_addrs()
-        .map_err(|e| Error::io(format!("resolving {}", listener.url), e))?
+        .map_err(|e| Error::io(format!("resolving {url}"), e))?
         .collect();
     let backlog = socket::effective_backlog(config.listen_backlog);
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the host resolves to no address");
-    for addr in addrs {
-        match socket::bind_listener(addr, backlog, listener.reuse_port) {
+    for addr in &addrs {
+        match socket::bind_listener(*addr, backlog, reuse_port) {
             Ok(socket) => return Ok(socket),
             Err(e) => last = e,
         }
     }
-    Err(Error::io(format!("binding {}", listener.url), last))
+    Err(bind_error(url, &addrs, last))
+}
+
+/// Turns Nagle off on a bound listener (accepted sockets inherit it on
+/// Linux) and reads the address it bound.
+fn prepare(socket: &TcpListener, url: &ListenUrl) -> Result<SocketAddr> {
+    crate::relay::stream::tcp::nodelay_listener(socket)
+        .map_err(|e| Error::io(format!("turning Nagle off on {url}"), e))?;
+    socket
+        .local_addr()
+        .map_err(|e| Error::io(format!("reading the address of {url}"), e))
+}
+
+/// The lowest port an unprivileged process may bind (below it Linux wants
+/// `CAP_NET_BIND_SERVICE` unless `net.ipv4.ip_unprivileged_port_start` says otherwise).
+pub const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
+
+/// Why a listener could not bind, with what to do about a privileged port.
+fn bind_error(url: &ListenUrl, addrs: &[SocketAddr], e: io::Error) -> Error {
+    let privileged = addrs
+        .iter()
+        .any(|a| a.port() != 0 && a.port() < FIRST_UNPRIVILEGED_PORT);
+    if e.kind() == io::ErrorKind::PermissionDenied && privileged {
+        return Error::io(
+            format!(
+                "binding {url} (a port below {FIRST_UNPRIVILEGED_PORT} needs root or the \
+                 CAP_NET_BIND_SERVICE capability: AmbientCapabilities=CAP_NET_BIND_SERVICE \
+                 in the systemd unit, or `setcap cap_net_bind_service=+ep` on the binary)"
+            ),
+            e,
+        );
+    }
+    Error::io(format!("binding {url}"), e)
+}
+
+/// Whether an IPv6 listener takes IPv6 connections only. The relay leaves
+/// `IPV6_V6ONLY` as the system sets it: on Linux `[::]` is dual-stack (IPv4
+/// peers too) unless `net.ipv6.bindv6only` is 1.
+fn v6_only(socket: &TcpListener) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::net::sockopt::ipv6_v6only(socket).unwrap_or(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        true
+    }
+}
+
+/// What a listener's connections are for.
+#[derive(Clone)]
+enum Serves {
+    /// JET, WebSocket and REST on listener number `index`, inside TLS when set.
+    /// With `proxy_protocol`, each connection's PROXY header is read first.
+    Relay {
+        index: usize,
+        tls: Option<Arc<ServerConfig>>,
+        proxy_protocol: bool,
+    },
+    /// `GET /metrics` alone (`metrics_listen`).
+    Metrics,
 }
 
 /// Accepts connections and hands each to a pool thread; a TLS listener's
 /// handshake runs there too, so a slow client never holds this loop.
-/// On a `proxy_protocol` listener each connection's PROXY header is read
-/// there first.
-fn accept_loop(
-    ctx: Arc<Context>,
-    listener: TcpListener,
-    (tls, proxy_protocol): (Option<Arc<ServerConfig>>, bool),
-) {
+fn accept_loop(ctx: Arc<Context>, listener: TcpListener, serves: Serves) {
     // While descriptors are exhausted accept fails every few milliseconds;
     // say so once per interval, not once per failure.
     let mut last_warning: Option<std::time::Instant> = None;
+    // A drain stops the relay's listeners; the metrics listener answers
+    // until shutdown, so a balancer sees /health turn 503.
+    let stops_on_drain = matches!(serves, Serves::Relay { .. });
     listener::accept_until(
         &listener,
-        || ctx.draining(),
+        || {
+            if stops_on_drain {
+                ctx.draining()
+            } else {
+                ctx.stopping()
+            }
+        },
         |accepted| {
             match accepted {
                 Ok((sock, peer)) => {
-                    ctx.metrics
-                        .connections_accepted
-                        .fetch_add(1, Ordering::Relaxed);
                     let conn_ctx = Arc::clone(&ctx);
-                    let tls = tls.clone();
-                    let spawned = ctx.pool.spawn(move || match tls {
-                        Some(tls) => crate::relay::conn::tls::handle(
-                            conn_ctx,
-                            sock,
-                            peer,
+                    let spawned = match serves.clone() {
+                        Serves::Relay {
+                            index,
                             tls,
                             proxy_protocol,
-                        ),
-                        None => crate::relay::conn::dispatch::handle(
-                            conn_ctx,
-                            sock,
-                            peer,
-                            proxy_protocol,
-                        ),
-                    });
+                        } => {
+                            ctx.metrics.accepted(index);
+                            ctx.pool.spawn(move || match tls {
+                                Some(tls) => crate::relay::conn::tls::handle(
+                                    conn_ctx,
+                                    sock,
+                                    peer,
+                                    tls,
+                                    proxy_protocol,
+                                ),
+                                None => crate::relay::conn::dispatch::handle(
+                                    conn_ctx,
+                                    sock,
+                                    peer,
+                                    proxy_protocol,
+                                ),
+                            })
+                        }
+                        Serves::Metrics => ctx.pool.spawn(move || {
+                            crate::relay::conn::scrape::handle(conn_ctx, sock, peer)
+                        }),
+                    };
                     if let Err(e) = spawned {
                         // The socket went down with the job: closed, nothing else touched.
                         ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
@@ -511,6 +679,24 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_privileged_port_refused_with_eacces_names_cap_net_bind_service() {
+        let url = ListenUrl::parse("tcp://0.0.0.0:443").unwrap();
+        let denied = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let at = |port| vec![SocketAddr::from(([0, 0, 0, 0], port))];
+        let hint = bind_error(&url, &at(443), denied()).to_string();
+        assert!(hint.contains("CAP_NET_BIND_SERVICE"), "{hint}");
+        assert!(hint.contains("binding tcp://0.0.0.0:443"), "{hint}");
+        // Not for other failures, nor for unprivileged ports.
+        let in_use = io::Error::from(io::ErrorKind::AddrInUse);
+        for message in [
+            bind_error(&url, &at(443), in_use).to_string(),
+            bind_error(&url, &at(8443), denied()).to_string(),
+        ] {
+            assert!(!message.contains("CAP_NET_BIND_SERVICE"), "{message}");
+        }
+    }
 
     #[test]
     #[cfg(target_os = "linux")]

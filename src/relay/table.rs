@@ -84,6 +84,9 @@ pub struct PairStats {
     last_active_ms: AtomicU64,
     closing: AtomicBool,
     epoch: Instant,
+    /// When the accept of this pair parked (reserved its candidate), for the
+    /// accept-to-pair histogram.
+    pub parked_at: Option<Instant>,
 }
 
 impl PairStats {
@@ -94,6 +97,7 @@ impl PairStats {
             last_active_ms: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             epoch,
+            parked_at: None,
         };
         stats.touch();
         stats
@@ -251,6 +255,8 @@ struct Candidate {
     accept_kind: Option<Transport>,
     connect_kind: Option<Transport>,
     stats: Option<Arc<PairStats>>,
+    /// When an accept last reserved this candidate.
+    parked_at: Option<Instant>,
 }
 
 enum Slot {
@@ -503,6 +509,7 @@ impl Table {
             accept_kind: Some(kind),
             connect_kind: None,
             stats: None,
+            parked_at: Some(Instant::now()),
         });
         map.insert(id, assoc);
         Ok(Reservation {
@@ -547,6 +554,7 @@ impl Table {
         match assoc.candidate(cand) {
             Some(c) => match c.slot {
                 Slot::Gathered | Slot::Closed => {
+                    c.parked_at = Some(Instant::now());
                     c.slot = Slot::Reserved(token);
                     c.accept_kind = Some(kind);
                     c.connect_kind = None;
@@ -569,6 +577,7 @@ impl Table {
                 accept_kind: Some(kind),
                 connect_kind: None,
                 stats: None,
+                parked_at: Some(Instant::now()),
             }),
         }
         assoc.ended_at = None;
@@ -645,7 +654,10 @@ impl Table {
                     let Slot::Parked(accept) = std::mem::replace(&mut c.slot, Slot::Closed) else {
                         unreachable!("matched Parked above")
                     };
-                    let stats = Arc::new(PairStats::new(self.epoch));
+                    let stats = Arc::new(PairStats {
+                        parked_at: c.parked_at,
+                        ..PairStats::new(self.epoch)
+                    });
                     c.slot = Slot::Paired {
                         accept: accept.killer(),
                         connect: connect.killer(),
@@ -718,6 +730,7 @@ impl Table {
                 accept_kind: None,
                 connect_kind: None,
                 stats: None,
+                parked_at: None,
             });
             ids.push(cand);
         }

@@ -1,5 +1,5 @@
-//! The REST API: associations, gathering, health, metrics, the API key, and
-//! HTTP framing limits.
+//! The REST API: associations, gathering, health, the API key, and HTTP
+//! framing limits (metrics: `metrics.rs`).
 
 use crate::support::*;
 use jet_relay::relay::config::ApiKey;
@@ -13,32 +13,47 @@ fn bearer() -> (&'static str, String) {
     ("Authorization", format!("Bearer {KEY}"))
 }
 
+/// A relay with the API key set whose JET accepts may still create their
+/// association, for the tests that use the administrative endpoints on pairs.
+fn keyed() -> TestRelay {
+    TestRelay::with(|c| {
+        c.api_key = Some(ApiKey::new(KEY).expect("a valid key"));
+        c.accept_requires_api = Some(false);
+    })
+}
+
+/// Sends one REST request with the API key.
+fn admin(relay: &TestRelay, method: &str, path: &str) -> HttpReply {
+    let (name, value) = bearer();
+    relay.http(method, path, &[(name, &value)], b"")
+}
+
 #[test]
 fn create_get_list_and_delete_an_association() {
-    let relay = TestRelay::start();
+    let relay = keyed();
     let a = Uuid::new_v4();
     let path = format!("/jet/association/{a}");
-    let reply = relay.http("POST", &path, &[], b"");
+    let reply = admin(&relay, "POST", &path);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["id"], a.to_string());
 
-    let info = relay.http("GET", &path, &[], b"").json();
+    let info = admin(&relay, "GET", &path).json();
     assert_eq!(info["id"], a.to_string());
     assert_eq!(info["state"], "created");
     assert_eq!(info["origin"], "api");
     assert!(info["created_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(info["candidates"], serde_json::json!([]));
 
-    let list = relay.http("GET", "/jet/association", &[], b"").json();
+    let list = admin(&relay, "GET", "/jet/association").json();
     assert!(list
         .as_array()
         .unwrap()
         .iter()
         .any(|x| x["id"] == a.to_string()));
 
-    assert_eq!(relay.http("DELETE", &path, &[], b"").status, 200);
-    assert_eq!(relay.http("GET", &path, &[], b"").status, 404);
-    assert_eq!(relay.http("DELETE", &path, &[], b"").status, 404);
+    assert_eq!(admin(&relay, "DELETE", &path).status, 200);
+    assert_eq!(admin(&relay, "GET", &path).status, 404);
+    assert_eq!(admin(&relay, "DELETE", &path).status, 404);
 }
 
 #[test]
@@ -60,13 +75,11 @@ fn creating_an_existing_association_answers_409_and_keeps_its_sockets() {
 
 #[test]
 fn delete_closes_every_connection_of_the_association() {
-    let relay = TestRelay::start();
+    let relay = keyed();
     let (a, mut server, mut client) = relay.pair();
     let mut parked = relay.accept(a, Uuid::new_v4());
     assert_eq!(
-        relay
-            .http("DELETE", &format!("/jet/association/{a}"), &[], b"")
-            .status,
+        admin(&relay, "DELETE", &format!("/jet/association/{a}")).status,
         200
     );
     assert_closed(&mut server);
@@ -76,15 +89,13 @@ fn delete_closes_every_connection_of_the_association() {
 
 #[test]
 fn byte_counters_are_live_while_data_flows() {
-    let relay = TestRelay::start();
+    let relay = keyed();
     let (a, mut server, mut client) = relay.pair();
     client.write_all(&pattern(1, 5000)).unwrap();
     assert_eq!(read_n(&mut server, 5000), pattern(1, 5000));
     server.write_all(&pattern(2, 70)).unwrap();
     assert_eq!(read_n(&mut client, 70), pattern(2, 70));
-    let info = relay
-        .http("GET", &format!("/jet/association/{a}"), &[], b"")
-        .json();
+    let info = admin(&relay, "GET", &format!("/jet/association/{a}")).json();
     assert_eq!(info["state"], "active");
     let cand = &info["candidates"][0];
     assert_eq!(cand["state"], "relaying");
@@ -94,18 +105,16 @@ fn byte_counters_are_live_while_data_flows() {
     // More data, same pair: the counters move while it is still open.
     client.write_all(&pattern(3, 1000)).unwrap();
     assert_eq!(read_n(&mut server, 1000).len(), 1000);
-    let info = relay
-        .http("GET", &format!("/jet/association/{a}"), &[], b"")
-        .json();
+    let info = admin(&relay, "GET", &format!("/jet/association/{a}")).json();
     assert_eq!(info["candidates"][0]["bytes_connect_to_accept"], 6000);
 }
 
 #[test]
 fn gather_lists_one_usable_candidate_per_transport() {
-    let relay = TestRelay::start();
+    let relay = keyed();
     for spelling in ["/jet/gather/{}", "/jet/association/{}/candidates"] {
         let a = Uuid::new_v4();
-        let reply = relay.http("POST", &spelling.replace("{}", &a.to_string()), &[], b"");
+        let reply = admin(&relay, "POST", &spelling.replace("{}", &a.to_string()));
         assert_eq!(reply.status, 200, "{spelling}");
         let body = reply.json();
         assert_eq!(body["id"], a.to_string());
@@ -127,9 +136,7 @@ fn gather_lists_one_usable_candidate_per_transport() {
             .collect();
         assert_eq!(ids.len(), candidates.len(), "candidate ids are unique");
         // The association now exists, with the gathered candidates.
-        let info = relay
-            .http("GET", &format!("/jet/association/{a}"), &[], b"")
-            .json();
+        let info = admin(&relay, "GET", &format!("/jet/association/{a}")).json();
         assert_eq!(info["candidates"].as_array().unwrap().len(), 2);
         assert_eq!(info["candidates"][0]["state"], "gathered");
 
@@ -276,102 +283,6 @@ fn with_a_key_jet_accepts_need_an_api_created_association() {
 }
 
 #[test]
-fn metrics_are_prometheus_text_and_counters_increase() {
-    let relay = TestRelay::start();
-    let before = parse_metrics(&relay.http("GET", "/metrics", &[], b"").text());
-    let (_a, mut server, mut client) = relay.pair();
-    client.write_all(&pattern(9, 4096)).unwrap();
-    assert_eq!(read_n(&mut server, 4096).len(), 4096);
-    let (_s, resp) = relay.request(&v2("connect", Uuid::new_v4(), Uuid::new_v4()), 0x73, b"");
-    assert_eq!(resp.status, 404);
-    let reply = relay.http("GET", "/metrics", &[], b"");
-    assert!(reply
-        .header("Content-Type")
-        .unwrap()
-        .starts_with("text/plain"));
-    let after = parse_metrics(&reply.text());
-    let get = |m: &std::collections::HashMap<String, f64>, k: &str| {
-        *m.get(k).unwrap_or_else(|| panic!("missing {k}"))
-    };
-    for (name, delta) in [
-        (
-            "jet_relay_bytes_relayed_total{direction=\"connect_to_accept\"}",
-            4096.0,
-        ),
-        ("jet_relay_handshakes_total{outcome=\"paired\"}", 1.0),
-        ("jet_relay_handshakes_total{outcome=\"parked\"}", 1.0),
-        (
-            "jet_relay_rejections_total{reason=\"not_found\",status=\"404\"}",
-            1.0,
-        ),
-        ("jet_relay_pairs_started_total", 1.0),
-    ] {
-        assert_eq!(get(&after, name) - get(&before, name), delta, "{name}");
-    }
-    assert_eq!(get(&after, "jet_relay_pairs_relaying"), 1.0);
-    assert_eq!(get(&after, "jet_relay_associations{state=\"active\"}"), 1.0);
-    assert_eq!(
-        get(&after, "jet_relay_connections_open{kind=\"paired\"}"),
-        2.0
-    );
-    // Counters never go down between two scrapes.
-    for (name, value) in &before {
-        if name.contains("_total") {
-            assert!(get(&after, name) >= *value, "{name} decreased");
-        }
-    }
-}
-
-/// Parses the text exposition format strictly: every line is a `# HELP`, a
-/// `# TYPE` with a known type naming a family whose samples follow, or a sample
-/// `name{labels} value` of a declared family.
-fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
-    let mut samples = std::collections::HashMap::new();
-    let mut declared = std::collections::HashSet::new();
-    assert!(text.ends_with('\n'));
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').expect("HELP has a name and text");
-            assert!(name.starts_with("jet_relay_") && !help.is_empty(), "{line}");
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("TYPE has a name and a type");
-            assert!(["counter", "gauge"].contains(&kind), "{line}");
-            assert!(
-                !kind.is_empty() && declared.insert(name.to_owned()),
-                "{line}"
-            );
-        } else {
-            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
-            let name = series.split('{').next().unwrap();
-            assert!(declared.contains(name), "sample before its TYPE: {line}");
-            assert!(
-                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                "{line}"
-            );
-            if let Some(labels) = series.strip_prefix(name) {
-                if !labels.is_empty() {
-                    assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
-                    for pair in labels[1..labels.len() - 1].split(',') {
-                        let (k, v) = pair.split_once('=').expect("label k=v");
-                        assert!(
-                            !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
-                            "{line}"
-                        );
-                    }
-                }
-            }
-            let value: f64 = value.parse().expect("numeric value");
-            assert!(
-                samples.insert(series.to_owned(), value).is_none(),
-                "duplicate {line}"
-            );
-        }
-    }
-    assert!(!samples.is_empty());
-    samples
-}
-
-#[test]
 fn http_errors_have_the_right_status_and_a_json_body() {
     let relay = TestRelay::start();
     let a = Uuid::new_v4();
@@ -422,7 +333,7 @@ fn keep_alive_serves_pipelined_requests_and_reads_bodies_exactly() {
     // more requests in the same write.
     let requests = format!(
         "POST /jet/association/{a} HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
-         GET /jet/association/{a} HTTP/1.1\r\n\r\n\
+         POST /jet/gather/{a} HTTP/1.1\r\n\r\n\
          GET /health HTTP/1.1\r\nConnection: close\r\n\r\n"
     );
     sock.write_all(requests.as_bytes()).unwrap();

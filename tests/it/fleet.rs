@@ -268,7 +268,11 @@ fn on_a_tls_listener_the_header_comes_before_the_handshake() {
 fn every_association_path_carries_the_id_as_its_fourth_segment() {
     // HAProxy routes on `path,field(4,/)`: the id must be there on every path
     // about one association, and each of those paths must be served.
-    let relay = TestRelay::start();
+    // With a key: GET and DELETE of one association need credentials.
+    let key = "fleet-test-key-0123456789";
+    let key_config = jet_relay::wire::secret::ApiKey::new(key).expect("a valid test key");
+    let relay = TestRelay::with(|c| c.api_key = Some(key_config));
+    let bearer = format!("Bearer {key}");
     let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
     let rest = [
         ("POST", format!("/jet/association/{a}")),
@@ -283,7 +287,7 @@ fn every_association_path_carries_the_id_as_its_fourth_segment() {
             Some(a.to_string().as_str()),
             "{path}"
         );
-        let reply = relay.http(method, path, &[], b"");
+        let reply = relay.http(method, path, &[("Authorization", &bearer)], b"");
         assert_eq!(reply.status, 200, "{method} {path}: {}", reply.text());
     }
     assert!(relay.table().create(a));
@@ -420,4 +424,30 @@ fn a_reload_that_would_leave_a_proxy_listener_without_trusted_proxies_is_refused
         200,
         "the old configuration stays"
     );
+}
+
+#[test]
+fn the_rest_rate_limit_counts_the_client_a_header_names_not_the_balancer() {
+    let relay = TestRelay::with(|c| {
+        c.trusted_proxies = trusting("127.0.0.1/32");
+        c.listeners[0].proxy_protocol = true;
+        // One request per client, then 429 (a whole second to refill).
+        c.client_limits.rest_rate = 1;
+        c.client_limits.rest_burst = 1;
+    });
+    let health = |client: &str| {
+        let header = client_header(client, &relay);
+        let request = b"GET /health HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n";
+        read_http(&mut dial_with(&relay, &header, request)).status
+    };
+    assert_eq!(health("203.0.113.7:1000"), 200);
+    // The same client again, through other balancer connections: limited
+    // (within 20 requests however slow the host: one more per second).
+    let statuses: Vec<u16> = (1001..1021)
+        .map(|port| health(&format!("203.0.113.7:{port}")))
+        .collect();
+    assert!(statuses.contains(&429), "never limited: {statuses:?}");
+    // Another client behind the same balancer (whose own loopback address is
+    // exempt by default) has its own budget.
+    assert_eq!(health("198.51.100.9:1000"), 200);
 }

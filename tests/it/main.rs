@@ -1,5 +1,7 @@
 //! Integration tests: one binary, one module per feature.
 
+mod access;
+mod addresses;
 mod api;
 mod cli;
 mod core;
@@ -7,7 +9,9 @@ mod cuts;
 mod fleet;
 mod halves;
 mod jmux;
+mod metrics;
 mod peer;
 mod pump;
 mod support;
+mod tokens;
 mod transports;

@@ -2,8 +2,8 @@
 //! within the handshake timeout.
 
 use crate::relay::conn::deadline::{read_exact_by, read_failed, ReadError};
-use crate::relay::conn::proxy::{self, Scope};
-use crate::relay::conn::request::{reject, serve_request, JetAnswer};
+use crate::relay::conn::proxy::{self, Admitted, Scope};
+use crate::relay::conn::request::{reject, serve_request, Answer, JetAnswer};
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::Stream;
@@ -25,13 +25,14 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, proxy_protoc
         return;
     };
     admitted.log_accepted("");
-    dispatch(&ctx, conn, stream, deadline, admitted.scope);
+    dispatch(&ctx, conn, stream, deadline, &admitted);
 }
 
 /// Reads the first bytes of a connection's stream (plain TCP, or TLS after its
 /// handshake) and serves it: `JET\0` is the binary protocol, anything else
 /// HTTP (the REST API and WebSocket upgrades). Everything must arrive before
-/// `deadline`. A connection limited to [`Scope::HealthOnly`] (the balancer's
+/// `deadline`. `from` says who the connection speaks for (its client, for
+/// logs and per-client limits); one limited to [`Scope::HealthOnly`] (the balancer's
 /// own, after a PROXY LOCAL header) gets `/health` and nothing else: the rest
 /// is closed quietly and counted.
 pub fn dispatch(
@@ -39,8 +40,9 @@ pub fn dispatch(
     conn: u64,
     mut stream: Stream,
     deadline: Instant,
-    scope: Scope,
+    from: &Admitted,
 ) {
+    let scope = from.scope;
     let mut header = [0; HEADER_LEN];
     if let Err(e) = read_exact_by(&mut stream, &mut header, deadline) {
         if scope == Scope::HealthOnly {
@@ -50,7 +52,7 @@ pub fn dispatch(
         return read_failed(ctx, conn, e);
     }
     if header[..4] != SIGNATURE {
-        return crate::relay::conn::http::serve(ctx, conn, stream, &header, deadline, scope);
+        return crate::relay::conn::http::serve(ctx, conn, stream, &header, deadline, from);
     }
     if scope == Scope::HealthOnly {
         return proxy::local_closed(ctx, "a JET packet");
@@ -88,9 +90,20 @@ pub fn serve_jet(
         }
         Err(RequestError::BadRequest(why)) => {
             let version = message::requested_version(&payload);
-            return reject(ctx, conn, &mut stream, &JetAnswer { version }, 400, &why);
+            let answer = JetAnswer { version };
+            return reject(ctx, conn, &mut stream, &answer, (400, &why), deadline);
         }
     };
+    if let Err((status, why)) = crate::relay::conn::auth::check_jet(ctx, &payload, &request) {
+        // Not `reject`: its per-status counters have no 401/403 and would
+        // count these as bad requests.
+        ctx.metrics.handshake(Outcome::Rejected);
+        crate::warn!("rejected {status}: {why}");
+        let answer = JetAnswer {
+            version: request.version,
+        };
+        return answer.refuse(ctx, &mut stream, status);
+    }
     // From here the peer's bytes are relayed data: no more timeouts on reads.
     if let Err(e) = stream.clear_read_deadline() {
         return read_failed(ctx, conn, ReadError::Closed(e));

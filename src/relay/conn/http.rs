@@ -2,7 +2,7 @@
 //! and the hand-off of WebSocket upgrades. Routes live in `api.rs`.
 
 use crate::relay::conn::deadline::{read_failed, read_some_by, ReadError};
-use crate::relay::conn::proxy::{self, Scope};
+use crate::relay::conn::proxy::{self, Admitted, Scope};
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::Stream;
@@ -152,8 +152,16 @@ impl Response {
     }
 }
 
+/// Writes `response` as the last answer on a connection, then closes it
+/// (lingering so the answer is read), within the handshake timeout.
+pub(crate) fn send_and_close(ctx: &Context, stream: &mut Stream, response: &Response) {
+    if write(ctx, stream, response, false, false).is_ok() {
+        crate::relay::conn::request::linger_close(stream);
+    }
+}
+
 /// Why no request could be read.
-enum Failure {
+pub(crate) enum Failure {
     /// The connection ended or timed out: close silently.
     Read(ReadError),
     /// The bytes are not an acceptable request: answer this, then close.
@@ -169,8 +177,11 @@ pub fn serve(
     mut stream: Stream,
     prefix: &[u8; HEADER_LEN],
     deadline: Instant,
-    scope: Scope,
+    from: &Admitted,
 ) {
+    // Every request of a keep-alive connection counts against its client: the
+    // peer, or the one a PROXY header named (never the balancer).
+    let (client, scope) = (from.peer.ip(), from.scope);
     if scope == Scope::HealthOnly && !looks_like_http(prefix) {
         return proxy::local_closed(ctx, "neither JET nor HTTP");
     }
@@ -230,12 +241,20 @@ pub fn serve(
         // HTTP/1.0 anyway).
         let keep_alive =
             request.keep_alive() && served + 1 < MAX_REQUESTS && scope == Scope::Everything;
-        if scope == Scope::HealthOnly {
-            ctx.metrics
-                .proxy_local_health
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let response = crate::relay::conn::api::route(ctx, &request);
+        let response = match scope {
+            // The balancer's checks are never rate limited: a 429 would take
+            // this instance out of the balance.
+            Scope::HealthOnly => {
+                ctx.metrics
+                    .proxy_local_health
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::relay::conn::api::route(ctx, &request)
+            }
+            Scope::Everything => match ctx.limits.check_rate(client, Instant::now()) {
+                Err(retry) => too_many_requests(retry),
+                Ok(_) => crate::relay::conn::api::route(ctx, &request),
+            },
+        };
         let (method, path, status) = (&request.method, &request.path, response.status);
         match scope {
             Scope::Everything => crate::info!("http {method} {path} -> {status}"),
@@ -264,6 +283,18 @@ fn is_health_check(request: &Request) -> bool {
         && !request.header_has("Upgrade", "websocket")
 }
 
+/// The answer to a client over its REST rate (`[client_limits]` `rest_rate`).
+fn too_many_requests(retry: crate::relay::limits::RetryAfter) -> Response {
+    let secs = retry.as_secs_ceil();
+    Response::error(
+        429,
+        &format!(
+            "too many requests from your address (client_limits.rest_rate); retry after {secs} s"
+        ),
+    )
+    .with("Retry-After", secs.to_string())
+}
+
 /// True when the first bytes start an HTTP request line: an uppercase method
 /// token of 3 to 7 letters and a space. Anything else is neither JET nor HTTP
 /// and is closed without an answer, like a malformed JET packet.
@@ -272,7 +303,7 @@ pub fn looks_like_http(prefix: &[u8]) -> bool {
     (3..=7).contains(&method_len) && prefix.get(method_len) == Some(&b' ')
 }
 
-fn write(
+pub(crate) fn write(
     ctx: &Context,
     stream: &mut Stream,
     response: &Response,
@@ -290,7 +321,7 @@ fn write(
 
 /// Reads one request out of `buf` plus whatever more the stream sends before
 /// `deadline`. On success `buf` keeps the bytes after the request.
-fn read_request(
+pub(crate) fn read_request(
     stream: &mut Stream,
     buf: &mut Vec<u8>,
     deadline: Instant,

@@ -2,10 +2,12 @@
 //! HTTP and the REST API, WebSocket upgrades, the TLS handshake.
 
 pub(crate) mod api;
+pub(crate) mod auth;
 pub(crate) mod deadline;
 pub(crate) mod dispatch;
 pub(crate) mod http;
 pub(crate) mod proxy;
 pub(crate) mod request;
+pub(crate) mod scrape;
 pub(crate) mod tls;
 pub(crate) mod upgrade;

@@ -81,7 +81,7 @@ pub fn serve_request(
     deadline: Instant,
 ) {
     match request.command {
-        Command::AcceptNew => accept(ctx, conn, stream, request.version, None, answer),
+        Command::AcceptNew => accept(ctx, conn, stream, (request.version, None), answer, deadline),
         Command::Accept {
             association,
             candidate,
@@ -89,9 +89,9 @@ pub fn serve_request(
             ctx,
             conn,
             stream,
-            request.version,
-            Some((association, candidate)),
+            (request.version, Some((association, candidate))),
             answer,
+            deadline,
         ),
         Command::Connect {
             association,
@@ -107,7 +107,14 @@ pub fn serve_request(
         Command::Test {
             association,
             candidate,
-        } => test(ctx, conn, stream, (association, candidate), answer),
+        } => test(
+            ctx,
+            conn,
+            stream,
+            (association, candidate),
+            answer,
+            deadline,
+        ),
     }
 }
 
@@ -117,9 +124,9 @@ fn accept(
     ctx: &Arc<Context>,
     conn: u64,
     mut stream: Stream,
-    version: u8,
-    ids: Option<(Uuid, Uuid)>,
+    (version, ids): (u8, Option<(Uuid, Uuid)>),
     answer: &dyn Answer,
+    deadline: Instant,
 ) {
     let reserved = match ids {
         None if ctx.config().accept_requires_api() => Err(Reject::NotFound(
@@ -135,7 +142,16 @@ fn accept(
     };
     let reservation = match reserved {
         Ok(reservation) => reservation,
-        Err(why) => return reject(ctx, conn, &mut stream, answer, why.status(), why.reason()),
+        Err(why) => {
+            return reject(
+                ctx,
+                conn,
+                &mut stream,
+                answer,
+                (why.status(), why.reason()),
+                deadline,
+            )
+        }
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
     let timeout = ctx
@@ -145,10 +161,11 @@ fn accept(
         .ceil()
         .to_string();
     let association_text = association.to_string();
+    let instance = ctx.instance_for(stream.socket().local_addr().ok());
     let extra: &[(&str, &str)] = if version == 1 {
         &[
             ("Jet-Association", &association_text),
-            ("Jet-Instance", &ctx.config().instance),
+            ("Jet-Instance", &instance),
             ("Jet-Timeout", &timeout),
         ]
     } else {
@@ -164,6 +181,7 @@ fn accept(
     match ctx.table.publish(reservation, stream) {
         Ok(()) => {
             ctx.metrics.handshake(Outcome::Parked);
+            handshake_done(ctx, deadline);
             crate::info!(
                 "association={association} candidate={candidate} parked (accept over {}, version {version})",
                 kind.as_str(),
@@ -191,7 +209,16 @@ fn connect(
         .min(PUBLISH_WAIT);
     let (accept, stats) = match ctx.table.pair(association, candidate, &stream, wait) {
         Ok(pair) => pair,
-        Err(why) => return reject(ctx, conn, &mut stream, answer, why.status(), why.reason()),
+        Err(why) => {
+            return reject(
+                ctx,
+                conn,
+                &mut stream,
+                answer,
+                (why.status(), why.reason()),
+                deadline,
+            )
+        }
     };
     if let Err(e) = answer.succeed(ctx, &mut stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
@@ -204,6 +231,10 @@ fn connect(
         return;
     }
     ctx.metrics.handshake(Outcome::Paired);
+    handshake_done(ctx, deadline);
+    if let Some(parked) = stats.parked_at {
+        ctx.metrics.accept_to_pair.observe(parked.elapsed());
+    }
     crate::info!(
         "association={association} candidate={candidate} paired (accept {} + connect {}, version {version})",
         accept.kind().as_str(),
@@ -227,11 +258,13 @@ fn test(
     mut stream: Stream,
     (association, candidate): (Uuid, Uuid),
     answer: &dyn Answer,
+    deadline: Instant,
 ) {
     match ctx.table.test(association, candidate) {
         Ok(()) => {
             if answer.succeed(ctx, &mut stream, &[]).is_ok() {
                 ctx.metrics.handshake(Outcome::Tested);
+                handshake_done(ctx, deadline);
                 crate::info!(
                     "association={association} candidate={candidate} tested over {}",
                     stream.kind().as_str()
@@ -240,7 +273,14 @@ fn test(
                 linger_close(&mut stream);
             }
         }
-        Err(why) => reject(ctx, conn, &mut stream, answer, why.status(), why.reason()),
+        Err(why) => reject(
+            ctx,
+            conn,
+            &mut stream,
+            answer,
+            (why.status(), why.reason()),
+            deadline,
+        ),
     }
 }
 
@@ -250,13 +290,25 @@ pub(crate) fn reject(
     _conn: u64,
     stream: &mut Stream,
     answer: &dyn Answer,
-    status: u16,
-    why: &str,
+    (status, why): (u16, &str),
+    deadline: Instant,
 ) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
     crate::warn!("rejected {status}: {why}");
+    // Before the refusal goes out, like the counters: whoever reads the
+    // refusal then finds it counted.
+    handshake_done(ctx, deadline);
     answer.refuse(ctx, stream, status);
+}
+
+/// Records how long a handshake took once its request was served or
+/// refused. Its connection was accepted (or its keep-alive connection last
+/// answered) one handshake timeout before `deadline`.
+fn handshake_done(ctx: &Context, deadline: Instant) {
+    if let Some(accepted) = deadline.checked_sub(ctx.config().handshake_timeout) {
+        ctx.metrics.handshake_duration.observe(accepted.elapsed());
+    }
 }
 
 /// Writes a connection's first answer in one write, bounded by the handshake

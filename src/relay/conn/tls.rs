@@ -78,7 +78,7 @@ pub fn handle(
     }
     crate::debug!("TLS established ({:?})", tls.protocol_version());
     let stream = Stream::tls(TlsStream::new(sock, tls), registration);
-    crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline, admitted.scope);
+    crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline, &admitted);
 }
 
 /// Runs the server side of the TLS handshake before `deadline`, however

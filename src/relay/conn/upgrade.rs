@@ -55,6 +55,18 @@ pub fn serve_upgrade(
             return refuse_http(ctx, &mut stream, refusal.status);
         }
     };
+    if let Err(refusal) =
+        crate::relay::conn::auth::check_upgrade(ctx, head, upgrade.method, upgrade.association)
+    {
+        ctx.metrics.handshake(Outcome::Rejected);
+        crate::warn!(
+            "WebSocket {} refused {}: {}",
+            upgrade.method.as_str(),
+            refusal.status,
+            String::from_utf8_lossy(&refusal.body)
+        );
+        return crate::relay::conn::http::send_and_close(ctx, &mut stream, &refusal);
+    }
     // From here the peer's bytes are relayed data: no more timeouts on reads.
     if let Err(e) = stream.clear_read_deadline() {
         return crate::relay::conn::deadline::read_failed(
