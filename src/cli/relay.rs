@@ -72,6 +72,9 @@ pub fn run(args: RelayArgs) -> Result<()> {
         for url in server.local_urls() {
             let _ = writeln!(stdout, "listening {url}");
         }
+        if let Some(addr) = server.metrics_addr() {
+            let _ = writeln!(stdout, "metrics http://{addr}/metrics");
+        }
         let _ = stdout.flush();
     }
     jet_relay::info!("jet-relay {} started", env!("CARGO_PKG_VERSION"));
@@ -109,9 +112,11 @@ fn reload(server: &Server, source: &Source) {
 /// relaying pairs go on until they end or `drain_timeout` passes; a second
 /// SIGTERM or SIGINT cuts at once.
 fn drain(server: &mut Server, signals: &mut Signals) {
-    notify(Notice::Stopping);
     let timeout = server.config().drain_timeout;
     server.begin_drain();
+    // After the listeners have stopped: whoever waits for STOPPING=1 (a
+    // supervisor, a test) finds new connections refused.
+    notify(Notice::Stopping);
     jet_relay::info!(
         "draining: {} connection(s) open, cut in {:?} at the latest (a second signal cuts now)",
         server.open_connections(),

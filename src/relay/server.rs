@@ -168,7 +168,7 @@ impl Server {
             cert_stores.push(store);
         }
         // Key files are read before any socket is bound, like certificates.
-        let verifier = token_verifier(&config)?;
+        let verifier = token_verifier(&config, None)?;
         let mut bound = Vec::new();
         let mut inherited = inherited.into_iter();
         for (listener, tls) in config.listeners.iter().zip(tls_configs) {
@@ -400,10 +400,15 @@ impl Server {
                 keys.push((Arc::clone(store), loaded));
             }
         }
+        let running = self.ctx.verifier();
+        let verifier = token_verifier(&config, running.as_deref())?;
         report.certificates = keys.len();
+        // Everything is loaded: from here nothing can fail, so the new
+        // configuration applies whole or not at all.
         for (store, key) in keys {
             store.replace(key);
         }
+        self.ctx.set_verifier(verifier);
         self.ctx.table.set_limit(config.max_associations);
         self.ctx.set_config(config);
         Ok(report)
@@ -462,7 +467,7 @@ impl Drop for Server {
 
 /// The token verifier the configuration asks for: its keys loaded (an error
 /// names the file), or `None` when tokens are not configured.
-fn token_verifier(config: &Config) -> Result<Option<Arc<Verifier>>> {
+fn token_verifier(config: &Config, running: Option<&Verifier>) -> Result<Option<Arc<Verifier>>> {
     if !config.tokens_configured() {
         return Ok(None);
     }
@@ -484,7 +489,11 @@ fn token_verifier(config: &Config) -> Result<Option<Arc<Verifier>>> {
         allow_unsigned: config.allow_unsigned_tokens,
         ..VerifierOptions::default()
     };
-    Ok(Some(Arc::new(Verifier::new(keys, options))))
+    Ok(Some(Arc::new(match running {
+        // A reload keeps the jtis already used.
+        Some(running) => running.reloaded(keys, options),
+        None => Verifier::new(keys, options),
+    })))
 }
 
 /// Warns when a relay without an API key listens beyond loopback: anyone who

@@ -98,6 +98,11 @@ impl Context {
             .clone()
     }
 
+    /// Puts a new token verifier (or none) in force: a reload.
+    pub(crate) fn set_verifier(&self, verifier: Option<Arc<Verifier>>) {
+        *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = verifier;
+    }
+
     /// Waits up to `timeout` for shutdown; true if it began.
     pub fn wait_stop(&self, timeout: Duration) -> bool {
         let (lock, cond) = &self.stop_signal;

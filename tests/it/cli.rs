@@ -3,110 +3,11 @@
 
 use crate::support::{pattern, WAIT};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 use uuid::Uuid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_jet-relay");
-
-fn config_file(text: &str) -> tempfile_path::TempPath {
-    tempfile_path::write(text)
-}
-
-/// A minimal temporary file, removed on drop (no extra crate for one helper).
-mod tempfile_path {
-    use std::path::PathBuf;
-    pub struct TempPath(pub PathBuf);
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    pub fn write(text: &str) -> TempPath {
-        let path =
-            std::env::temp_dir().join(format!("jet-relay-test-{}.toml", uuid::Uuid::new_v4()));
-        std::fs::write(&path, text).unwrap();
-        TempPath(path)
-    }
-}
-
-/// The relay binary running on a free port; killed on drop if still running.
-struct RelayProcess {
-    child: Child,
-    url: String,
-}
-
-impl RelayProcess {
-    fn start(config: &str) -> (RelayProcess, tempfile_path::TempPath) {
-        let file = config_file(config);
-        let mut command = Command::new(BIN);
-        command.arg("--config").arg(&file.0).stderr(Stdio::null());
-        (RelayProcess::launch(command), file)
-    }
-
-    /// Starts the relay under `ulimit -n limit`, its stderr piped.
-    fn start_with_fd_limit(config: &str, limit: u32) -> (RelayProcess, tempfile_path::TempPath) {
-        let file = config_file(config);
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(format!("ulimit -n {limit} && exec \"$0\" --config \"$1\""))
-            .arg(BIN)
-            .arg(&file.0)
-            .stderr(Stdio::piped());
-        (RelayProcess::launch(command), file)
-    }
-
-    /// Runs the relay command at log level warn and reads its `listening` line.
-    fn launch(mut command: Command) -> RelayProcess {
-        let mut child = command
-            .env("JET_RELAY_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .trim()
-            .to_owned();
-        RelayProcess { child, url }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for exit, bounded; returns the status and how long it took.
-    fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, started.elapsed());
-            }
-            assert!(
-                started.elapsed() < limit,
-                "the relay did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::process::{config_file, RelayProcess, BIN};
 
 const ON_PORT_0: &str = "[[listeners]]\nurl = \"tcp://127.0.0.1:0\"\n";
 

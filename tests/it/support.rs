@@ -361,7 +361,7 @@ impl Peer for TcpPeer {
     }
 }
 
-type TlsSession = StreamOwned<ClientConnection, TcpStream>;
+pub type TlsSession = StreamOwned<ClientConnection, TcpStream>;
 
 /// A TLS peer: the library's TLS stream (client role), its read half used by
 /// one thread and its write half by another. Each lock is taken only by its

@@ -7,7 +7,7 @@ mod replay;
 mod tests;
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
@@ -304,17 +304,29 @@ struct RawClaims {
 pub struct Verifier {
     keys: TokenKeys,
     options: VerifierOptions,
-    replay: Mutex<ReplayCache>,
+    /// Shared with the verifiers a reload makes from this one, so a token
+    /// used before a reload cannot be used again after it.
+    replay: Arc<Mutex<ReplayCache>>,
 }
 
 impl Verifier {
     /// A verifier for tokens signed by any of `keys`.
     pub fn new(keys: TokenKeys, options: VerifierOptions) -> Verifier {
-        let replay = Mutex::new(ReplayCache::new(options.replay_capacity));
+        let replay = Arc::new(Mutex::new(ReplayCache::new(options.replay_capacity)));
         Verifier {
             keys,
             options,
             replay,
+        }
+    }
+
+    /// A verifier with new keys and options (a reload) that remembers the
+    /// jtis this one has seen.
+    pub fn reloaded(&self, keys: TokenKeys, options: VerifierOptions) -> Verifier {
+        Verifier {
+            keys,
+            options,
+            replay: Arc::clone(&self.replay),
         }
     }
 
