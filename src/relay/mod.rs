@@ -8,6 +8,7 @@ pub(crate) mod conn;
 // Not called yet: the connection code takes permits next.
 #[allow(dead_code)]
 pub(crate) mod limits;
+pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod pump;
