@@ -280,7 +280,9 @@ pub fn error_text(text: &str) -> String {
 /// Builds the response packet of a refusal: `status`, the `Jet-Version` and
 /// the reason in a [`JET_ERROR`] header (made safe by [`error_text`]). The
 /// reason phrase stays the standard one, which some clients show as the
-/// status's name. Always fits the first 1024-byte read of a deployed client.
+/// status's name. An empty `why` sends no header (a host candidate's 200
+/// goes through here too). Always fits the first 1024-byte read of a
+/// deployed client.
 pub fn refusal_packet(
     status: u16,
     version: u8,
