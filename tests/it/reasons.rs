@@ -277,3 +277,41 @@ fn a_dead_forward_target_resets_the_relayed_stream_and_the_connect_side_fails() 
         assert!(connect.stdout.is_empty(), "{scheme}: {connect:?}");
     }
 }
+
+#[test]
+fn a_negotiation_prints_why_each_relay_candidate_was_refused() {
+    let relay = TestRelay::with(|config| {
+        config.api_key = Some(ApiKey::new("reasons-test-api-key-0123").expect("a valid key"));
+    });
+    let dir = std::env::temp_dir().join(format!("jet-relay-reasons-{}", Uuid::new_v4()));
+    std::fs::create_dir(&dir).unwrap();
+    let (offer, answer) = (dir.join("offer"), dir.join("answer"));
+    let a = Uuid::new_v4();
+    std::fs::write(
+        &offer,
+        format!("{{\"id\": \"{a}\", \"role\": \"client\", \"version\": 2}}\n"),
+    )
+    .unwrap();
+    std::fs::write(&answer, "").unwrap();
+    let relay_url = url("tcp", relay.addr);
+    let ran = run(&[
+        "answer",
+        "--signal-in",
+        &offer.to_string_lossy(),
+        "--signal-out",
+        &answer.to_string_lossy(),
+        "--relay",
+        &relay_url,
+        "--no-host-candidates",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains(&format!("accept failed: the relay refused accept {a} "))
+            && ran.stderr.contains(
+                ": 404 unknown association (on this relay only the REST API creates associations)"
+            ),
+        "{ran:?}"
+    );
+}
