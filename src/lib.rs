@@ -14,6 +14,7 @@ pub mod log;
 pub mod error;
 pub mod peer;
 pub mod relay;
+pub mod transport;
 pub mod wire;
 
 pub use error::{Error, Result};

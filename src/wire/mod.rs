@@ -5,5 +5,6 @@ pub mod candidate;
 pub mod message;
 pub mod packet;
 pub mod proxy_header;
+pub mod websocket;
 
 pub use candidate::{CandidateUrl, Transport};

@@ -1,0 +1,406 @@
+//! WebSocket frames (RFC 6455) over any read half and write half, for either role.
+//!
+//! tungstenite's `WebSocket` cannot be read and written from two threads at
+//! once, and sharing it behind one mutex means either holding that mutex
+//! across a blocking read (the tiny_http #144 deadlock) or polling the socket
+//! with short read timeouts, which delays every write and burns CPU on idle
+//! streams. Here the read state (a frame parser) and the write state (a
+//! frame writer) are apart: the reading thread owns the parser, the writing
+//! thread writes frames, and the only frame the reader ever owes, a pong, is
+//! handed to the write side without waiting for it.
+
+use super::{lock, TimedRead};
+use crate::wire::websocket::{self, Opcode, MAX_CONTROL_PAYLOAD, MAX_HEADER};
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::{Arc, Mutex, TryLockError};
+use std::time::Instant;
+
+/// Bytes read from the stream at once while looking for frame headers: a
+/// 64 KiB frame with its largest header (14 bytes) fits, so a message up to
+/// the relay's copy buffer crosses as one frame, not two (a 16 KiB buffer
+/// split every 16 KiB message into 16,376 + 8 bytes).
+pub const WS_READ_BUFFER: usize = 64 * 1024 + 16;
+
+/// Which end of the WebSocket we are: it decides masking (RFC 6455 §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The relay: client frames arrive masked, ours go out unmasked.
+    Server,
+    /// A peer: we mask our frames, the server's arrive unmasked.
+    Client,
+}
+
+/// The read half: the payload of data frames (binary, text, continuation);
+/// `Ok(0)` at the peer's close frame. Pings are answered, and not data.
+///
+/// The peer's close frame ends only its direction, as a TCP FIN would: our
+/// own close frame goes out when our write half shuts down, after the data
+/// we still have to send. That is how far WebSocket lets a half-close go.
+pub struct WsReader<R> {
+    inner: R,
+    role: Role,
+    control: Arc<dyn Control>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Payload bytes of the current data frame not yet read.
+    remaining: u64,
+    /// The current data frame's mask, if it has one.
+    mask: Option<[u8; 4]>,
+    /// Where in the mask the next payload byte is.
+    offset: usize,
+    /// A close frame arrived: the stream has ended.
+    closed: bool,
+}
+
+/// The write half: one binary frame per write; [`WsWriter::shutdown`] sends
+/// the close frame.
+pub struct WsWriter<W> {
+    link: Arc<Link<W>>,
+}
+
+/// What the two halves share: the write side, and the pong the reader owes.
+struct Link<W> {
+    /// Orders frames on the wire; held by whoever writes one.
+    out: Mutex<Out<W>>,
+    /// The payload of the latest ping not yet answered.
+    pong: Mutex<Option<Vec<u8>>>,
+}
+
+struct Out<W> {
+    inner: W,
+    /// Masks for our frames (client role only).
+    masks: Option<Masks>,
+    /// Masked payloads are built here (client role only: the relay's frames
+    /// go out header and payload in one vectored write, without a copy).
+    staging: Vec<u8>,
+    /// Our close frame is sent: no more frames.
+    close_sent: bool,
+}
+
+/// The write side as the reader sees it: somewhere to leave a pong.
+trait Control: Send + Sync {
+    fn owe_pong(&self, payload: Vec<u8>);
+}
+
+/// Wraps a read half and a write half whose upgrade is (about to be)
+/// answered; `leftover` holds bytes already read after the HTTP head (the
+/// first frames, if the other end did not wait for the upgrade's answer).
+pub fn new<R: Read, W: Write + Send + 'static>(
+    reader: R,
+    writer: W,
+    role: Role,
+    leftover: Vec<u8>,
+) -> (WsReader<R>, WsWriter<W>) {
+    let link = Arc::new(Link {
+        out: Mutex::new(Out {
+            inner: writer,
+            masks: (role == Role::Client).then(Masks::new),
+            staging: Vec::new(),
+            close_sent: false,
+        }),
+        pong: Mutex::new(None),
+    });
+    let end = leftover.len();
+    let mut buf = leftover;
+    buf.resize(end.max(WS_READ_BUFFER), 0);
+    let reader = WsReader {
+        inner: reader,
+        role,
+        control: Arc::clone(&link) as Arc<dyn Control>,
+        buf,
+        start: 0,
+        end,
+        remaining: 0,
+        mask: None,
+        offset: 0,
+        closed: false,
+    };
+    (reader, WsWriter { link })
+}
+
+fn protocol_error(why: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.into())
+}
+
+fn truncated(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("stream ended inside a WebSocket {what}"),
+    )
+}
+
+impl<R: Read> WsReader<R> {
+    /// The read half underneath.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Reads payload bytes of the current data frame into `out`.
+    fn read_payload(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let want = self.remaining.min(out.len() as u64) as usize;
+        let n = if self.start < self.end {
+            let n = want.min(self.end - self.start);
+            out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+            self.start += n;
+            n
+        } else {
+            // Large frames go straight from the stream into `out`: no copy.
+            match self.inner.read(&mut out[..want])? {
+                0 => return Err(truncated("frame")),
+                n => n,
+            }
+        };
+        if let Some(mask) = self.mask {
+            websocket::apply_mask(&mut out[..n], mask, self.offset);
+            self.offset = (self.offset + n) % 4;
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+
+    /// Reads more bytes into the frame buffer; false at the end of the stream.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = self.inner.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n > 0)
+    }
+}
+
+impl<R: Read> Read for WsReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        // Each pass returns data, consumes a frame header or control frame,
+        // or reads more bytes from the stream.
+        loop {
+            if self.closed {
+                return Ok(0);
+            }
+            if self.remaining > 0 {
+                return self.read_payload(out);
+            }
+            let parsed = websocket::decode_header(&self.buf[self.start..self.end])
+                .map_err(protocol_error)?;
+            let Some((header, header_len)) = parsed else {
+                let partial = self.start < self.end;
+                if !self.fill()? {
+                    if partial {
+                        return Err(truncated("frame header"));
+                    }
+                    // A TCP or TLS end without a close frame: still an end.
+                    return Ok(0);
+                }
+                continue;
+            };
+            match (self.role, header.mask) {
+                (Role::Server, None) => {
+                    return Err(protocol_error("unmasked frame from a WebSocket client"))
+                }
+                (Role::Client, Some(_)) => {
+                    return Err(protocol_error("masked frame from a WebSocket server"))
+                }
+                _ => {}
+            }
+            if header.rsv != 0 {
+                return Err(protocol_error("reserved bits set without an extension"));
+            }
+            match header.opcode {
+                Opcode::Continuation | Opcode::Text | Opcode::Binary => {
+                    self.start += header_len;
+                    self.remaining = header.len;
+                    self.mask = header.mask;
+                    self.offset = 0;
+                    continue;
+                }
+                Opcode::Reserved(code) => {
+                    return Err(protocol_error(format!("reserved opcode {code:#x}")))
+                }
+                Opcode::Close | Opcode::Ping | Opcode::Pong => {}
+            }
+            if header.len > MAX_CONTROL_PAYLOAD || !header.fin {
+                return Err(protocol_error("oversized or fragmented control frame"));
+            }
+            let len = header.len as usize;
+            if self.end - self.start < header_len + len {
+                if !self.fill()? {
+                    return Err(truncated("control frame"));
+                }
+                continue;
+            }
+            let at = self.start + header_len;
+            let mut payload = self.buf[at..at + len].to_vec();
+            self.start = at + len;
+            if let Some(mask) = header.mask {
+                websocket::apply_mask(&mut payload, mask, 0);
+            }
+            match header.opcode {
+                Opcode::Ping => self.control.owe_pong(payload),
+                Opcode::Close => self.closed = true,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl<R: TimedRead> TimedRead for WsReader<R> {
+    /// Every socket read the frame parser makes goes through the read half
+    /// underneath, which re-arms the deadline before each one.
+    fn set_deadline(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        self.inner.set_deadline(deadline)
+    }
+}
+
+impl<W: Write + Send> Control for Link<W> {
+    fn owe_pong(&self, payload: Vec<u8>) {
+        *lock(&self.pong) = Some(payload);
+        self.flush_control();
+    }
+}
+
+impl<W: Write> Link<W> {
+    /// Sends the owed pong unless a writer holds the write lock, in which case
+    /// that writer sends it when it lets go (every write calls this after
+    /// releasing the lock). The reader never waits for a writer that may be
+    /// blocked on a peer that does not read.
+    fn flush_control(&self) {
+        // Each pass finds nothing owed, finds the lock taken, or sends the pong.
+        loop {
+            if lock(&self.pong).is_none() {
+                return;
+            }
+            let mut out = match self.out.try_lock() {
+                Ok(out) => out,
+                Err(TryLockError::WouldBlock) => return,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            };
+            let Some(payload) = lock(&self.pong).take() else {
+                return;
+            };
+            // A failed pong shows up as a failed read or write soon after.
+            let _ = out.send(Opcode::Pong, &payload);
+        }
+    }
+}
+
+impl<W: Write> Out<W> {
+    /// Writes one final frame, unless our close frame went out already.
+    fn send(&mut self, opcode: Opcode, payload: &[u8]) -> io::Result<()> {
+        if self.close_sent {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the WebSocket close frame was already sent",
+            ));
+        }
+        let mut header = [0u8; MAX_HEADER];
+        let Out {
+            inner,
+            masks,
+            staging,
+            ..
+        } = self;
+        match masks {
+            // Server frames: header and payload in one vectored write, so the
+            // payload is not copied first (that copy was the largest
+            // user-space cost of relaying over ws).
+            None => {
+                let used = websocket::encode_header(&mut header, opcode, payload.len(), None);
+                write_all_vectored(inner, &header[..used], payload)
+            }
+            Some(masks) => {
+                let mask = masks.next();
+                let used = websocket::encode_header(&mut header, opcode, payload.len(), Some(mask));
+                staging.clear();
+                staging.extend_from_slice(payload);
+                websocket::apply_mask(staging, mask, 0);
+                write_all_vectored(inner, &header[..used], staging)
+            }
+        }
+    }
+}
+
+impl<W: Write> WsWriter<W> {
+    /// Runs `f` on the write half underneath, between frames: for the
+    /// upgrade's answer before any frame, or the socket's write timeout.
+    pub fn with_inner<T>(&self, f: impl FnOnce(&mut W) -> T) -> T {
+        f(&mut lock(&self.link.out).inner)
+    }
+
+    /// Sends the close frame (code 1000): the end of our direction. Frames
+    /// from the other end are still read until its own close frame.
+    pub fn shutdown(&mut self) -> io::Result<()> {
+        let mut out = lock(&self.link.out);
+        if out.close_sent {
+            return Ok(());
+        }
+        let code = 1000u16.to_be_bytes();
+        out.send(Opcode::Close, &code)?;
+        out.close_sent = true;
+        out.inner.flush()
+    }
+}
+
+impl<W: Write + Send> Write for WsWriter<W> {
+    /// Sends all of `data` as one binary frame, blocking until it is written.
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        lock(&self.link.out).send(Opcode::Binary, data)?;
+        // A pong the reader owed while we held the write lock.
+        self.link.flush_control();
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        lock(&self.link.out).inner.flush()?;
+        self.link.flush_control();
+        Ok(())
+    }
+}
+
+/// Writes `head` then `body` with vectored writes until both are out.
+fn write_all_vectored(w: &mut impl Write, mut head: &[u8], mut body: &[u8]) -> io::Result<()> {
+    while !head.is_empty() || !body.is_empty() {
+        let slices = [IoSlice::new(head), IoSlice::new(body)];
+        let written = match w.write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let from_head = written.min(head.len());
+        head = &head[from_head..];
+        body = &body[written - from_head..];
+    }
+    Ok(())
+}
+
+/// Masking keys for a client's frames (RFC 6455 §5.3): xorshift64* seeded
+/// from the system's random source (a version 4 UUID), so keys are not
+/// predictable from the outside and cost no system call per frame.
+struct Masks(u64);
+
+impl Masks {
+    fn new() -> Masks {
+        let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+        Masks(seed | 1)
+    }
+
+    fn next(&mut self) -> [u8; 4] {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let word = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32;
+        (word as u32).to_ne_bytes()
+    }
+}
