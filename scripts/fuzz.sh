@@ -10,7 +10,7 @@
 # of tests/fuzz/corpus/TARGET; fails on the first crash, hang (10 s for one
 # input) or out-of-memory, leaving the reproducer in
 # tests/fuzz/target/artifacts/TARGET/. --merge folds what the run found into
-# the committed corpus, minimized (libFuzzer -merge=1).
+# the committed corpus, minimized (libFuzzer -set_cover_merge=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,6 +57,7 @@ fi
 
 host=$(rustc -vV | sed -n 's/^host: //p')
 fuzz=tests/fuzz
+target_dir=${CARGO_TARGET_DIR:-$fuzz/target}
 # The flags cargo-fuzz passes with `--sanitizer none`; all are stable. An
 # explicit --target keeps them off build scripts and proc macros.
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
@@ -76,8 +77,8 @@ echo "== fuzz: built in $(( $(date +%s) - start )) s"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for t in "${targets[@]}"; do
-    bin=$fuzz/target/$host/release/$t
-    artifacts=$fuzz/target/artifacts/$t
+    bin=$target_dir/$host/release/$t
+    artifacts=$target_dir/artifacts/$t
     mkdir -p "$work/$t" "$artifacts"
     cp "$fuzz/corpus/$t"/* "$work/$t/"
     echo "== fuzz: $t for $seconds s"
@@ -95,7 +96,7 @@ for t in "${targets[@]}"; do
         tr '\n' ' '
     echo
     if $merge; then
-        "$bin" -merge=1 -max_len="$(max_len "$t")" "$fuzz/corpus/$t" "$work/$t" \
+        "$bin" -set_cover_merge=1 -max_len="$(max_len "$t")" "$fuzz/corpus/$t" "$work/$t" \
             >"$work/$t.merge.log" 2>&1
         echo "   corpus/$t: $(ls "$fuzz/corpus/$t" | wc -l) files"
     fi

@@ -5,22 +5,72 @@
 
 use crate::relay::conn::deadline::ReadError;
 use crate::relay::conn::http::{self, Failure, MAX_BODY, MAX_HEAD};
-use crate::relay::conn::upgrade;
+use crate::relay::conn::{api, upgrade};
+use crate::relay::metrics::Metrics;
+use crate::relay::pool::Pool;
+use crate::relay::registry::Registry;
+use crate::relay::shared::{BoundListener, Context};
+use crate::relay::table::Table;
 use crate::relay::token::{Purpose, TokenKeys, Verifier, VerifierOptions};
+use crate::relay::Config;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
+/// The relay behind the REST router: no listener is bound and no thread
+/// started. With `api_key`, the key is `fuzz-api-key-0000` and CORS is on.
+fn context(api_key: bool) -> Context {
+    static CONFIGS: OnceLock<[Config; 2]> = OnceLock::new();
+    let configs = CONFIGS.get_or_init(|| {
+        let base = "instance = \"fuzz\"\nmax_associations = 64\nmax_threads = 16\n\
+                    [[listeners]]\nurl = \"tcp://127.0.0.1:8080\"\n\
+                    [[listeners]]\nurl = \"tls://[::1]:443\"\ncert = \"c\"\nkey = \"k\"\n\
+                    external_url = \"wss://relay.example/\"\n";
+        let keyed =
+            format!("api_key = \"fuzz-api-key-0000\"\ncors_origin = \"https://app\"\n{base}");
+        [base, keyed.as_str()].map(|text| Config::from_toml(text).expect("the fuzzing config"))
+    });
+    let config = configs[usize::from(api_key)].clone();
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| BoundListener {
+            url: l.url.clone(),
+            local: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            external_url: l.external_url.clone(),
+        })
+        .collect();
+    Context {
+        listeners,
+        table: Table::new(config.max_associations),
+        metrics: Metrics::default(),
+        registry: Arc::new(Registry::default()),
+        pool: Pool::with_limit(config.max_threads),
+        config,
+        stopping: AtomicBool::new(false),
+        stop_signal: (Mutex::new(false), Condvar::new()),
+    }
+}
+
 /// Reads keep-alive HTTP/1.1 requests out of `data` as the relay's HTTP
-/// reader does off a socket. The first byte sets how many bytes each read
-/// returns (0: 4 KiB, as the relay asks for), the rest is the stream. A
-/// WebSocket upgrade's head goes to the upgrade parser, as `http::serve` does.
+/// reader does off a socket, and answers each with the REST router. The low
+/// 7 bits of the first byte set how many bytes each read returns (0: 4 KiB,
+/// as the relay asks for), the top bit turns on an API key (`fuzz-api-key-0000`) and CORS;
+/// the rest is the stream. A WebSocket upgrade's head goes to the upgrade
+/// parser, as `http::serve` does.
 pub fn http_requests(data: &[u8]) {
-    let Some((&chunk, mut stream)) = data.split_first() else {
+    let Some((&first, mut stream)) = data.split_first() else {
         return;
     };
     let _ = http::looks_like_http(stream);
-    let chunk = if chunk == 0 { 4096 } else { usize::from(chunk) };
+    let ctx = context(first & 0x80 != 0);
+    let chunk = match first & 0x7F {
+        0 => 4096,
+        n => usize::from(n),
+    };
     let mut buf = Vec::new();
     for _ in 0..http::MAX_REQUESTS {
         let before = buf.len() + stream.len();
@@ -64,6 +114,9 @@ pub fn http_requests(data: &[u8]) {
             ws_upgrade(&request.head);
             return;
         }
+        let response = api::route(&ctx, &request);
+        assert!((200..600).contains(&response.status), "{}", response.status);
+        assert!(ctx.table.len() <= ctx.config.max_associations);
     }
 }
 
@@ -135,5 +188,52 @@ impl JwtVerifier {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Runs `f` on every committed input of a fuzz target.
+    fn replay(target: &str, mut f: impl FnMut(&[u8])) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fuzz/corpus")
+            .join(target);
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("the committed corpus") {
+            let path = entry.expect("a corpus entry").path();
+            f(&std::fs::read(&path).expect("a corpus file"));
+            n += 1;
+        }
+        assert!(n > 0, "{} is empty", dir.display());
+    }
+
+    #[test]
+    fn the_http_corpus_replays() {
+        replay("http_head", super::http_requests);
+    }
+
+    #[test]
+    fn the_upgrade_corpus_replays() {
+        replay("ws_upgrade", super::ws_upgrade);
+    }
+
+    #[test]
+    fn the_jwt_corpus_replays() {
+        let pem = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jwt/rsa.pem"),
+        )
+        .expect("the committed test key");
+        let signed = super::JwtVerifier::new("rsa", &pem, false).expect("the key loads");
+        let unsigned = super::JwtVerifier::new("rsa", &pem, true).expect("the key loads");
+        let mut accepted = 0;
+        replay("jwt", |data| {
+            let token = String::from_utf8_lossy(data);
+            assert!(!signed.verify(&token));
+            accepted += usize::from(unsigned.verify(&token));
+        });
+        // seed-00: an unsigned token valid at the fixed clock.
+        assert!(accepted >= 1);
     }
 }

@@ -24,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let [signed, unsigned] = verifiers();
-    assert!(!signed.verify(token), "a token no one signed was accepted: {token}");
+    assert!(
+        !signed.verify(token),
+        "a token no one signed was accepted: {token}"
+    );
     let _ = unsigned.verify(token);
 });

@@ -39,7 +39,11 @@ fn complete(bytes: &[u8]) -> ProxyHeader {
 fuzz_target!(|data: &[u8]| {
     match parse(data) {
         Ok(Parsed::Incomplete { need_at_least }) => {
-            assert!(need_at_least > data.len(), "{need_at_least} <= {}", data.len());
+            assert!(
+                need_at_least > data.len(),
+                "{need_at_least} <= {}",
+                data.len()
+            );
             assert!(need_at_least <= MAX_HEADER_LEN);
             assert!(parse_at_eof(data).is_err());
         }

@@ -42,14 +42,25 @@ fuzz_target!(|data: &[u8]| {
     let [chunk, out_len, flags, rest @ ..] = data else {
         return;
     };
-    let chunk = if *chunk == 0 { usize::MAX } else { usize::from(*chunk) };
+    let chunk = if *chunk == 0 {
+        usize::MAX
+    } else {
+        usize::from(*chunk)
+    };
     let out_len = usize::from(*out_len) + 1;
-    let role = if flags & 1 == 0 { Role::Server } else { Role::Client };
+    let role = if flags & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
     let leftover_len = (usize::from(flags >> 1) * 8).min(rest.len());
     let (leftover, stream) = rest.split_at(leftover_len);
     let sink = Sink::default();
     let (mut reader, mut writer) = ws::new(
-        Chunked { data: stream, chunk },
+        Chunked {
+            data: stream,
+            chunk,
+        },
         sink.clone(),
         role,
         leftover.to_vec(),

@@ -50,6 +50,14 @@ write("http_head", [
     b"\0PUT / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc",
     b"\0OPTIONS /jet/association HTTP/1.1\r\nOrigin: http://x\r\nConnection: close\r\n\r\n",
     b"\0" + upgrade.encode() + b"\x82\x80\x01\x02\x03\x04",
+    # The top bit of the first byte: the relay has API key fuzz-api-key-0000.
+    ("\x80POST /jet/association/%s HTTP/1.1\r\nAuthorization: Bearer fuzz-api-key-0000\r\n"
+     "Content-Length: 0\r\n\r\nPOST /jet/gather/%s HTTP/1.1\r\nAuthorization: bearer fuzz-api-key-0000\r\n"
+     "\r\nGET /jet/association/%s HTTP/1.1\r\nAuthorization: Bearer fuzz-api-key-0000\r\n\r\n"
+     "GET /jet/association HTTP/1.1\r\nAuthorization: Bearer fuzz-api-key-0000\r\n\r\n"
+     "DELETE /jet/association/%s HTTP/1.1\r\nAuthorization: Bearer fuzz-api-key-0000\r\n\r\n") % (A, A, A, A),
+    b"\x81OPTIONS /jet/association HTTP/1.1\r\nOrigin: https://app\r\n\r\nGET /metrics HTTP/1.1\r\nAuthorization: Bearer wrong\r\n\r\n",
+    ("\0POST /jet/association/%s/candidates HTTP/1.1\r\nHost: relay.example\r\n\r\nGET /metrics HTTP/1.1\r\n\r\nHEAD /health HTTP/1.1\r\n\r\n" % A).encode(),
 ])
 write("ws_upgrade", [
     upgrade,
