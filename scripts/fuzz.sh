@@ -58,14 +58,20 @@ fi
 host=$(rustc -vV | sed -n 's/^host: //p')
 fuzz=tests/fuzz
 target_dir=${CARGO_TARGET_DIR:-$fuzz/target}
-# The flags cargo-fuzz passes with `--sanitizer none`; all are stable. An
-# explicit --target keeps them off build scripts and proc macros.
-export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
+# The coverage flags cargo-fuzz passes with `--sanitizer none`; all are
+# stable. An explicit --target keeps them off build scripts and proc macros.
+# FUZZ_STACK_DEPTH=1 adds stack-depth feedback (deep recursion is a goal):
+# better for long runs, but every new depth is a new feature, which bloats
+# a merged corpus.
+RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
 -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
 -Cllvm-args=-sanitizer-coverage-pc-table \
--Cllvm-args=-sanitizer-coverage-trace-compares \
--Cllvm-args=-sanitizer-coverage-stack-depth"
+-Cllvm-args=-sanitizer-coverage-trace-compares"
+if [ "${FUZZ_STACK_DEPTH:-0}" = 1 ]; then
+    RUSTFLAGS="$RUSTFLAGS -Cllvm-args=-sanitizer-coverage-stack-depth"
+fi
+export RUSTFLAGS
 echo "== fuzz: building ${targets[*]}"
 bins=()
 for t in "${targets[@]}"; do bins+=(--bin "$t"); done
@@ -91,12 +97,14 @@ for t in "${targets[@]}"; do
         echo "fuzz.sh: $t failed; reproducer in $artifacts/ (run: $bin FILE)" >&2
         exit 1
     fi
-    grep -E '^#[0-9]+ +DONE' "$log" | tail -1 || true
+    grep -E 'DONE' "$log" | tail -1 || true
     grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' "$log" |
         tr '\n' ' '
     echo
     if $merge; then
-        "$bin" -set_cover_merge=1 -max_len="$(max_len "$t")" "$fuzz/corpus/$t" "$work/$t" \
+        # Edges only (no hit counts or compare operands): fewer files.
+        "$bin" -set_cover_merge=1 -use_counters=0 -use_value_profile=0 -use_cmp=0 \
+            -max_len="$(max_len "$t")" "$fuzz/corpus/$t" "$work/$t" \
             >"$work/$t.merge.log" 2>&1
         echo "   corpus/$t: $(ls "$fuzz/corpus/$t" | wc -l) files"
     fi
