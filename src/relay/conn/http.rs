@@ -326,6 +326,16 @@ pub(crate) fn read_request(
     buf: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<Request, Failure> {
+    read_request_with(buf, |buf, limit| fill(stream, buf, limit, deadline))
+}
+
+/// [`read_request`] with the socket read as a function: `more(buf, limit)`
+/// appends at least one byte (keeping at most `limit` buffered) or fails.
+/// The fuzz targets drive it from a byte slice (`crate::fuzzing`).
+pub(crate) fn read_request_with(
+    buf: &mut Vec<u8>,
+    mut more: impl FnMut(&mut Vec<u8>, usize) -> Result<(), Failure>,
+) -> Result<Request, Failure> {
     let head_len = loop {
         if !buf.is_empty() {
             match head_length(buf)? {
@@ -339,7 +349,7 @@ pub(crate) fn read_request(
                 None => {}
             }
         }
-        fill(stream, buf, MAX_HEAD, deadline)?;
+        more(buf, MAX_HEAD)?;
     };
     if head_len > MAX_HEAD {
         return Err(Failure::Reject(Response::error(
@@ -391,7 +401,7 @@ pub(crate) fn read_request(
         )));
     }
     while buf.len() < head_len + body_len {
-        fill(stream, buf, head_len + body_len, deadline)?;
+        more(buf, head_len + body_len)?;
     }
     let head = buf[..head_len].to_vec();
     let body = buf[head_len..head_len + body_len].to_vec();

@@ -94,19 +94,19 @@ pub fn serve_upgrade(
 
 /// A valid upgrade request.
 #[derive(Debug)]
-struct Upgrade {
-    method: Method,
-    association: uuid::Uuid,
-    candidate: uuid::Uuid,
-    accept_key: String,
-    protocol: Option<String>,
+pub(crate) struct Upgrade {
+    pub(crate) method: Method,
+    pub(crate) association: uuid::Uuid,
+    pub(crate) candidate: uuid::Uuid,
+    pub(crate) accept_key: String,
+    pub(crate) protocol: Option<String>,
 }
 
 /// Why an upgrade request was refused before the table was asked.
 #[derive(Debug)]
-struct Refusal {
-    status: u16,
-    why: String,
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) why: String,
 }
 
 fn refusal(status: u16, why: impl Into<String>) -> Refusal {
@@ -116,7 +116,7 @@ fn refusal(status: u16, why: impl Into<String>) -> Refusal {
     }
 }
 
-fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
+pub(crate) fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_UPGRADE_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
