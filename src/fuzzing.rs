@@ -62,7 +62,7 @@ fn context(api_key: bool) -> Context {
 /// 7 bits of the first byte set how many bytes each read returns (0: 4 KiB,
 /// as the relay asks for), the top bit turns on an API key (`fuzz-api-key-0000`) and CORS;
 /// the rest is the stream. A WebSocket upgrade's head goes to the upgrade
-/// parser, as `http::serve` does.
+/// parser, as `keepalive::serve` does.
 pub fn http_requests(data: &[u8]) {
     let Some((&first, mut stream)) = data.split_first() else {
         return;
