@@ -5,14 +5,14 @@ use crate::cli::args::{
     AcceptArgs, AnswerArgs, ConnectArgs, ConnectTarget, Ids, LocalSide, OfferArgs, PeerOptions,
     Signals, TestArgs, Tls,
 };
-use jet_relay::peer::bridge::{bridge, listen_once, Local};
+use jet_relay::peer::bridge::{bridge, listen_once, listen_once_reaching, Local};
 use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions};
 use jet_relay::peer::signaling::{SignalIn, SignalOut};
 use jet_relay::peer::{Connector, JetRequest, TlsOptions};
 use jet_relay::wire::message::{Method, V1_CANDIDATE};
 use jet_relay::wire::secret::ApiKey;
 use jet_relay::wire::CandidateUrl;
-use jet_relay::{Error, Result};
+use jet_relay::Result;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -165,28 +165,16 @@ fn connector(tls: &Tls) -> Arc<Connector> {
 }
 
 /// Where the stream goes; `--listen` takes its local connection now, before
-/// the request is sent. With a `relay`, `--listen` first checks that the
-/// relay can be reached ([`Connector::reach`]) and fails without printing
-/// `listening` when it cannot: a local client must never connect to a
-/// tunnel that cannot exist. (A negotiation learns its relays later.)
+/// the request is sent, after checking that the `relay` (when there is one
+/// already: a negotiation learns its relays later) can be reached.
 fn local(peer: &PeerOptions, relay: Option<(&Connector, &CandidateUrl)>) -> Result<Local> {
     Ok(match &peer.local {
         LocalSide::Stdio => Local::Stdio,
         LocalSide::Forward(target) => Local::Forward(target.clone()),
-        LocalSide::Listen(addr) => {
-            if let Some((connector, url)) = relay {
-                connector.reach(url).map_err(|e| match e {
-                    Error::Io { context, source } => Error::io(
-                        format!(
-                            "cannot reach the relay {url}, so not listening on {addr}: {context}"
-                        ),
-                        source,
-                    ),
-                    other => other,
-                })?;
-            }
-            Local::Accepted(listen_once(addr)?)
-        }
+        LocalSide::Listen(addr) => Local::Accepted(match relay {
+            Some((connector, url)) => listen_once_reaching(connector, url, addr)?,
+            None => listen_once(addr)?,
+        }),
     })
 }
 

@@ -1,8 +1,9 @@
 //! Bridges from the relayed stream to stdio, a `--forward` service or a `--listen` connection.
 
 use crate::error::{is_disconnect, Error, Result};
-use crate::peer::connector::connect_tcp;
+use crate::peer::connector::{connect_tcp, Connector};
 use crate::peer::stream::Relayed;
+use crate::wire::candidate::CandidateUrl;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -209,6 +210,26 @@ pub fn listen_once(addr: &str) -> Result<TcpStream> {
         .map_err(|e| Error::io(format!("accepting on {local}"), e))?;
     let _ = sock.set_nodelay(true);
     Ok(sock)
+}
+
+/// `--listen` for a command that knows its relay: checks first that the
+/// relay at `url` can be reached ([`Connector::reach`]: the connection the
+/// request will use, closed unused), then [`listen_once`]. A relay that
+/// cannot be reached fails the command before `listening` is printed: no
+/// local client may connect to a tunnel that cannot exist.
+pub fn listen_once_reaching(
+    connector: &Connector,
+    url: &CandidateUrl,
+    addr: &str,
+) -> Result<TcpStream> {
+    connector.reach(url).map_err(|e| match e {
+        Error::Io { context, source } => Error::io(
+            format!("cannot reach the relay {url}, so not listening on {addr}: {context}"),
+            source,
+        ),
+        other => other,
+    })?;
+    listen_once(addr)
 }
 
 /// Bridges a relayed stream to where the command said.
