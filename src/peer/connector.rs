@@ -387,6 +387,58 @@ mod tests {
         );
     }
 
+    /// A stream that answers with `reply` and swallows what is written.
+    struct Replay(io::Cursor<Vec<u8>>);
+
+    impl Read for Replay {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl Write for Replay {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[track_caller]
+    fn refusal_of(reply: &str) -> String {
+        let request = JetRequest::v2(Method::Accept, Uuid::nil(), Uuid::nil());
+        let mut stream = Replay(io::Cursor::new(reply.as_bytes().to_vec()));
+        match upgrade(&mut stream, "relay", &request) {
+            Err(e @ Error::Refused { .. }) => e.to_string(),
+            other => panic!("not a refusal: {:?}", other.map(|(r, _)| r)),
+        }
+    }
+
+    #[test]
+    fn websocket_refusals_give_the_header_the_body_or_the_status_name() {
+        let nil = Uuid::nil();
+        let header = "HTTP/1.1 409 Conflict\r\nJet-Error: candidate already paired\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            refusal_of(header),
+            format!("the relay refused accept {nil} {nil}: 409 candidate already paired")
+        );
+        let body = r#"{"error":"wrong API key\u001b[2J"}"#;
+        let json = format!(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(
+            refusal_of(&json),
+            format!("the relay refused accept {nil} {nil}: 401 wrong API key?[2J")
+        );
+        let bare = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            refusal_of(bare),
+            format!("the relay refused accept {nil} {nil}: 404 Not Found")
+        );
+    }
+
     #[test]
     fn a_missing_ca_file_is_a_configuration_error() {
         let connector = Connector::new(TlsOptions {
