@@ -111,8 +111,15 @@ impl Connector {
     /// proxy chosen for its scheme and host, within [`NETWORK_TIMEOUT`].
     fn connect(&self, url: &CandidateUrl) -> Result<TcpStream> {
         let proxy = proxy::proxy_for(&self.proxies, url.scheme.as_str(), &url.host, url.port);
-        proxy::dial(&url.host, url.port, proxy, NETWORK_TIMEOUT)
-            .map_err(|e| Error::io("reaching the relay", e))
+        proxy::dial(&url.host, url.port, proxy, NETWORK_TIMEOUT).map_err(|e| {
+            // `dial` starts its message with what it was doing
+            // ("connecting to HOST:PORT", "the SOCKS5 proxy ..."): the context.
+            let text = e.to_string();
+            match text.split_once(": ") {
+                Some((what, rest)) => Error::io(what, io::Error::new(e.kind(), rest)),
+                None => Error::io("reaching the relay", e),
+            }
+        })
     }
 
     /// The TLS client configuration (ring provider).
