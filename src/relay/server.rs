@@ -10,7 +10,7 @@ use crate::relay::pool::Pool;
 use crate::relay::registry::Registry;
 use crate::relay::shared::{BoundListener, Context};
 use crate::relay::socket;
-use crate::relay::table::{AssociationInfo, Table};
+use crate::relay::table::{AssociationInfo, EndReason, Table};
 use crate::relay::token::{KeyFileError, TokenKeys, Verifier, VerifierOptions};
 use crate::transport::listener;
 use crate::wire::Transport;
@@ -395,8 +395,20 @@ impl Server {
     }
 
     /// Stops accepting, closes every connection and waits (bounded) for the
-    /// threads to finish. Called by `Drop` too.
+    /// threads to finish. Called by `Drop` too. Pairs cut here end as
+    /// `drain_timeout` after [`Server::begin_drain`], else as `shutdown`.
     pub fn shutdown(&mut self) {
+        let reason = if self.ctx.draining() {
+            EndReason::Drain
+        } else {
+            EndReason::Shutdown
+        };
+        self.shutdown_because(reason);
+    }
+
+    /// [`Server::shutdown`], the pairs it cuts ending for `reason` (a second
+    /// signal during a drain is a shutdown, not the drain's timeout).
+    pub fn shutdown_because(&mut self, reason: EndReason) {
         if self.ctx.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -424,7 +436,7 @@ impl Server {
                 ),
             }
         }
-        for victim in self.ctx.table.drain() {
+        for victim in self.ctx.table.drain(reason) {
             victim.kill();
         }
         self.ctx.registry.kill_all();

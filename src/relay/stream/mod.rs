@@ -194,6 +194,11 @@ impl Stream {
         }
     }
 
+    /// The connection's number in the log (`conn=N`).
+    pub fn conn(&self) -> u64 {
+        self.socket._registration.id()
+    }
+
     /// The TCP socket underneath: timeouts and addresses.
     pub fn socket(&self) -> &TcpStream {
         &self.socket.sock
