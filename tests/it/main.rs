@@ -9,6 +9,7 @@ mod cuts;
 mod halves;
 mod jmux;
 mod lifecycle;
+mod logs;
 mod metrics;
 mod peer;
 mod process;
