@@ -59,6 +59,57 @@ impl Outcome {
     }
 }
 
+/// Why a connection on a `proxy_protocol` listener was closed before its
+/// PROXY header was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyFailure {
+    /// The socket's peer is not in `trusted_proxies`; nothing was read.
+    Untrusted,
+    /// The first bytes are a JET packet or an HTTP request: no header at all
+    /// (a peer that bypassed the balancer, or a balancer without send-proxy).
+    Missing,
+    /// Bytes that are neither a PROXY signature nor a request.
+    WrongSignature,
+    /// The stream ended inside the header.
+    Truncated,
+    /// A v1 line without CRLF within 107 bytes, or a v2 length over the limit.
+    Oversize,
+    /// A v2 version nibble other than 2.
+    UnknownVersion,
+    /// A header that breaks the grammar (command, family, addresses, v1 fields).
+    Malformed,
+    /// The handshake timeout passed inside the header.
+    Timeout,
+}
+
+impl ProxyFailure {
+    /// Every reason, in exposition order.
+    pub const ALL: [ProxyFailure; 8] = [
+        ProxyFailure::Untrusted,
+        ProxyFailure::Missing,
+        ProxyFailure::WrongSignature,
+        ProxyFailure::Truncated,
+        ProxyFailure::Oversize,
+        ProxyFailure::UnknownVersion,
+        ProxyFailure::Malformed,
+        ProxyFailure::Timeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyFailure::Untrusted => "untrusted",
+            ProxyFailure::Missing => "missing",
+            ProxyFailure::WrongSignature => "wrong_signature",
+            ProxyFailure::Truncated => "truncated",
+            ProxyFailure::Oversize => "oversize",
+            ProxyFailure::UnknownVersion => "unknown_version",
+            ProxyFailure::Malformed => "malformed",
+            ProxyFailure::Timeout => "timeout",
+        }
+    }
+}
+
 /// Upper bounds of the histogram buckets, in microseconds and as the `le`
 /// label shows them: from a millisecond (a handshake on loopback) to an hour
 /// (a long remote-desktop session); longer ones fall in `+Inf`.
@@ -169,6 +220,13 @@ pub struct Metrics {
     /// headers or path), answered 400 or 426 before any upgrade. Unknown
     /// associations (404) and taken candidates (409) are ordinary rejections.
     pub ws_upgrade_failures: AtomicU64,
+    proxy_failures: [AtomicU64; 8],
+    /// Connections whose PROXY header was LOCAL (the balancer's own) and that
+    /// asked for `/health`, which was answered.
+    pub proxy_local_health: AtomicU64,
+    /// LOCAL connections that asked for anything else, or nothing (a layer 4
+    /// check): closed without an answer.
+    pub proxy_local_closed: AtomicU64,
     /// From an accept parking (its candidate reserved, its 200 going out) to
     /// the connect that pairs with it.
     pub accept_to_pair: Histogram,
@@ -213,6 +271,16 @@ impl Metrics {
     /// How many handshakes ended this way.
     pub fn handshakes(&self, outcome: Outcome) -> u64 {
         self.handshakes[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection closed for its PROXY header.
+    pub fn proxy_failure(&self, reason: ProxyFailure) {
+        self.proxy_failures[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many connections were closed for this PROXY header failure.
+    pub fn proxy_failures(&self, reason: ProxyFailure) -> u64 {
+        self.proxy_failures[reason as usize].load(Ordering::Relaxed)
     }
 
     /// Counts a REST answer by its status class.
@@ -446,6 +514,26 @@ pub fn exposition(ctx: &Context) -> String {
         "counter",
         "Connections refused because the system would not start a thread.",
         &[("", load(&m.spawn_failures))],
+    );
+    let reasons: Vec<(String, u64)> = ProxyFailure::ALL
+        .iter()
+        .map(|r| (format!("reason=\"{}\"", r.as_str()), m.proxy_failures(*r)))
+        .collect();
+    let reasons: Vec<(&str, u64)> = reasons.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    x.relay(
+        "proxy_header_failures_total",
+        "counter",
+        "Connections on proxy_protocol listeners closed for their PROXY header, by reason.",
+        &reasons,
+    );
+    x.relay(
+        "proxy_local_total",
+        "counter",
+        "Connections a trusted balancer opened for itself (PROXY v2 LOCAL): /health answered, anything else closed.",
+        &[
+            ("outcome=\"health\"", load(&m.proxy_local_health)),
+            ("outcome=\"closed\"", load(&m.proxy_local_closed)),
+        ],
     );
     x.relay(
         "client_limit_refusals_total",

@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod core;
 mod cuts;
+mod fleet;
 mod halves;
 mod jmux;
 mod lifecycle;

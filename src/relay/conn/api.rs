@@ -190,7 +190,11 @@ pub fn candidate_urls(ctx: &Context, req: &Request) -> Vec<String> {
             );
             continue;
         };
-        for kind in listener.url.transports() {
+        let transports = crate::relay::config::advertised_transports(
+            &listener.url,
+            listener.external_url.as_deref(),
+        );
+        for kind in transports {
             urls.push(format!("{}://{authority}", kind.as_str()));
         }
     }

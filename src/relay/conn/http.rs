@@ -2,6 +2,7 @@
 //! and the hand-off of WebSocket upgrades. Routes live in `api.rs`.
 
 use crate::relay::conn::deadline::{read_failed, read_some_by, ReadError};
+use crate::relay::conn::proxy::{self, Admitted, Scope};
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::Stream;
@@ -176,7 +177,14 @@ pub fn serve(
     mut stream: Stream,
     prefix: &[u8; HEADER_LEN],
     deadline: Instant,
+    from: &Admitted,
 ) {
+    // Every request of a keep-alive connection counts against its client: the
+    // peer, or the one a PROXY header named (never the balancer).
+    let (client, scope) = (from.peer.ip(), from.scope);
+    if scope == Scope::HealthOnly && !looks_like_http(prefix) {
+        return proxy::local_closed(ctx, "neither JET nor HTTP");
+    }
     if !looks_like_http(prefix) {
         ctx.metrics.handshake(Outcome::Malformed);
         crate::warn!(
@@ -187,8 +195,6 @@ pub fn serve(
     }
     let mut buf = prefix.to_vec();
     let mut deadline = deadline;
-    // Read once: every request of a keep-alive connection counts against its client.
-    let client = stream.socket().peer_addr().ok().map(|a| a.ip());
     for served in 0..MAX_REQUESTS {
         let request = match read_request(&mut stream, &mut buf, deadline) {
             Ok(mut request) => {
@@ -213,6 +219,9 @@ pub fn serve(
                 return;
             }
         };
+        if scope == Scope::HealthOnly && !is_health_check(&request) {
+            return proxy::local_closed(ctx, "a request other than /health");
+        }
         if request.method == "GET" && request.header_has("Upgrade", "websocket") {
             // A WebSocket candidate: the head goes to the WebSocket transport
             // with whatever the client sent after it (its first frames).
@@ -228,17 +237,30 @@ pub fn serve(
                 deadline,
             );
         }
-        let keep_alive = request.keep_alive() && served + 1 < MAX_REQUESTS;
-        let response = match client.map(|ip| ctx.limits.check_rate(ip, Instant::now())) {
-            Some(Err(retry)) => too_many_requests(retry),
-            _ => crate::relay::conn::api::route(ctx, &request),
+        // The balancer's own connection gets one answer (HAProxy's checks are
+        // HTTP/1.0 anyway).
+        let keep_alive =
+            request.keep_alive() && served + 1 < MAX_REQUESTS && scope == Scope::Everything;
+        let response = match scope {
+            // The balancer's checks are never rate limited: a 429 would take
+            // this instance out of the balance.
+            Scope::HealthOnly => {
+                ctx.metrics
+                    .proxy_local_health
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::relay::conn::api::route(ctx, &request)
+            }
+            Scope::Everything => match ctx.limits.check_rate(client, Instant::now()) {
+                Err(retry) => too_many_requests(retry),
+                Ok(_) => crate::relay::conn::api::route(ctx, &request),
+            },
         };
-        crate::info!(
-            "http {} {} -> {}",
-            request.method,
-            request.path,
-            response.status
-        );
+        let (method, path, status) = (&request.method, &request.path, response.status);
+        match scope {
+            Scope::Everything => crate::info!("http {method} {path} -> {status}"),
+            // The balancer checks every second: only on demand.
+            Scope::HealthOnly => crate::debug!("http {method} {path} -> {status}"),
+        }
         ctx.metrics.http_response(response.status);
         let head_only = request.method == "HEAD";
         if write(ctx, &mut stream, &response, keep_alive, head_only).is_err() || !keep_alive {
@@ -252,6 +274,13 @@ pub fn serve(
         }
         deadline = Instant::now() + ctx.config().handshake_timeout;
     }
+}
+
+/// What a balancer's own connection may ask: `GET` or `HEAD /health`, no upgrade.
+fn is_health_check(request: &Request) -> bool {
+    matches!(request.method.as_str(), "GET" | "HEAD")
+        && request.path == "/health"
+        && !request.header_has("Upgrade", "websocket")
 }
 
 /// The answer to a client over its REST rate (`[client_limits]` `rest_rate`).

@@ -6,6 +6,7 @@ pub(crate) mod auth;
 pub(crate) mod deadline;
 pub(crate) mod dispatch;
 pub(crate) mod http;
+pub(crate) mod proxy;
 pub(crate) mod request;
 pub(crate) mod scrape;
 pub(crate) mod tls;
