@@ -59,9 +59,8 @@ impl Side {
         Side {
             conn: stream.conn(),
             peer: stream
-                .socket()
-                .peer_addr()
-                .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
+                .client()
+                .map_or_else(|| "?".to_owned(), |a| a.to_string()),
             transport: stream.kind(),
         }
     }

@@ -43,6 +43,8 @@ pub fn dispatch(
     from: &Admitted,
 ) {
     let scope = from.scope;
+    // The pair's end line names the client, not a balancer in front of it.
+    stream.set_client(from.peer);
     let mut header = [0; HEADER_LEN];
     if let Err(e) = read_exact_by(&mut stream, &mut header, deadline) {
         if scope == Scope::HealthOnly {
