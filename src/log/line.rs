@@ -196,23 +196,42 @@ fn needs_quotes(s: &str) -> bool {
             .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control())
 }
 
-/// `{"time":..,"level":..,"message":..,"conn":..,fields..}\n`. A field that
-/// repeats a key written before it is left out: keys stay unique.
+/// `{"time":..,"level":..,"message":..,"conn":..,fields..}\n`, in that
+/// order (a person reading raw JSON finds the time first). A field whose key
+/// was written before it is left out: keys stay unique.
 pub(crate) fn json(entry: &Entry<'_>) -> String {
-    let mut map = serde_json::Map::new();
-    map.insert("time".into(), super::timestamp(entry.now).into());
-    map.insert(
-        "level".into(),
+    let mut line = String::with_capacity(128 + entry.message.len());
+    let mut seen: Vec<&str> = Vec::with_capacity(4 + entry.fields.0.len());
+    let mut push = |line: &mut String, key: &'_ str, value: serde_json::Value| {
+        line.push(if line.is_empty() { '{' } else { ',' });
+        let _ = write!(line, "{}:{value}", serde_json::Value::from(key));
+    };
+    push(&mut line, "time", super::timestamp(entry.now).into());
+    push(
+        &mut line,
+        "level",
         label(entry.level).to_ascii_lowercase().into(),
     );
-    map.insert("message".into(), entry.message.into());
+    push(&mut line, "message", entry.message.into());
+    seen.extend(["time", "level", "message"]);
     if let Some(target) = entry.foreign {
-        map.insert("target".into(), target.into());
+        push(&mut line, "target", target.into());
+        seen.push("target");
     }
-    if let Some(conn) = entry.conn {
-        map.insert("conn".into(), conn.into());
+    // The call site's own `conn` wins over the thread's scope.
+    let conn = match entry.fields.get("conn") {
+        Some(_) => None,
+        None => entry.conn,
+    };
+    if let Some(conn) = conn {
+        push(&mut line, "conn", conn.into());
+        seen.push("conn");
     }
     for (key, value) in &entry.fields.0 {
+        if seen.contains(&key.as_str()) {
+            continue;
+        }
+        seen.push(key);
         let value = match value {
             Value::U64(n) => serde_json::Value::from(*n),
             Value::I64(n) => serde_json::Value::from(*n),
@@ -221,15 +240,9 @@ pub(crate) fn json(entry: &Entry<'_>) -> String {
             Value::Bool(b) => serde_json::Value::from(*b),
             Value::Str(s) => serde_json::Value::from(s.as_str()),
         };
-        if key == "conn" {
-            // The call site knows better than the thread's scope.
-            map.insert(key.clone(), value);
-        } else {
-            map.entry(key.clone()).or_insert(value);
-        }
+        push(&mut line, key, value);
     }
-    let mut line = serde_json::Value::Object(map).to_string();
-    line.push('\n');
+    line.push_str("}\n");
     line
 }
 
@@ -290,6 +303,26 @@ mod tests {
         assert_eq!(v["conn"], 7);
         assert_eq!(v["seconds"], 1.5);
         assert_eq!(v["peer"], "127.0.0.1:9");
+        assert!(line.starts_with("{\"time\":"), "{line}");
+    }
+
+    #[test]
+    fn json_keys_stay_unique() {
+        let fields = Fields(vec![
+            ("conn".into(), Value::U64(9)),
+            ("level".into(), Value::Str("forged".into())),
+            ("x".into(), Value::U64(1)),
+            ("x".into(), Value::U64(2)),
+        ]);
+        let line = json(&entry(&fields, Some(7), "m"));
+        assert_eq!(line.matches("\"conn\"").count(), 1, "{line}");
+        assert_eq!(line.matches("\"level\"").count(), 1, "{line}");
+        assert_eq!(line.matches("\"x\"").count(), 1, "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            (v["conn"].as_u64(), v["level"].as_str()),
+            (Some(9), Some("warn"))
+        );
     }
 
     #[test]
