@@ -202,7 +202,7 @@ fn needs_quotes(s: &str) -> bool {
 pub(crate) fn json(entry: &Entry<'_>) -> String {
     let mut line = String::with_capacity(128 + entry.message.len());
     let mut seen: Vec<&str> = Vec::with_capacity(4 + entry.fields.0.len());
-    let mut push = |line: &mut String, key: &'_ str, value: serde_json::Value| {
+    let push = |line: &mut String, key: &'_ str, value: serde_json::Value| {
         line.push(if line.is_empty() { '{' } else { ',' });
         let _ = write!(line, "{}:{value}", serde_json::Value::from(key));
     };
