@@ -251,3 +251,40 @@ fn a_flood_of_malformed_packets_writes_a_bounded_number_of_warnings() {
         "the lines left out are counted: {counted} for {FLOOD}: {warnings:#?}"
     );
 }
+
+#[test]
+fn a_delete_and_the_drain_timeout_name_themselves_on_the_pairs_they_cut() {
+    let key = "a-test-key-long-enough-for-the-relay";
+    let config = format!("api_key = \"{key}\"\naccept_requires_api = false\ndrain_timeout = 0");
+    let relay = LoggingRelay::start(&config, "info", &[]);
+    let (deleted, _s1, _c1) = tcp_pair(&relay.relay.url);
+    let (drained, mut server, mut client) = tcp_pair(&relay.relay.url);
+    client.write_all(b"x").unwrap();
+    server.read_exact(&mut [0; 1]).unwrap();
+    let mut sock = TcpStream::connect(relay.relay.addr(0)).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        sock,
+        "DELETE /jet/association/{deleted} HTTP/1.1\r\nHost: relay.test\r\n\
+         Authorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(crate::support::read_http(&mut sock).status, 200);
+    let end = relay.wait_line("pair closed", |l| l.contains("pair closed"));
+    assert!(end.contains(&format!("association={deleted}")), "{end}");
+    assert!(end.contains("reason=deleted"), "{end}");
+    let rest = relay.stop();
+    let ends: Vec<&String> = rest.iter().filter(|l| l.contains("pair closed")).collect();
+    assert_eq!(
+        ends.len(),
+        1,
+        "one end line for the drained pair: {rest:#?}"
+    );
+    assert!(
+        ends[0].contains(&format!("association={drained}")),
+        "{}",
+        ends[0]
+    );
+    assert!(ends[0].contains("reason=drain_timeout"), "{}", ends[0]);
+    assert!(ends[0].contains("bytes_connect_to_accept=1"), "{}", ends[0]);
+}
