@@ -9,6 +9,7 @@ mod cuts;
 mod fleet;
 mod halves;
 mod jmux;
+mod layout;
 mod lifecycle;
 mod logs;
 mod metrics;

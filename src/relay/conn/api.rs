@@ -38,7 +38,7 @@ pub fn route(ctx: &Context, req: &Request) -> Response {
             "GET" => guard(Action::Metrics, &|| {
                 Response::text(
                     200,
-                    crate::relay::metrics::exposition(ctx),
+                    crate::relay::conn::exposition::exposition(ctx),
                     crate::relay::metrics::CONTENT_TYPE,
                 )
             }),

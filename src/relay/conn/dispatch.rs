@@ -54,7 +54,7 @@ pub fn dispatch(
         return read_failed(ctx, conn, e);
     }
     if header[..4] != SIGNATURE {
-        return crate::relay::conn::http::serve(ctx, conn, stream, &header, deadline, from);
+        return crate::relay::conn::keepalive::serve(ctx, conn, stream, &header, deadline, from);
     }
     if scope == Scope::HealthOnly {
         return proxy::local_closed(ctx, "a JET packet");
