@@ -520,7 +520,11 @@ fn token_verifier(config: &Config, running: Option<&Verifier>) -> Result<Option<
         crate::warn!("no token_keys: only unsigned tokens can pass");
     } else {
         let kids: Vec<&str> = keys.keys().iter().map(|k| k.kid.as_str()).collect();
-        crate::info!("association tokens: {} key(s), kids {kids:?}", kids.len());
+        crate::info!(
+            kids = kids.join(",").as_str();
+            "association tokens: {} key(s)",
+            kids.len()
+        );
     }
     if config.allow_unsigned_tokens {
         crate::warn!(
