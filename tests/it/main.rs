@@ -16,6 +16,7 @@ mod metrics;
 mod peer;
 mod process;
 mod pump;
+mod reasons;
 mod support;
 mod tokens;
 mod transports;

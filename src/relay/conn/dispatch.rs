@@ -104,7 +104,7 @@ pub fn serve_jet(
         let answer = JetAnswer {
             version: request.version,
         };
-        return answer.refuse(ctx, &mut stream, status);
+        return answer.refuse(ctx, &mut stream, status, &why);
     }
     // From here the peer's bytes are relayed data: no more timeouts on reads.
     if let Err(e) = stream.clear_read_deadline() {

@@ -33,9 +33,11 @@ pub trait Answer {
     /// the handshake timeout. Relayed bytes may follow it at once.
     fn succeed(&self, ctx: &Context, stream: &mut Stream, extra: &[(&str, &str)])
         -> io::Result<()>;
-    /// Writes a refusal with `status` within the handshake timeout, then
-    /// closes the connection (lingering so the refusal is read).
-    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16);
+    /// Writes a refusal with `status` and the reason `why` (for the peer to
+    /// print; it must say nothing the peer may not know) within the
+    /// handshake timeout, then closes the connection (lingering so the
+    /// refusal is read).
+    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16, why: &str);
 }
 
 /// The binary protocol's answers: one JET response packet echoing the version.
@@ -58,9 +60,9 @@ impl Answer for JetAnswer {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         write_response(ctx, stream, &response)
     }
-    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16) {
-        // A refusal's head is short and fixed: it always fits a packet.
-        let Ok(response) = message::response_packet(status, self.version, &[]) else {
+    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16, why: &str) {
+        // A refusal's head is short (its reason capped): it always fits a packet.
+        let Ok(response) = message::refusal_packet(status, self.version, why) else {
             return;
         };
         if write_response(ctx, stream, &response).is_ok() {
@@ -143,14 +145,15 @@ fn accept(
     let reservation = match reserved {
         Ok(reservation) => reservation,
         Err(why) => {
+            let text = explain(ctx, answer, why);
             return reject(
                 ctx,
                 conn,
                 &mut stream,
                 answer,
-                (why.status(), why.reason()),
+                (why.status(), &text),
                 deadline,
-            )
+            );
         }
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
@@ -213,14 +216,15 @@ fn connect(
     let (accept, stats) = match ctx.table.pair(association, candidate, &stream, wait) {
         Ok(pair) => pair,
         Err(why) => {
+            let text = explain(ctx, answer, why);
             return reject(
                 ctx,
                 conn,
                 &mut stream,
                 answer,
-                (why.status(), why.reason()),
+                (why.status(), &text),
                 deadline,
-            )
+            );
         }
     };
     if let Err(e) = answer.succeed(ctx, &mut stream, &[]) {
@@ -291,10 +295,28 @@ fn test(
             conn,
             &mut stream,
             answer,
-            (why.status(), why.reason()),
+            (why.status(), &explain(ctx, answer, why)),
             deadline,
         ),
     }
+}
+
+/// Why the table refused a request, as its peer should read it: an unknown
+/// association says how associations come to exist here, since the fix is
+/// usually to create it first (through the REST API where only it may).
+fn explain(ctx: &Context, answer: &dyn Answer, why: Reject) -> String {
+    let reason = why.reason();
+    if why != Reject::NotFound("unknown association") {
+        return reason.to_owned();
+    }
+    let hint = if ctx.config().accept_requires_api() {
+        "on this relay only the REST API creates associations"
+    } else if !answer.may_create() {
+        "over WebSocket only the REST API creates associations"
+    } else {
+        "never created, or expired or deleted"
+    };
+    format!("{reason} ({hint})")
 }
 
 /// Answers a well-formed request with an error status, then closes.
@@ -313,7 +335,7 @@ pub(crate) fn reject(
     // Before the refusal goes out, like the counters: whoever reads the
     // refusal then finds it counted.
     handshake_done(ctx, deadline);
-    answer.refuse(ctx, stream, status);
+    answer.refuse(ctx, stream, status, why);
 }
 
 /// Records how long a handshake took once its request was served or
