@@ -11,6 +11,7 @@ mod halves;
 mod jmux;
 mod layout;
 mod lifecycle;
+mod logs;
 mod metrics;
 mod peer;
 mod process;

@@ -76,7 +76,10 @@ pub fn handle(
     if let Err(e) = sock.set_write_timeout(None) {
         return crate::relay::conn::deadline::read_failed(&ctx, conn, ReadError::Closed(e));
     }
-    crate::debug!("TLS established ({:?})", tls.protocol_version());
+    crate::debug!(
+        tls_version = tls.protocol_version().and_then(|v| v.as_str()).unwrap_or("?");
+        "TLS established"
+    );
     let stream = Stream::tls(TlsStream::new(sock, tls), registration);
     crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline, &admitted);
 }
