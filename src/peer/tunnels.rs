@@ -122,49 +122,62 @@ fn is_fatal(err: &Error) -> bool {
 }
 
 /// A relayed stream as the two halves and the closer a tunnel runs over.
-/// `ended` is set (and `on_end` called) as soon as a read finds the stream's
-/// end, before the tunnel learns of it: a client checking `ended` never hands
-/// a new connection to a tunnel that is about to end.
+/// `ended` is set (and `on_end` called, once) as soon as a read finds the
+/// stream's end, before the tunnel learns of it, or when the tunnel ends for
+/// another reason (its closer runs then): a client checking `ended` never
+/// hands a new connection to a tunnel that is about to end.
 pub fn relayed_stream(
     relayed: Relayed,
     ended: Arc<AtomicBool>,
     on_end: Option<Notify>,
 ) -> jmux::Stream {
     let relayed = Arc::new(relayed);
+    let signal = Arc::new(EndSignal { ended, on_end });
     let closer = Arc::clone(&relayed);
+    let closed = Arc::clone(&signal);
     jmux::Stream {
         reader: Box::new(RelayedReader {
             relayed: Arc::clone(&relayed),
-            ended,
-            on_end,
+            signal,
         }),
         writer: Box::new(RelayedWriter(relayed)),
-        closer: Box::new(move || closer.kill()),
+        closer: Box::new(move || {
+            closer.kill();
+            closed.fire("the relayed stream ended");
+        }),
+    }
+}
+
+/// Marks a stream's end, and says so once.
+struct EndSignal {
+    ended: Arc<AtomicBool>,
+    on_end: Option<Notify>,
+}
+
+impl EndSignal {
+    fn fire(&self, why: &str) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            if let Some(on_end) = &self.on_end {
+                on_end(why);
+            }
+        }
     }
 }
 
 /// The read half of a shared relayed stream (which takes `&self` for both).
 struct RelayedReader {
     relayed: Arc<Relayed>,
-    ended: Arc<AtomicBool>,
-    on_end: Option<Notify>,
+    signal: Arc<EndSignal>,
 }
 
 impl Read for RelayedReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let read = self.relayed.read(buf);
-        let end = match &read {
-            Ok(0) => Some("the relayed stream ended".to_owned()),
-            Ok(_) => None,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
-            Err(e) => Some(format!("the relayed stream failed: {e}")),
-        };
-        if let Some(why) = end {
-            if !self.ended.swap(true, Ordering::AcqRel) {
-                if let Some(on_end) = &self.on_end {
-                    on_end(&why);
-                }
-            }
+        match &read {
+            Ok(0) => self.signal.fire("the relayed stream ended"),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => self.signal.fire(&format!("the relayed stream failed: {e}")),
         }
         read
     }
