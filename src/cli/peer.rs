@@ -5,7 +5,7 @@ use crate::cli::args::{
     AcceptArgs, AnswerArgs, ConnectArgs, ConnectTarget, Ids, LocalSide, OfferArgs, PeerOptions,
     Signals, TestArgs, Tls,
 };
-use jet_relay::peer::bridge::{bridge, listen_once, Local};
+use jet_relay::peer::bridge::{bridge, bridge_parked, listen_once, Local};
 use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions};
 use jet_relay::peer::signaling::{SignalIn, SignalOut};
 use jet_relay::peer::{Connector, JetRequest, TlsOptions};
@@ -50,7 +50,8 @@ pub fn accept(args: AcceptArgs) -> Result<()> {
             response.header("Jet-Timeout").unwrap_or("?"),
         ),
     }
-    bridge(stream, local)?;
+    // Parked until its connect comes: its end must wait for it.
+    bridge_parked(stream, local)?;
     Ok(())
 }
 

@@ -58,6 +58,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The most associations held at once; more are refused with 503.
     pub max_associations: usize,
+    /// The most accepts parked at once on the whole relay (each holds a
+    /// descriptor); past it accepts get 503. 0 derives it: half the
+    /// descriptor limit (`RLIMIT_NOFILE`). Either way it leaves
+    /// `RESERVED_DESCRIPTORS` (32) for `/health`, the REST
+    /// API and pairing.
+    pub max_parked_accepts: usize,
     /// The most connection and copy threads; 0 derives it from the kernel's
     /// limits (`vm.max_map_count`, `kernel.pid_max`, `threads-max`). New
     /// connections are closed at once while the limit is reached.
@@ -100,7 +106,8 @@ pub struct Config {
     /// connects need one too (`Authorization: Bearer` in the JET head).
     /// Off by default: deployed JET clients carry no token in the packet.
     pub require_jet_tokens: bool,
-    /// Per-client limits (the `[client_limits]` table); only the REST rate is enforced so far.
+    /// Per-client limits (the `[client_limits]` table): connections,
+    /// handshakes, parked accepts and the REST rate.
     pub client_limits: LimitsConfig,
 }
 
@@ -214,6 +221,7 @@ impl Default for Config {
             ended_retention: DEFAULT_ENDED_RETENTION,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_associations: crate::relay::table::DEFAULT_MAX_ASSOCIATIONS,
+            max_parked_accepts: 0,
             max_threads: 0,
             listeners: vec![ListenerConfig::new(
                 ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),

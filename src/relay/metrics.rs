@@ -237,6 +237,16 @@ impl Metrics {
     }
 }
 
+/// Refusals per client limit, one label per limit (never per address).
+fn limit_refusals(stats: &crate::relay::limits::LimitStats) -> Vec<(String, u64)> {
+    use crate::relay::limits::LimitKind;
+    let mut samples = vec![("limit=\"rest_rate\"".to_owned(), stats.refused_rest)];
+    for kind in LimitKind::ALL {
+        samples.push((format!("limit=\"{}\"", kind.name()), stats.refused_of(kind)));
+    }
+    samples
+}
+
 /// Writes families in the text exposition format.
 struct Exposition {
     out: String,
@@ -451,7 +461,10 @@ pub fn exposition(ctx: &Context) -> String {
         "client_limit_refusals_total",
         "counter",
         "Requests refused by a per-client limit, by limit.",
-        &[("limit=\"rest_rate\"", ctx.limits.stats().refused_rest)],
+        &limit_refusals(&ctx.limits.stats())
+            .iter()
+            .map(|(labels, n)| (labels.as_str(), *n))
+            .collect::<Vec<_>>(),
     );
     x.relay(
         "threads",

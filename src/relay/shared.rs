@@ -31,7 +31,7 @@ pub struct Context {
     /// The association token verifier, when tokens are configured. Behind a
     /// lock so a reload can swap it; readers hold it only to clone the `Arc`.
     pub tokens: RwLock<Option<Arc<Verifier>>>,
-    /// Per-client limits (the REST rate so far).
+    /// Per-client limits: connections, handshakes, parked accepts, the REST rate.
     pub limits: ClientLimits,
     pub(crate) stopping: AtomicBool,
     /// A drain has begun: listeners are closed, `/health` answers 503, and
@@ -189,10 +189,16 @@ impl BoundListener {
 /// Shutdown sets its flag before it takes the registry's snapshot, and both
 /// registering and the snapshot take the registry lock: a socket registered
 /// after the snapshot therefore sees the flag here.
-pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> Option<(Stream, u64)> {
+/// The registration holds the client's connection `permit` for as long as
+/// the socket is open.
+pub(crate) fn tcp_stream(
+    ctx: &Context,
+    sock: TcpStream,
+    permit: crate::relay::limits::Permit,
+) -> Option<(Stream, u64)> {
     crate::relay::stream::tcp::nodelay_accepted(&sock);
     let sock = Arc::new(sock);
-    let registration = ctx.registry.register(&sock);
+    let registration = ctx.registry.register(&sock).holding(permit);
     if ctx.stopping() {
         return None;
     }

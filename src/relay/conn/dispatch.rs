@@ -3,6 +3,7 @@
 
 use crate::relay::conn::deadline::{read_exact_by, read_failed, ReadError};
 use crate::relay::conn::request::{reject, serve_request, Answer, JetAnswer};
+use crate::relay::listen::ClientPermits;
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::Stream;
@@ -12,11 +13,14 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Serves one accepted TCP connection from its first byte on.
-pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
-    let Some((stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
+/// Serves one accepted TCP connection from its first byte on, holding its
+/// client's permits.
+pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, permits: ClientPermits) {
+    let Some((mut stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock, permits.connection)
+    else {
         return;
     };
+    stream.hold_handshake(permits.handshake);
     let _scope = crate::log::conn_scope(conn);
     crate::info!("peer={peer} accepted");
     let deadline = Instant::now() + ctx.config().handshake_timeout;
@@ -82,6 +86,8 @@ pub fn serve_jet(
         };
         return answer.refuse(ctx, &mut stream, status);
     }
+    // The request is read: this connection is no handshake in progress now.
+    stream.end_handshake();
     // From here the peer's bytes are relayed data: no more timeouts on reads.
     if let Err(e) = stream.clear_read_deadline() {
         return read_failed(ctx, conn, ReadError::Closed(e));

@@ -11,7 +11,12 @@ use std::time::Instant;
 /// Serves one request on a metrics connection, then closes it: a scraper
 /// opens one connection per scrape or keeps none, so no keep-alive.
 pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
-    let Some((mut stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
+    let Some((mut stream, conn)) = crate::relay::shared::tcp_stream(
+        &ctx,
+        sock,
+        // The scrape listener is the operator's: no client limit applies.
+        crate::relay::limits::Permit::untracked(),
+    ) else {
         return;
     };
     let deadline = Instant::now() + ctx.config().handshake_timeout;

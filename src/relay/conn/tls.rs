@@ -3,6 +3,7 @@
 
 use crate::error::{is_timeout, Result};
 use crate::relay::conn::deadline::ReadError;
+use crate::relay::listen::ClientPermits;
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::tcp::set_read_deadline;
@@ -28,11 +29,18 @@ enum HandshakeError {
 /// Serves one connection accepted on a TLS listener, on its pool thread: the
 /// TLS handshake within the handshake timeout, then the same dispatch as
 /// plain TCP (JET over TLS, or HTTPS: the REST API and `wss://` upgrades).
-pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>) {
+/// The client's handshake permit covers the TLS handshake too.
+pub fn handle(
+    ctx: Arc<Context>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    permits: ClientPermits,
+) {
     let deadline = Instant::now() + ctx.config().handshake_timeout;
     crate::relay::stream::tcp::nodelay_accepted(&sock);
     let sock = Arc::new(sock);
-    let registration = ctx.registry.register(&sock);
+    let registration = ctx.registry.register(&sock).holding(permits.connection);
     let conn = registration.id();
     let _scope = crate::log::conn_scope(conn);
     if ctx.stopping() {
@@ -68,7 +76,8 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<
         return crate::relay::conn::deadline::read_failed(&ctx, conn, ReadError::Closed(e));
     }
     crate::debug!("TLS established ({:?})", tls.protocol_version());
-    let stream = Stream::tls(TlsStream::new(sock, tls), registration);
+    let mut stream = Stream::tls(TlsStream::new(sock, tls), registration);
+    stream.hold_handshake(permits.handshake);
     crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline);
 }
 

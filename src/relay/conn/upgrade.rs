@@ -227,6 +227,10 @@ impl Answer for UpgradeAnswer {
     fn refuse(&self, ctx: &Context, ws: &mut Stream, status: u16) {
         refuse_http(ctx, ws, status);
     }
+
+    fn over_limit_status(&self) -> u16 {
+        429
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub(crate) mod tcp;
 
+use crate::relay::limits::Permit;
 use crate::relay::registry::Registration;
 use crate::transport::tls::{TlsReader, TlsStream, TlsWriter};
 use crate::transport::ws::{self, Role, WsReader, WsWriter};
@@ -24,6 +25,9 @@ pub struct Stream {
     /// usually arrive before they are read and are taken without one, so
     /// lifting it is mostly skipped.
     timed: bool,
+    /// The client's handshake permit (`[client_limits]` `max_handshakes`),
+    /// held until its request has been read.
+    handshake: Option<Permit>,
 }
 
 /// What both halves keep: the socket (addresses, `kill`) and its registry
@@ -91,6 +95,16 @@ impl Killer {
             crate::relay::socket::cut(&sock);
         }
     }
+
+    /// The socket while it is open, to poll it (the watch on parked accepts).
+    pub fn socket(&self) -> Option<Arc<TcpStream>> {
+        self.0.upgrade()
+    }
+
+    /// True when both handles are of the same socket.
+    pub fn same(&self, other: &Killer) -> bool {
+        Weak::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Stream {
@@ -116,7 +130,21 @@ impl Stream {
                 _registration: Arc::new(registration),
             },
             timed: false,
+            handshake: None,
         }
+    }
+
+    /// Holds the client's handshake permit until [`Stream::end_handshake`]
+    /// (or until the stream is dropped).
+    pub fn hold_handshake(&mut self, permit: Permit) {
+        self.handshake = Some(permit);
+    }
+
+    /// The request has been read: the handshake permit goes back, so a
+    /// parked accept, a relaying pair or a keep-alive REST connection no
+    /// longer counts as a handshake in progress.
+    pub fn end_handshake(&mut self) {
+        self.handshake = None;
     }
 
     /// WebSocket frames (server role) over this stream, whose upgrade is about

@@ -26,11 +26,11 @@ fn a_stale_reservation_cannot_publish_into_a_newer_one() {
     let second = table.reserve_accept(a, c, Transport::Tcp, true).unwrap();
     let (s1, _k1) = stream();
     assert!(
-        table.publish(first, s1).is_err(),
+        table.publish(first, s1, Permit::untracked()).is_err(),
         "the stale accept is refused"
     );
     let (s2, _k2) = stream();
-    assert!(table.publish(second, s2).is_ok());
+    assert!(table.publish(second, s2, Permit::untracked()).is_ok());
     table.unreserve(first);
     let (connect, _k3) = stream();
     assert!(
@@ -55,7 +55,9 @@ fn a_connect_waits_for_a_reserved_accept_to_publish() {
         std::thread::spawn(move || table.pair(a, c, &connect, Duration::from_secs(10)).is_ok())
     };
     let (accept, _k2) = stream();
-    assert!(table.publish(reservation, accept).is_ok());
+    assert!(table
+        .publish(reservation, accept, Permit::untracked())
+        .is_ok());
     assert!(
         waiter.join().unwrap(),
         "the waiting connect paired once published"
@@ -69,7 +71,7 @@ fn a_closed_table_admits_nothing() {
     let reservation = table.reserve_accept(a, c, Transport::Tcp, true).unwrap();
     assert!(table.drain().is_empty());
     let (s, _k) = stream();
-    assert!(table.publish(reservation, s).is_err());
+    assert!(table.publish(reservation, s, Permit::untracked()).is_err());
     assert_eq!(table.create(a).err().map(Reject::status), Some(503));
     assert_eq!(
         table
