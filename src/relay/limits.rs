@@ -305,6 +305,25 @@ impl Drop for Permit {
     }
 }
 
+/// What a client holds for one connection.
+#[derive(Debug)]
+pub struct ClientPermits {
+    /// `max_connections`: for the connection's life.
+    pub connection: Permit,
+    /// `max_handshakes`: until its request has been read.
+    pub handshake: Permit,
+}
+
+impl ClientPermits {
+    /// Permits that hold nothing (the balancer's own health checks).
+    pub fn untracked() -> ClientPermits {
+        ClientPermits {
+            connection: Permit::untracked(),
+            handshake: Permit::untracked(),
+        }
+    }
+}
+
 /// A panic elsewhere while holding the lock leaves the counts consistent
 /// (every update is one assignment), so a poisoned lock is used as is.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -391,6 +410,14 @@ impl ClientLimits {
         }
         Ok(Permit {
             held: Some((Arc::clone(&self.shared), key, kind)),
+        })
+    }
+
+    /// A new connection's permits: a connection and a handshake.
+    pub fn connection_permits(&self, client: IpAddr) -> Result<ClientPermits, LimitExceeded> {
+        Ok(ClientPermits {
+            connection: self.try_acquire(LimitKind::Connection, client)?,
+            handshake: self.try_acquire(LimitKind::Handshake, client)?,
         })
     }
 

@@ -4,13 +4,12 @@
 
 use crate::error::{Error, Result};
 use crate::relay::config::{Config, ListenUrl};
-use crate::relay::limits::{LimitKind, Permit};
 use crate::relay::shared::{BoundListener, Context};
 use crate::relay::socket;
 use crate::transport::listener;
 use rustls::ServerConfig;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
@@ -109,9 +108,11 @@ pub(crate) fn v6_only(socket: &TcpListener) -> bool {
 #[derive(Clone)]
 pub(crate) enum Serves {
     /// JET, WebSocket and REST on listener number `index`, inside TLS when set.
+    /// With `proxy_protocol`, each connection's PROXY header is read first.
     Relay {
         index: usize,
         tls: Option<Arc<ServerConfig>>,
+        proxy_protocol: bool,
     },
     /// `GET /metrics` alone (`metrics_listen`).
     Metrics,
@@ -140,17 +141,35 @@ pub(crate) fn accept_loop(ctx: Arc<Context>, listener: TcpListener, serves: Serv
                 Ok((sock, peer)) => {
                     let conn_ctx = Arc::clone(&ctx);
                     let spawned = match serves.clone() {
-                        Serves::Relay { index, tls } => {
+                        Serves::Relay {
+                            index,
+                            tls,
+                            proxy_protocol,
+                        } => {
                             ctx.metrics.accepted(index);
-                            let Some(permits) = client_permits(&ctx, &sock, peer) else {
-                                return;
+                            // The client is the socket's peer unless a PROXY
+                            // header names another: then its handler takes them.
+                            let permits = if proxy_protocol {
+                                None
+                            } else {
+                                match crate::relay::conn::proxy::client_permits(&ctx, &sock, peer) {
+                                    Some(permits) => Some(permits),
+                                    None => return,
+                                }
                             };
                             ctx.pool.spawn(move || match tls {
                                 Some(tls) => crate::relay::conn::tls::handle(
-                                    conn_ctx, sock, peer, tls, permits,
+                                    conn_ctx,
+                                    sock,
+                                    peer,
+                                    tls,
+                                    (proxy_protocol, permits),
                                 ),
                                 None => crate::relay::conn::dispatch::handle(
-                                    conn_ctx, sock, peer, permits,
+                                    conn_ctx,
+                                    sock,
+                                    peer,
+                                    (proxy_protocol, permits),
                                 ),
                             })
                         }
@@ -183,36 +202,6 @@ pub(crate) fn accept_loop(ctx: Arc<Context>, listener: TcpListener, serves: Serv
             }
         },
     );
-}
-
-/// What a client holds for one connection under `[client_limits]`.
-pub(crate) struct ClientPermits {
-    /// `max_connections`: for the connection's life (its registry entry).
-    pub connection: Permit,
-    /// `max_handshakes`: until its request has been read (its stream).
-    pub handshake: Permit,
-}
-
-/// Takes a new connection's permits, or cuts it: over a connection or
-/// handshake limit the protocol has no answer yet, so the client sees a
-/// reset, before the connection costs a thread. Counted in the client-limit
-/// refusals; logged at debug only, since the client decides how often.
-fn client_permits(ctx: &Context, sock: &TcpStream, peer: SocketAddr) -> Option<ClientPermits> {
-    let take = |kind| ctx.limits.try_acquire(kind, peer.ip());
-    let permits = take(LimitKind::Connection).and_then(|connection| {
-        Ok(ClientPermits {
-            connection,
-            handshake: take(LimitKind::Handshake)?,
-        })
-    });
-    match permits {
-        Ok(permits) => Some(permits),
-        Err(over) => {
-            crate::debug!("peer={peer} refused: {over}");
-            socket::cut(sock);
-            None
-        }
-    }
 }
 
 /// True for the `accept` failures that mean the process or the system is

@@ -23,15 +23,15 @@ pub struct Registration {
     id: u64,
     registry: Arc<Registry>,
     /// `[client_limits]` `max_connections`: held for the connection's life,
-    /// which ends when the last half of its stream drops this entry.
-    _permit: Option<Permit>,
+    /// which ends when the last half of its stream drops this entry. Behind
+    /// a lock because a PROXY header names the client after the entry exists.
+    permit: Mutex<Option<Permit>>,
 }
 
 impl Registration {
-    /// The entry, holding the client's connection permit until it drops.
-    pub fn holding(mut self, permit: Permit) -> Registration {
-        self._permit = Some(permit);
-        self
+    /// Holds the client's connection permit until the entry drops.
+    pub fn hold(&self, permit: Permit) {
+        *self.permit.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
     }
 
     /// The connection's number, used in log lines.
@@ -49,7 +49,7 @@ impl Registry {
         Registration {
             id,
             registry: Arc::clone(self),
-            _permit: None,
+            permit: Mutex::new(None),
         }
     }
 
@@ -103,7 +103,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // The permit goes first: whoever sees the connection gone from the
         // registry finds its client's count lowered too.
-        drop(self._permit.take());
+        drop(self.permit.lock().unwrap_or_else(|e| e.into_inner()).take());
         let mut live = self.registry.lock();
         live.remove(&self.id);
         // Notifying is a system call even with nobody waiting; waiters are

@@ -186,7 +186,10 @@ impl Server {
             .collect();
         let bound: Vec<_> = bound
             .into_iter()
-            .map(|(listener, socket, local, tls, _)| (listener.url.clone(), socket, local, tls))
+            .map(|(listener, socket, local, tls, _)| {
+                let proxy_protocol = listener.proxy_protocol;
+                (listener.url.clone(), socket, local, (tls, proxy_protocol))
+            })
             .collect();
         if config.metrics_token.is_some() && config.metrics_listen.is_none() {
             crate::warn!("metrics_token is set without metrics_listen: it protects nothing (the listeners' /metrics takes api_key)");
@@ -232,14 +235,21 @@ impl Server {
             watch: None,
             cert_stores,
         };
-        for (index, (url, socket, local, tls)) in bound.into_iter().enumerate() {
+        for (index, (url, socket, local, (tls, proxy_protocol))) in bound.into_iter().enumerate() {
             // Without a second descriptor a drain cannot stop this listener
             // early; shutdown still stops it.
             let stop_handle = socket.try_clone().ok();
             let loop_ctx = Arc::clone(&server.ctx);
             let thread = thread::Builder::new()
                 .name(format!("jet-listen-{}", local.port()))
-                .spawn(move || accept_loop(loop_ctx, socket, Serves::Relay { index, tls }))
+                .spawn(move || {
+                    let serves = Serves::Relay {
+                        index,
+                        tls,
+                        proxy_protocol,
+                    };
+                    accept_loop(loop_ctx, socket, serves)
+                })
                 .map_err(|e| Error::io("starting a listener thread", e))?;
             server.listeners.push(Listener {
                 url,
@@ -380,6 +390,9 @@ impl Server {
             report.listeners_changed = true;
             // Keep the running listeners' settings: nothing half-applied.
             config.listeners.clone_from(&old.listeners);
+            // The new top-level keys must hold with the running listeners
+            // (a proxy_protocol listener needs trusted_proxies).
+            config.validate()?;
         }
         let mut keys = Vec::new();
         for (listener, store) in config.listeners.iter().zip(&self.cert_stores) {

@@ -189,16 +189,10 @@ impl BoundListener {
 /// Shutdown sets its flag before it takes the registry's snapshot, and both
 /// registering and the snapshot take the registry lock: a socket registered
 /// after the snapshot therefore sees the flag here.
-/// The registration holds the client's connection `permit` for as long as
-/// the socket is open.
-pub(crate) fn tcp_stream(
-    ctx: &Context,
-    sock: TcpStream,
-    permit: crate::relay::limits::Permit,
-) -> Option<(Stream, u64)> {
+pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> Option<(Stream, u64)> {
     crate::relay::stream::tcp::nodelay_accepted(&sock);
     let sock = Arc::new(sock);
-    let registration = ctx.registry.register(&sock).holding(permit);
+    let registration = ctx.registry.register(&sock);
     if ctx.stopping() {
         return None;
     }

@@ -38,7 +38,7 @@ pub fn route(ctx: &Context, req: &Request) -> Response {
             "GET" => guard(Action::Metrics, &|| {
                 Response::text(
                     200,
-                    crate::relay::metrics::exposition(ctx),
+                    crate::relay::conn::exposition::exposition(ctx),
                     crate::relay::metrics::CONTENT_TYPE,
                 )
             }),
@@ -189,7 +189,11 @@ pub fn candidate_urls(ctx: &Context, req: &Request) -> Vec<String> {
             );
             continue;
         };
-        for kind in listener.url.transports() {
+        let transports = crate::relay::config::advertised_transports(
+            &listener.url,
+            listener.external_url.as_deref(),
+        );
+        for kind in transports {
             urls.push(format!("{}://{authority}", kind.as_str()));
         }
     }

@@ -2,8 +2,9 @@
 //! within the handshake timeout.
 
 use crate::relay::conn::deadline::{read_exact_by, read_failed, ReadError};
+use crate::relay::conn::proxy::{self, Admitted, Scope};
 use crate::relay::conn::request::{reject, serve_request, Answer, JetAnswer};
-use crate::relay::listen::ClientPermits;
+use crate::relay::limits::ClientPermits;
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::Stream;
@@ -13,31 +14,61 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Serves one accepted TCP connection from its first byte on, holding its
-/// client's permits.
-pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, permits: ClientPermits) {
-    let Some((mut stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock, permits.connection)
-    else {
+/// Serves one accepted TCP connection from its first byte on (its PROXY
+/// header first on a `proxy_protocol` listener), holding its client's
+/// permits: those the accept loop took, or, after a PROXY header, those of
+/// the client it names.
+pub fn handle(
+    ctx: Arc<Context>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    (proxy_protocol, permits): (bool, Option<ClientPermits>),
+) {
+    let Some((mut stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
         return;
     };
-    stream.hold_handshake(permits.handshake);
     let _scope = crate::log::conn_scope(conn);
-    crate::info!("peer={peer} accepted");
     let deadline = Instant::now() + ctx.config().handshake_timeout;
-    dispatch(&ctx, conn, stream, deadline);
+    let Some(admitted) = proxy::admit(&ctx, stream.socket(), peer, proxy_protocol, deadline) else {
+        return;
+    };
+    let Some(permits) = proxy::admitted_permits(&ctx, stream.socket(), &admitted, permits) else {
+        return;
+    };
+    stream.hold_connection(permits.connection);
+    stream.hold_handshake(permits.handshake);
+    admitted.log_accepted("");
+    dispatch(&ctx, conn, stream, deadline, &admitted);
 }
 
 /// Reads the first bytes of a connection's stream (plain TCP, or TLS after its
 /// handshake) and serves it: `JET\0` is the binary protocol, anything else
 /// HTTP (the REST API and WebSocket upgrades). Everything must arrive before
-/// `deadline`.
-pub fn dispatch(ctx: &Arc<Context>, conn: u64, mut stream: Stream, deadline: Instant) {
+/// `deadline`. `from` says who the connection speaks for (its client, for
+/// logs and per-client limits); one limited to [`Scope::HealthOnly`] (the balancer's
+/// own, after a PROXY LOCAL header) gets `/health` and nothing else: the rest
+/// is closed quietly and counted.
+pub fn dispatch(
+    ctx: &Arc<Context>,
+    conn: u64,
+    mut stream: Stream,
+    deadline: Instant,
+    from: &Admitted,
+) {
+    let scope = from.scope;
     let mut header = [0; HEADER_LEN];
     if let Err(e) = read_exact_by(&mut stream, &mut header, deadline) {
+        if scope == Scope::HealthOnly {
+            // A layer 4 check: the LOCAL header alone, then a close.
+            return proxy::local_closed(ctx, "nothing after the header");
+        }
         return read_failed(ctx, conn, e);
     }
     if header[..4] != SIGNATURE {
-        return crate::relay::conn::http::serve(ctx, conn, stream, &header, deadline);
+        return crate::relay::conn::keepalive::serve(ctx, conn, stream, &header, deadline, from);
+    }
+    if scope == Scope::HealthOnly {
+        return proxy::local_closed(ctx, "a JET packet");
     }
     serve_jet(ctx, conn, stream, &header, deadline);
 }

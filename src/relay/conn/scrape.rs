@@ -1,8 +1,9 @@
 //! Connections of the `metrics_listen` listener: `GET /metrics` and `/health`, nothing else.
 
 use crate::relay::conn::deadline::read_failed;
+use crate::relay::conn::exposition::exposition;
 use crate::relay::conn::http::{read_request, write, Failure, Request, Response};
-use crate::relay::metrics::{exposition, CONTENT_TYPE};
+use crate::relay::metrics::CONTENT_TYPE;
 use crate::relay::shared::Context;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -11,12 +12,7 @@ use std::time::Instant;
 /// Serves one request on a metrics connection, then closes it: a scraper
 /// opens one connection per scrape or keeps none, so no keep-alive.
 pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
-    let Some((mut stream, conn)) = crate::relay::shared::tcp_stream(
-        &ctx,
-        sock,
-        // The scrape listener is the operator's: no client limit applies.
-        crate::relay::limits::Permit::untracked(),
-    ) else {
+    let Some((mut stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
         return;
     };
     let deadline = Instant::now() + ctx.config().handshake_timeout;

@@ -3,7 +3,7 @@
 
 use crate::error::{is_timeout, Result};
 use crate::relay::conn::deadline::ReadError;
-use crate::relay::listen::ClientPermits;
+use crate::relay::limits::ClientPermits;
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::tcp::set_read_deadline;
@@ -29,25 +29,32 @@ enum HandshakeError {
 /// Serves one connection accepted on a TLS listener, on its pool thread: the
 /// TLS handshake within the handshake timeout, then the same dispatch as
 /// plain TCP (JET over TLS, or HTTPS: the REST API and `wss://` upgrades).
-/// The client's handshake permit covers the TLS handshake too.
+/// The client's permits are taken as for plain TCP
+/// (`dispatch::handle`); its handshake permit covers the TLS handshake too.
 pub fn handle(
     ctx: Arc<Context>,
     sock: TcpStream,
     peer: SocketAddr,
     config: Arc<ServerConfig>,
-    permits: ClientPermits,
+    (proxy_protocol, permits): (bool, Option<ClientPermits>),
 ) {
     let deadline = Instant::now() + ctx.config().handshake_timeout;
     crate::relay::stream::tcp::nodelay_accepted(&sock);
     let sock = Arc::new(sock);
-    let registration = ctx.registry.register(&sock).holding(permits.connection);
+    let registration = ctx.registry.register(&sock);
     let conn = registration.id();
     let _scope = crate::log::conn_scope(conn);
     if ctx.stopping() {
         // Registered after shutdown closed every socket: nobody would close this one.
         return;
     }
-    crate::info!("peer={peer} accepted (tls)");
+    // A PROXY header comes before the TLS handshake.
+    let proxy = crate::relay::conn::proxy::admit(&ctx, &sock, peer, proxy_protocol, deadline);
+    let Some(admitted) = proxy else { return };
+    let proxy = crate::relay::conn::proxy::admitted_permits(&ctx, &sock, &admitted, permits);
+    let Some(permits) = proxy else { return };
+    registration.hold(permits.connection);
+    admitted.log_accepted(" (tls)");
     let mut tls = match ServerConnection::new(config) {
         Ok(tls) => tls,
         Err(e) => {
@@ -78,7 +85,7 @@ pub fn handle(
     crate::debug!("TLS established ({:?})", tls.protocol_version());
     let mut stream = Stream::tls(TlsStream::new(sock, tls), registration);
     stream.hold_handshake(permits.handshake);
-    crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline);
+    crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline, &admitted);
 }
 
 /// Runs the server side of the TLS handshake before `deadline`, however

@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use tungstenite::handshake::derive_accept_key;
 
-/// The most headers an upgrade request may carry (browsers send about 15).
-pub const MAX_UPGRADE_HEADERS: usize = 64;
 /// The longest `Sec-WebSocket-Key` accepted. RFC 6455 keys are 24 characters
 /// (16 bytes in base64); draft 0.2's own example uses 28, so any base64 text
 /// up to this length is taken.
@@ -94,19 +92,19 @@ pub fn serve_upgrade(
 
 /// A valid upgrade request.
 #[derive(Debug)]
-struct Upgrade {
-    method: Method,
-    association: uuid::Uuid,
-    candidate: uuid::Uuid,
-    accept_key: String,
-    protocol: Option<String>,
+pub(crate) struct Upgrade {
+    pub(crate) method: Method,
+    pub(crate) association: uuid::Uuid,
+    pub(crate) candidate: uuid::Uuid,
+    pub(crate) accept_key: String,
+    pub(crate) protocol: Option<String>,
 }
 
 /// Why an upgrade request was refused before the table was asked.
 #[derive(Debug)]
-struct Refusal {
-    status: u16,
-    why: String,
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) why: String,
 }
 
 fn refusal(status: u16, why: impl Into<String>) -> Refusal {
@@ -116,8 +114,8 @@ fn refusal(status: u16, why: impl Into<String>) -> Refusal {
     }
 }
 
-fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_UPGRADE_HEADERS];
+pub(crate) fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; crate::relay::conn::http::MAX_UPGRADE_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}

@@ -134,6 +134,12 @@ impl Stream {
         }
     }
 
+    /// Holds the client's connection permit for as long as the socket is
+    /// open (its registry entry goes with the last half).
+    pub fn hold_connection(&self, permit: Permit) {
+        self.socket._registration.hold(permit);
+    }
+
     /// Holds the client's handshake permit until [`Stream::end_handshake`]
     /// (or until the stream is dropped).
     pub fn hold_handshake(&mut self, permit: Permit) {
