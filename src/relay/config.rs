@@ -46,7 +46,10 @@ pub struct Config {
     /// An association that no candidate has been selected on is removed after this.
     #[serde(deserialize_with = "seconds")]
     pub association_ttl: Duration,
-    /// A pair that carries no byte for this long is closed; zero turns it off.
+    /// A pair that carries no byte for this long, with none waiting to be
+    /// written, is closed; zero turns it off. A direction blocked writing
+    /// toward a peer that does not read keeps the pair (TCP's own
+    /// retransmission timeout ends it if that peer is gone).
     #[serde(deserialize_with = "seconds")]
     pub idle_timeout: Duration,
     /// An association whose relays have all ended stays visible this long.
