@@ -82,3 +82,40 @@ fn a_closed_table_admits_nothing() {
     );
     assert!(table.is_empty());
 }
+
+#[test]
+fn the_parked_cap_counts_reserved_and_parked_accepts_and_frees_them_on_every_exit() {
+    let table = Table::new(10);
+    table.set_parked_limit(1);
+    let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
+    let full = |table: &Table| {
+        table
+            .reserve_accept(Uuid::new_v4(), Uuid::new_v4(), Transport::Tcp, true)
+            .err()
+    };
+    let first = table.reserve_accept(a, c, Transport::Tcp, true).unwrap();
+    assert_eq!(full(&table), Some(Reject::Unavailable(PARKED_FULL)));
+    assert_eq!(
+        table.reserve_v1(Transport::Tcp).err(),
+        Some(Reject::Unavailable(PARKED_FULL))
+    );
+    // A refused accept created nothing.
+    assert_eq!(table.len(), 1);
+    table.unreserve(first);
+    let again = table.reserve_accept(a, c, Transport::Tcp, true).unwrap();
+    let (accept, _peer) = stream();
+    assert!(table.publish(again, accept, Permit::untracked()).is_ok());
+    assert_eq!(full(&table), Some(Reject::Unavailable(PARKED_FULL)));
+    let (connect, _k) = stream();
+    let (_accept, _stats) = table.pair(a, c, &connect, Duration::ZERO).unwrap();
+    // Paired: the seat is free for the next accept.
+    let (b, d) = (Uuid::new_v4(), Uuid::new_v4());
+    let parked = table.reserve_accept(b, d, Transport::Tcp, true).unwrap();
+    let (accept, _peer2) = stream();
+    assert!(table.publish(parked, accept, Permit::untracked()).is_ok());
+    assert!(table.remove(b).is_some());
+    assert!(
+        full(&table).is_none(),
+        "removing the association freed its seat"
+    );
+}
