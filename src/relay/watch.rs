@@ -3,6 +3,7 @@
 
 use crate::relay::shared::Context;
 use std::net::TcpStream;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,11 @@ fn round(ctx: &Context, limit: Duration) -> Option<usize> {
             victim.kill();
             removed += 1;
         }
+    }
+    if removed > 0 {
+        ctx.metrics
+            .parked_gone
+            .fetch_add(removed as u64, Ordering::Relaxed);
     }
     Some(removed)
 }

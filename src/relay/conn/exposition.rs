@@ -114,6 +114,18 @@ pub fn exposition(ctx: &Context) -> String {
         &[("", counts.parked as u64)],
     );
     x.relay(
+        "parked_accepts_limit",
+        "gauge",
+        "The most accepts parked at once (max_parked_accepts, or half the descriptor limit).",
+        &[("", ctx.table.parked_limit() as u64)],
+    );
+    x.relay(
+        "parked_accepts_gone_total",
+        "counter",
+        "Parked accepts removed because their peer left (closed or reset) before a connect came.",
+        &[("", load(&m.parked_gone))],
+    );
+    x.relay(
         "pairs_relaying",
         "gauge",
         "Paired candidates whose relay is running.",

@@ -252,6 +252,7 @@ fn connect(
     };
     if crate::relay::socket::peer_gone(accept.socket()) {
         // Its peer left since the watch last looked: never pair with it.
+        ctx.metrics.parked_gone.fetch_add(1, Ordering::Relaxed);
         accept.kill();
         ctx.table.release(association, candidate, &stats);
         let why = "no parked accept on this candidate (its peer left)";

@@ -87,6 +87,11 @@ impl Table {
         self.max_parked.store(max, Ordering::Relaxed);
     }
 
+    /// The most accepts parked at once.
+    pub fn parked_limit(&self) -> usize {
+        self.max_parked.load(Ordering::Relaxed)
+    }
+
     /// Takes a seat under the cap; called under the table's lock, where
     /// every seat is taken, so two accepts cannot both take the last one.
     pub(super) fn take_seat(&self) -> Result<Seat, Reject> {
