@@ -110,7 +110,14 @@ fn copy(running: &Running, way: Way, mut src: Reader, mut dst: Writer) {
         Ok(()) => {
             // Half-close: the peer finished sending, so finish our sending to
             // the other peer, and let the opposite direction run on.
-            let _ = dst.shutdown_write();
+            if dst.shutdown_write().is_err() {
+                // The other peer's side is broken already (a reset, which
+                // this very write may have collected, leaving the opposite
+                // direction to read a plain end): cut both, so the reset
+                // reaches this peer as a reset and never as a clean end.
+                src.kill();
+                dst.kill();
+            }
         }
         Err(e) => {
             if !is_disconnect(&e) {

@@ -18,6 +18,7 @@ mod parked;
 mod peer;
 mod process;
 mod pump;
+mod reasons;
 mod support;
 mod tokens;
 mod transports;

@@ -37,6 +37,7 @@ pub fn handle(
     };
     stream.hold_connection(permits.connection);
     stream.hold_handshake(permits.handshake);
+    stream.set_client(admitted.peer.ip());
     admitted.log_accepted("");
     dispatch(&ctx, conn, stream, deadline, &admitted);
 }
@@ -115,7 +116,7 @@ pub fn serve_jet(
         let answer = JetAnswer {
             version: request.version,
         };
-        return answer.refuse(ctx, &mut stream, status);
+        return answer.refuse(ctx, &mut stream, status, &why);
     }
     // The request is read: this connection is no handshake in progress now.
     stream.end_handshake();

@@ -36,9 +36,11 @@ pub trait Answer {
     /// the handshake timeout. Relayed bytes may follow it at once.
     fn succeed(&self, ctx: &Context, stream: &mut Stream, extra: &[(&str, &str)])
         -> io::Result<()>;
-    /// Writes a refusal with `status` within the handshake timeout, then
-    /// closes the connection (lingering so the refusal is read).
-    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16);
+    /// Writes a refusal with `status` and the reason `why` (for the peer to
+    /// print; it must say nothing the peer may not know) within the
+    /// handshake timeout, then closes the connection (lingering so the
+    /// refusal is read).
+    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16, why: &str);
     /// The status of a refusal for a client over its limit: 503 for JET,
     /// whose peers know no 429; HTTP overrides it with 429.
     fn over_limit_status(&self) -> u16 {
@@ -66,9 +68,9 @@ impl Answer for JetAnswer {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         write_response(ctx, stream, &response)
     }
-    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16) {
-        // A refusal's head is short and fixed: it always fits a packet.
-        let Ok(response) = message::response_packet(status, self.version, &[]) else {
+    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16, why: &str) {
+        // A refusal's head is short (its reason capped): it always fits a packet.
+        let Ok(response) = message::refusal_packet(status, self.version, why) else {
             return;
         };
         if write_response(ctx, stream, &response).is_ok() {
@@ -163,14 +165,15 @@ fn accept(
     let reservation = match reserved {
         Ok(reservation) => reservation,
         Err(why) => {
+            let text = explain(ctx, answer, why);
             return reject(
                 ctx,
                 conn,
                 &mut stream,
                 answer,
-                (why.status(), why.reason()),
+                (why.status(), &text),
                 deadline,
-            )
+            );
         }
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
@@ -240,14 +243,15 @@ fn connect(
     let (accept, stats) = match ctx.table.pair(association, candidate, &stream, wait) {
         Ok(pair) => pair,
         Err(why) => {
+            let text = explain(ctx, answer, why);
             return reject(
                 ctx,
                 conn,
                 &mut stream,
                 answer,
-                (why.status(), why.reason()),
+                (why.status(), &text),
                 deadline,
-            )
+            );
         }
     };
     if crate::relay::socket::peer_gone(accept.socket()) {
@@ -317,7 +321,7 @@ fn test(
             conn,
             &mut stream,
             answer,
-            (why.status(), why.reason()),
+            (why.status(), &explain(ctx, answer, why)),
             deadline,
         ),
     }
@@ -325,10 +329,10 @@ fn test(
 
 /// The client's parked-accept permit (`[client_limits]` `max_parked_accepts`).
 fn parked_permit(ctx: &Context, stream: &Stream) -> Result<Permit, LimitExceeded> {
-    match stream.socket().peer_addr() {
-        Ok(peer) => ctx.limits.try_acquire(LimitKind::ParkedAccept, peer.ip()),
+    match stream.client() {
+        Some(client) => ctx.limits.try_acquire(LimitKind::ParkedAccept, client),
         // No address (the socket is already gone): nothing to count against.
-        Err(_) => Ok(Permit::untracked()),
+        None => Ok(Permit::untracked()),
     }
 }
 
@@ -344,9 +348,28 @@ fn refuse_over_limit(
 ) {
     let status = answer.over_limit_status();
     ctx.metrics.handshake(Outcome::Rejected);
-    crate::warn!("rejected {status}: {over} (client_limits.max_parked_accepts)");
+    let why = format!("{over} (client_limits.max_parked_accepts)");
+    crate::warn!("rejected {status}: {why}");
     handshake_done(ctx, deadline);
-    answer.refuse(ctx, stream, status);
+    answer.refuse(ctx, stream, status, &why);
+}
+
+/// Why the table refused a request, as its peer should read it: an unknown
+/// association says how associations come to exist here, since the fix is
+/// usually to create it first (through the REST API where only it may).
+fn explain(ctx: &Context, answer: &dyn Answer, why: Reject) -> String {
+    let reason = why.reason();
+    if why != Reject::NotFound("unknown association") {
+        return reason.to_owned();
+    }
+    let hint = if ctx.config().accept_requires_api() {
+        "on this relay only the REST API creates associations"
+    } else if !answer.may_create() {
+        "over WebSocket only the REST API creates associations"
+    } else {
+        "never created, or expired or deleted"
+    };
+    format!("{reason} ({hint})")
 }
 
 /// Answers a well-formed request with an error status, then closes.
@@ -364,7 +387,7 @@ pub(crate) fn reject(
     // Before the refusal goes out, like the counters: whoever reads the
     // refusal then finds it counted.
     handshake_done(ctx, deadline);
-    answer.refuse(ctx, stream, status);
+    answer.refuse(ctx, stream, status, why);
 }
 
 /// Records how long a handshake took once its request was served or

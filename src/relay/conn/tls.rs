@@ -85,6 +85,7 @@ pub fn handle(
     crate::debug!("TLS established ({:?})", tls.protocol_version());
     let mut stream = Stream::tls(TlsStream::new(sock, tls), registration);
     stream.hold_handshake(permits.handshake);
+    stream.set_client(admitted.peer.ip());
     crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline, &admitted);
 }
 

@@ -50,7 +50,7 @@ pub fn serve_upgrade(
                 refusal.status,
                 refusal.why
             );
-            return refuse_http(ctx, &mut stream, refusal.status);
+            return refuse_http(ctx, &mut stream, refusal.status, &refusal.why);
         }
     };
     if let Err(refusal) =
@@ -63,6 +63,7 @@ pub fn serve_upgrade(
             refusal.status,
             String::from_utf8_lossy(&refusal.body)
         );
+        let refusal = with_reason(refusal);
         return crate::relay::conn::http::send_and_close(ctx, &mut stream, &refusal);
     }
     // From here the peer's bytes are relayed data: no more timeouts on reads.
@@ -173,18 +174,46 @@ fn is_base64(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-/// Writes a plain HTTP refusal (no upgrade, beneath any WebSocket framing),
-/// then closes the connection.
-fn refuse_http(ctx: &Context, stream: &mut Stream, status: u16) {
+/// The body of a WebSocket refusal: `{"error": WHY, "status": N}`, the
+/// reason made safe like its [`message::JET_ERROR`] header.
+fn refusal_body(status: u16, why: &str) -> Vec<u8> {
+    serde_json::json!({ "error": message::error_text(why), "status": status })
+        .to_string()
+        .into_bytes()
+}
+
+/// An authorization refusal (a JSON `{"error"}` response) made a WebSocket
+/// refusal: the reason also in the `Jet-Error` header, the status in the body.
+fn with_reason(
+    mut refusal: crate::relay::conn::http::Response,
+) -> crate::relay::conn::http::Response {
+    let why = serde_json::from_slice::<serde_json::Value>(&refusal.body)
+        .ok()
+        .and_then(|body| body.get("error")?.as_str().map(message::error_text))
+        .unwrap_or_default();
+    refusal.body = refusal_body(refusal.status, &why);
+    refusal.with(message::JET_ERROR, why)
+}
+
+/// Writes a plain HTTP refusal (no upgrade, beneath any WebSocket framing)
+/// with the reason in a `Jet-Error` header and a JSON body, then closes the
+/// connection.
+fn refuse_http(ctx: &Context, stream: &mut Stream, status: u16, why: &str) {
+    let body = refusal_body(status, why);
     let mut response = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\nConnection: close\r\n",
-        http::reason(status)
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{}: {}\r\n",
+        http::reason(status),
+        body.len(),
+        message::JET_ERROR,
+        message::error_text(why),
     );
     if status == 426 {
         response.push_str("Sec-WebSocket-Version: 13\r\n");
     }
     response.push_str("\r\n");
-    if crate::relay::conn::request::write_response(ctx, stream, response.as_bytes()).is_ok() {
+    let mut response = response.into_bytes();
+    response.extend_from_slice(&body);
+    if crate::relay::conn::request::write_response(ctx, stream, &response).is_ok() {
         let _ = stream.shutdown_unframed();
         crate::relay::conn::request::drain(stream);
     }
@@ -222,8 +251,8 @@ impl Answer for UpgradeAnswer {
         }
     }
 
-    fn refuse(&self, ctx: &Context, ws: &mut Stream, status: u16) {
-        refuse_http(ctx, ws, status);
+    fn refuse(&self, ctx: &Context, ws: &mut Stream, status: u16, why: &str) {
+        refuse_http(ctx, ws, status, why);
     }
 
     fn over_limit_status(&self) -> u16 {

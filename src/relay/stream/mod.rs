@@ -9,7 +9,7 @@ use crate::transport::tls::{TlsReader, TlsStream, TlsWriter};
 use crate::transport::ws::{self, Role, WsReader, WsWriter};
 use crate::transport::{TcpHalf, TimedRead};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -28,6 +28,9 @@ pub struct Stream {
     /// The client's handshake permit (`[client_limits]` `max_handshakes`),
     /// held until its request has been read.
     handshake: Option<Permit>,
+    /// The client for per-client limits when it is not the socket's peer
+    /// (the one a PROXY header named).
+    client: Option<IpAddr>,
 }
 
 /// What both halves keep: the socket (addresses, `kill`) and its registry
@@ -131,7 +134,20 @@ impl Stream {
             },
             timed: false,
             handshake: None,
+            client: None,
         }
+    }
+
+    /// Names the client this connection speaks for (a PROXY header's).
+    pub fn set_client(&mut self, client: IpAddr) {
+        self.client = Some(client);
+    }
+
+    /// The client for per-client limits: the one named by
+    /// [`Stream::set_client`], else the socket's peer.
+    pub fn client(&self) -> Option<IpAddr> {
+        self.client
+            .or_else(|| self.socket.sock.peer_addr().ok().map(|a| a.ip()))
     }
 
     /// Holds the client's connection permit for as long as the socket is
