@@ -1,7 +1,7 @@
 //! The relay's configuration: `relay.toml`, parsed and validated before anything starts.
 
 use crate::error::{Error, Result};
-use crate::log::Level;
+use crate::log::{Format, Level};
 pub use crate::relay::cidr::{Cidr, CidrSet};
 pub use crate::relay::limits::LimitsConfig;
 pub use crate::wire::secret::ApiKey;
@@ -40,6 +40,10 @@ pub struct Config {
     /// `off`, `error`, `warn`, `info` or `debug`; `JET_RELAY_LOG` overrides it.
     #[serde(deserialize_with = "level")]
     pub log_level: Level,
+    /// `text` (a line a person reads, fields as `key=value`) or `json` (one
+    /// object per line, for a log aggregator).
+    #[serde(deserialize_with = "format")]
+    pub log_format: Format,
     /// A connection that has not sent a whole request within this time is closed.
     #[serde(deserialize_with = "seconds")]
     pub handshake_timeout: Duration,
@@ -245,6 +249,7 @@ impl Default for Config {
         Config {
             instance: DEFAULT_INSTANCE.into(),
             log_level: Level::Info,
+            log_format: Format::Text,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             association_ttl: DEFAULT_ASSOCIATION_TTL,
             idle_timeout: Duration::ZERO,
@@ -541,6 +546,13 @@ fn level<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Level, D::Error
         serde::de::Error::custom(format!(
             "{text:?} is not a log level (off, error, warn, info, debug)"
         ))
+    })
+}
+
+fn format<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Format, D::Error> {
+    let text = String::deserialize(d)?;
+    Format::parse(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!("{text:?} is not a log format (text, json)"))
     })
 }
 

@@ -28,4 +28,6 @@ pub use config::Config;
 pub use metrics::{Histogram, Metrics, Outcome, ProxyFailure};
 pub use server::ReloadReport;
 pub use server::{Associations, Server};
-pub use table::{AssociationInfo, AssociationState, CandidateInfo, CandidateState, Origin};
+pub use table::{
+    AssociationInfo, AssociationState, CandidateInfo, CandidateState, EndReason, Origin,
+};

@@ -62,9 +62,9 @@ fn round(ctx: &Context, limit: Duration) -> Option<usize> {
         let (dead, _) = &parked[i];
         if let Some(victim) = ctx.table.remove_dead(dead) {
             crate::info!(
-                "association={} candidate={} parked accept closed: its peer left",
-                dead.association,
-                dead.candidate
+                association:% = dead.association,
+                candidate:% = dead.candidate;
+                "parked accept closed: its peer left"
             );
             victim.kill();
             removed += 1;

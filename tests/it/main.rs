@@ -13,6 +13,7 @@ mod jmux;
 mod layout;
 mod lifecycle;
 mod limits;
+mod logs;
 mod metrics;
 mod parked;
 mod peer;

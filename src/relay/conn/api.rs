@@ -133,7 +133,7 @@ pub(crate) fn health(ctx: &Context, req: &Request) -> Response {
 fn create(ctx: &Context, id: Uuid) -> Response {
     match ctx.table.create(id) {
         Ok(()) => {
-            crate::info!("association={id} created through the API");
+            crate::info!(association:% = id; "created through the API");
             Response::json(200, &json!({ "id": id, "state": "created" }))
         }
         Err(why) => Response::error(why.status(), why.reason()),
@@ -144,7 +144,8 @@ fn delete(ctx: &Context, id: Uuid) -> Response {
     match ctx.table.remove(id) {
         Some(victims) => {
             crate::info!(
-                "association={id} deleted through the API, closing {} connection(s)",
+                association:% = id;
+                "deleted through the API, closing {} connection(s)",
                 victims.len()
             );
             for victim in victims {

@@ -8,7 +8,7 @@ use crate::relay::limits::ClientPermits;
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::Stream;
-use crate::wire::message::{self, RequestError};
+use crate::wire::message::{self, Command, RequestError};
 use crate::wire::packet::{self, HEADER_LEN, SIGNATURE};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -37,7 +37,6 @@ pub fn handle(
     };
     stream.hold_connection(permits.connection);
     stream.hold_handshake(permits.handshake);
-    stream.set_client(admitted.peer.ip());
     admitted.log_accepted("");
     dispatch(&ctx, conn, stream, deadline, &admitted);
 }
@@ -57,6 +56,8 @@ pub fn dispatch(
     from: &Admitted,
 ) {
     let scope = from.scope;
+    // The pair's end line names the client, not a balancer in front of it.
+    stream.set_client(from.peer);
     let mut header = [0; HEADER_LEN];
     if let Err(e) = read_exact_by(&mut stream, &mut header, deadline) {
         if scope == Scope::HealthOnly {
@@ -112,7 +113,7 @@ pub fn serve_jet(
         // Not `reject`: its per-status counters have no 401/403 and would
         // count these as bad requests.
         ctx.metrics.handshake(Outcome::Rejected);
-        crate::warn!("rejected {status}: {why}");
+        crate::warn!(status = status; "rejected {status}: {why}");
         let answer = JetAnswer {
             version: request.version,
         };
@@ -124,9 +125,36 @@ pub fn serve_jet(
     if let Err(e) = stream.clear_read_deadline() {
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
-    crate::debug!("request {request:?}");
+    let (association, candidate) = ids(request.command);
+    crate::debug!(
+        method = request.method().as_str(),
+        version = request.version,
+        association = association.as_str(),
+        candidate = candidate.as_str();
+        "request"
+    );
     let answer = JetAnswer {
         version: request.version,
     };
     serve_request(ctx, conn, stream, &request, &answer, deadline);
+}
+
+/// A command's association and candidate for a log line (empty when the
+/// command names none: a version 1 accept).
+fn ids(command: Command) -> (String, String) {
+    match command {
+        Command::AcceptNew => (String::new(), String::new()),
+        Command::Accept {
+            association,
+            candidate,
+        }
+        | Command::Connect {
+            association,
+            candidate,
+        }
+        | Command::Test {
+            association,
+            candidate,
+        } => (association.to_string(), candidate.to_string()),
+    }
 }

@@ -60,7 +60,7 @@ pub fn client_permits(
     match ctx.limits.connection_permits(client.ip()) {
         Ok(permits) => Some(permits),
         Err(over) => {
-            crate::debug!("peer={client} refused: {over}");
+            crate::debug!(peer:% = client; "refused: {over}");
             crate::relay::socket::cut(sock);
             None
         }

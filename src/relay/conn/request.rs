@@ -206,14 +206,17 @@ fn accept(
             ctx.metrics.handshake(Outcome::Parked);
             handshake_done(ctx, deadline);
             crate::info!(
-                "association={association} candidate={candidate} parked (accept over {}, version {version})",
-                kind.as_str(),
+                association:% = association,
+                candidate:% = candidate,
+                transport = kind.as_str(),
+                version = version;
+                "parked"
             );
         }
         Err(stream) => {
             // Deleted or expired while we wrote the answer, or shutting down.
             ctx.metrics.handshake(Outcome::Closed);
-            crate::info!("association={association} went away before the accept parked");
+            crate::info!(association:% = association; "went away before the accept parked");
             stream.kill();
         }
     }
@@ -265,7 +268,11 @@ fn connect(
     if let Err(e) = answer.succeed(ctx, &mut stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
         // peer saw the pairing start), so the pair ends here.
-        crate::info!("association={association} candidate={candidate} connect peer left before its answer: {e}");
+        crate::info!(
+            association:% = association,
+            candidate:% = candidate;
+            "connect peer left before its answer: {e}"
+        );
         stream.kill();
         accept.kill();
         ctx.table.release(association, candidate, &stats);
@@ -278,9 +285,13 @@ fn connect(
         ctx.metrics.accept_to_pair.observe(parked.elapsed());
     }
     crate::info!(
-        "association={association} candidate={candidate} paired (accept {} + connect {}, version {version})",
-        accept.kind().as_str(),
-        stream.kind().as_str(),
+        association:% = association,
+        candidate:% = candidate,
+        accept_conn = accept.conn(),
+        accept_transport = accept.kind().as_str(),
+        connect_transport = stream.kind().as_str(),
+        version = version;
+        "paired"
     );
     pump::relay(
         Arc::clone(ctx),
@@ -309,8 +320,10 @@ fn test(
                 ctx.metrics.handshake(Outcome::Tested);
                 handshake_done(ctx, deadline);
                 crate::info!(
-                    "association={association} candidate={candidate} tested over {}",
-                    stream.kind().as_str()
+                    association:% = association,
+                    candidate:% = candidate,
+                    transport = stream.kind().as_str();
+                    "tested"
                 );
                 // Over WebSocket this is the close frame right after the 101.
                 linger_close(&mut stream);
@@ -330,7 +343,7 @@ fn test(
 /// The client's parked-accept permit (`[client_limits]` `max_parked_accepts`).
 fn parked_permit(ctx: &Context, stream: &Stream) -> Result<Permit, LimitExceeded> {
     match stream.client() {
-        Some(client) => ctx.limits.try_acquire(LimitKind::ParkedAccept, client),
+        Some(client) => ctx.limits.try_acquire(LimitKind::ParkedAccept, client.ip()),
         // No address (the socket is already gone): nothing to count against.
         None => Ok(Permit::untracked()),
     }
@@ -349,7 +362,7 @@ fn refuse_over_limit(
     let status = answer.over_limit_status();
     ctx.metrics.handshake(Outcome::Rejected);
     let why = format!("{over} (client_limits.max_parked_accepts)");
-    crate::warn!("rejected {status}: {why}");
+    crate::warn!(status = status; "rejected {status}: {why}");
     handshake_done(ctx, deadline);
     answer.refuse(ctx, stream, status, &why);
 }
@@ -383,7 +396,8 @@ pub(crate) fn reject(
 ) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
-    crate::warn!("rejected {status}: {why}");
+    // Keyed by status for the rate limit: `why` may quote the peer.
+    crate::warn!(status = status; "rejected {status}: {why}");
     // Before the refusal goes out, like the counters: whoever reads the
     // refusal then finds it counted.
     handshake_done(ctx, deadline);

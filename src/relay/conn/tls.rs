@@ -82,10 +82,12 @@ pub fn handle(
     if let Err(e) = sock.set_write_timeout(None) {
         return crate::relay::conn::deadline::read_failed(&ctx, conn, ReadError::Closed(e));
     }
-    crate::debug!("TLS established ({:?})", tls.protocol_version());
+    crate::debug!(
+        tls_version = tls.protocol_version().and_then(|v| v.as_str()).unwrap_or("?");
+        "TLS established"
+    );
     let mut stream = Stream::tls(TlsStream::new(sock, tls), registration);
     stream.hold_handshake(permits.handshake);
-    stream.set_client(admitted.peer.ip());
     crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline, &admitted);
 }
 

@@ -46,6 +46,7 @@ pub fn serve_upgrade(
             ctx.metrics.handshake(Outcome::Rejected);
             ctx.metrics.rejected(refusal.status);
             crate::warn!(
+                status = refusal.status;
                 "WebSocket upgrade refused {}: {}",
                 refusal.status,
                 refusal.why
@@ -58,6 +59,7 @@ pub fn serve_upgrade(
     {
         ctx.metrics.handshake(Outcome::Rejected);
         crate::warn!(
+            status = refusal.status;
             "WebSocket {} refused {}: {}",
             upgrade.method.as_str(),
             refusal.status,
@@ -78,7 +80,12 @@ pub fn serve_upgrade(
         version: 2,
         command: Command::new(upgrade.method, upgrade.association, upgrade.candidate),
     };
-    crate::debug!("WebSocket request {request:?}");
+    crate::debug!(
+        method = request.method().as_str(),
+        association:% = upgrade.association,
+        candidate:% = upgrade.candidate;
+        "WebSocket request"
+    );
     // The WebSocket stream exists from the start so the table records the
     // candidate's transport as ws/wss; nothing is framed before the 101,
     // which goes out beneath the framing like a refusal would.

@@ -9,7 +9,7 @@ use crate::transport::tls::{TlsReader, TlsStream, TlsWriter};
 use crate::transport::ws::{self, Role, WsReader, WsWriter};
 use crate::transport::{TcpHalf, TimedRead};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -28,9 +28,8 @@ pub struct Stream {
     /// The client's handshake permit (`[client_limits]` `max_handshakes`),
     /// held until its request has been read.
     handshake: Option<Permit>,
-    /// The client for per-client limits when it is not the socket's peer
-    /// (the one a PROXY header named).
-    client: Option<IpAddr>,
+    /// The client a PROXY header named, when it did: the peer for logs.
+    client: Option<std::net::SocketAddr>,
 }
 
 /// What both halves keep: the socket (addresses, `kill`) and its registry
@@ -138,18 +137,6 @@ impl Stream {
         }
     }
 
-    /// Names the client this connection speaks for (a PROXY header's).
-    pub fn set_client(&mut self, client: IpAddr) {
-        self.client = Some(client);
-    }
-
-    /// The client for per-client limits: the one named by
-    /// [`Stream::set_client`], else the socket's peer.
-    pub fn client(&self) -> Option<IpAddr> {
-        self.client
-            .or_else(|| self.socket.sock.peer_addr().ok().map(|a| a.ip()))
-    }
-
     /// Holds the client's connection permit for as long as the socket is
     /// open (its registry entry goes with the last half).
     pub fn hold_connection(&self, permit: Permit) {
@@ -242,6 +229,21 @@ impl Stream {
             Halves::Wss(h) => h.1.with_inner(|tls| tls.shutdown()),
             _ => self.shutdown_write(),
         }
+    }
+
+    /// Records the client a PROXY header named (the socket's peer is the balancer).
+    pub fn set_client(&mut self, client: std::net::SocketAddr) {
+        self.client = Some(client);
+    }
+
+    /// The client for logs: the one a PROXY header named, else the socket's peer.
+    pub fn client(&self) -> Option<std::net::SocketAddr> {
+        self.client.or_else(|| self.socket.sock.peer_addr().ok())
+    }
+
+    /// The connection's number in the log (`conn=N`).
+    pub fn conn(&self) -> u64 {
+        self.socket._registration.id()
     }
 
     /// The TCP socket underneath: timeouts and addresses.
