@@ -38,6 +38,8 @@ pub struct Table {
     parked: Arc<AtomicUsize>,
     /// The most accepts reserved or parked at once (see `parked_cap`).
     max_parked: AtomicUsize,
+    /// When an accept refused at the cap last reclaimed (see `may_reclaim`).
+    reclaimed_at: AtomicU64,
 }
 
 /// A reserved accept slot, to publish once the 200 is written (or give up).
@@ -74,6 +76,7 @@ impl Table {
             max_associations: AtomicUsize::new(max_associations),
             parked: Arc::new(AtomicUsize::new(0)),
             max_parked: AtomicUsize::new(usize::MAX),
+            reclaimed_at: AtomicU64::new(0),
         }
     }
 

@@ -159,7 +159,10 @@ fn accept(
     let mut reserved = reserve();
     // At the cap, accepts whose peers left since the watch's last round go
     // first: a burst of dead accepts must not refuse a live one.
-    if reserved == Err(Reject::Unavailable(PARKED_FULL)) && watch::reclaim(ctx) > 0 {
+    if reserved == Err(Reject::Unavailable(PARKED_FULL))
+        && ctx.table.may_reclaim()
+        && watch::reclaim(ctx) > 0
+    {
         reserved = reserve();
     }
     let reservation = match reserved {

@@ -8,12 +8,23 @@ use crate::relay::limits::Permit;
 use crate::relay::stream::{Killer, Stream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Descriptors the parked-accept cap always leaves free, so `/health`, the
 /// REST API, a connect and its pair's pipe still find one when the table of
 /// parked sockets is full.
 pub const RESERVED_DESCRIPTORS: usize = 32;
+
+/// Up to this many parked accepts, reclaiming the dead ones (one poll over
+/// all) costs less than the handshake that asks for it, and every accept
+/// refused at the cap may do it.
+pub const CHEAP_RECLAIM: usize = 4096;
+
+/// Above [`CHEAP_RECLAIM`], accepts refused at the cap reclaim at most once
+/// per this interval: a flood against a cap full of live accepts costs one
+/// poll per interval, not one per accept.
+pub const RECLAIM_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Why an accept is refused at the relay-wide cap (503).
 pub const PARKED_FULL: &str = "too many parked accepts on this relay (max_parked_accepts)";
@@ -85,6 +96,25 @@ impl Table {
     /// parked over a lowered cap stay until they pair or leave.
     pub fn set_parked_limit(&self, max: usize) {
         self.max_parked.store(max, Ordering::Relaxed);
+    }
+
+    /// Whether an accept refused at the cap may reclaim dead accepts now
+    /// (see [`CHEAP_RECLAIM`] and [`RECLAIM_INTERVAL`]).
+    pub fn may_reclaim(&self) -> bool {
+        if self.parked.load(Ordering::Relaxed) <= CHEAP_RECLAIM {
+            return true;
+        }
+        // Milliseconds since the table's epoch, plus one: 0 means never.
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let last = self.reclaimed_at.load(Ordering::Relaxed);
+        let interval = RECLAIM_INTERVAL.as_millis() as u64;
+        if last != 0 && now < last.saturating_add(interval) {
+            return false;
+        }
+        // One of the accepts racing here wins the round.
+        self.reclaimed_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// The most accepts parked at once.
@@ -189,5 +219,20 @@ mod tests {
         assert_eq!(parked_cap(0, Some(16)), 1, "at least one");
         assert_eq!(parked_cap(0, None), usize::MAX);
         assert_eq!(parked_cap(7, None), 7);
+    }
+
+    #[test]
+    fn reclaiming_is_free_for_small_tables_and_rationed_for_large_ones() {
+        let table = Table::new(2 * CHEAP_RECLAIM);
+        assert!(table.may_reclaim() && table.may_reclaim());
+        let reserved: Vec<_> = (0..=CHEAP_RECLAIM)
+            .map(|_| table.reserve_v1(crate::wire::Transport::Tcp).unwrap())
+            .collect();
+        assert!(table.may_reclaim(), "the first in an interval");
+        assert!(!table.may_reclaim(), "a second within the interval");
+        for reservation in reserved {
+            table.unreserve(reservation);
+        }
+        assert!(table.may_reclaim(), "small again");
     }
 }
