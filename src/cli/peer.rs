@@ -6,7 +6,7 @@ use crate::cli::args::{
     ProxyChoice, Rest, Secret, Signals, TestArgs, Tls,
 };
 use crate::cli::tunnel;
-use jet_relay::peer::bridge::{bridge, listen_once, listen_once_reaching, Local};
+use jet_relay::peer::bridge::{bridge, bridge_parked, listen_once, listen_once_reaching, Local};
 use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions};
 use jet_relay::peer::proxy::ProxySettings;
 use jet_relay::peer::signaling::{SignalIn, SignalOut};
@@ -60,7 +60,8 @@ pub fn accept(args: AcceptArgs) -> Result<()> {
             response.header("Jet-Timeout").unwrap_or("?"),
         ),
     }
-    bridge(stream, local)?;
+    // Parked until its connect comes: its end must wait for it.
+    bridge_parked(stream, local)?;
     Ok(())
 }
 
