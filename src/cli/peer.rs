@@ -11,7 +11,7 @@ use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions};
 use jet_relay::peer::proxy::ProxySettings;
 use jet_relay::peer::signaling::{SignalIn, SignalOut};
 use jet_relay::peer::{Connector, JetRequest, TlsOptions};
-use jet_relay::wire::message::{Method, V1_CANDIDATE};
+use jet_relay::wire::message::Method;
 use jet_relay::wire::secret::ApiKey;
 use jet_relay::wire::CandidateUrl;
 use jet_relay::Result;
@@ -30,15 +30,10 @@ pub fn accept(args: AcceptArgs) -> Result<()> {
     }
     let request = match args.ids {
         Some(ids) => JetRequest::v2(Method::Accept, ids.association, ids.candidate),
-        None => JetRequest {
-            method: Method::Accept,
-            version: 1,
-            association: None,
-            candidate: V1_CANDIDATE,
-        },
+        None => JetRequest::v1_accept(),
     };
     let connector = connector(&args.peer.tls, &args.peer.proxy)?;
-    if let Some(association) = request.association {
+    if let Some(association) = request.association() {
         create(&connector, &args.rest, association)?;
     }
     let local = local(&args.peer, Some((&connector, &args.url)))?;
@@ -73,23 +68,18 @@ pub fn connect(args: ConnectArgs) -> Result<()> {
     }
     let request = match args.target {
         ConnectTarget::V2(ids) => JetRequest::v2(Method::Connect, ids.association, ids.candidate),
-        ConnectTarget::V1 { association } => JetRequest {
-            method: Method::Connect,
-            version: 1,
-            association: Some(association),
-            candidate: V1_CANDIDATE,
-        },
+        ConnectTarget::V1 { association } => JetRequest::v1_connect(association),
     };
     let connector = connector(&args.peer.tls, &args.peer.proxy)?;
-    if let Some(association) = request.association {
+    if let Some(association) = request.association() {
         create(&connector, &args.rest, association)?;
     }
     let local = local(&args.peer, Some((&connector, &args.url)))?;
     let (stream, response) = connector.open(&args.url, &request)?;
     eprintln!(
         "jet-relay: connect {} {}: {}",
-        request.association.unwrap_or_default(),
-        request.candidate,
+        request.association().unwrap_or_default(),
+        request.candidate(),
         response.status
     );
     bridge(stream, local)?;

@@ -10,7 +10,7 @@ use crate::transport::ws::{self, Role};
 use crate::transport::TcpHalf;
 use crate::wire::candidate::CandidateUrl;
 use crate::wire::http;
-use crate::wire::message::{self, Method, Response};
+use crate::wire::message::{self, Response};
 use crate::wire::packet::{self, WRITE_MASK};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
@@ -20,7 +20,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
-use uuid::Uuid;
 
 /// How long a peer waits to connect, for the TLS and WebSocket handshakes, and
 /// for the relay's answer.
@@ -31,55 +30,9 @@ pub(crate) const MAX_UPGRADE_RESPONSE: usize = 16 * 1024;
 /// (`{"error": ...}`): the relay's are a few hundred bytes.
 pub(crate) const MAX_REFUSAL_BODY: usize = 4 * 1024;
 
-/// The JET request a peer sends on a candidate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JetRequest {
-    /// Accept, connect or test.
-    pub method: Method,
-    /// 1 for the draft 0.1 exchange, 2 (or 3) for `/jet/...` paths.
-    pub version: u8,
-    /// The association; `None` only for a version 1 accept.
-    pub association: Option<Uuid>,
-    /// The candidate (ignored by version 1).
-    pub candidate: Uuid,
-}
-
-impl JetRequest {
-    /// A version 2 request for `association` and `candidate`.
-    pub fn v2(method: Method, association: Uuid, candidate: Uuid) -> JetRequest {
-        JetRequest {
-            method,
-            version: 2,
-            association: Some(association),
-            candidate,
-        }
-    }
-
-    /// The request as a person reads it in an error: `accept A C`, or
-    /// `accept (version 1)` and `connect A (version 1)`.
-    pub fn describe(&self) -> String {
-        let method = self.method.as_str();
-        match (self.version, self.association) {
-            (1, Some(association)) => format!("{method} {association} (version 1)"),
-            (1, None) => format!("{method} (version 1)"),
-            (_, association) => format!(
-                "{method} {} {}",
-                association.unwrap_or_default(),
-                self.candidate
-            ),
-        }
-    }
-
-    /// The request path of the WebSocket upgrade that carries this request.
-    pub(crate) fn websocket_path(&self) -> String {
-        format!(
-            "/jet/{}/{}/{}",
-            self.method.as_str(),
-            self.association.unwrap_or_default(),
-            self.candidate
-        )
-    }
-}
+/// The JET request a peer sends on a candidate: the one request type of
+/// `wire::message`, which the relay parses too.
+pub use crate::wire::message::Request as JetRequest;
 
 /// Opens candidates: TCP connections, TLS with the configured trust, JET
 /// requests and WebSocket upgrades. Shared by every candidate of a peer.
@@ -176,13 +129,7 @@ impl Connector {
             return self.open_websocket(url, request);
         }
         let stream = self.dial(url)?;
-        let head = message::request_head(
-            request.method,
-            request.version,
-            &url.authority(),
-            request.association,
-            request.candidate,
-        );
+        let head = request.head(&url.authority());
         set_timeouts(stream.socket(), Some(NETWORK_TIMEOUT))?;
         // One write for the whole packet: deployed relays read it with one read.
         stream
@@ -396,7 +343,9 @@ pub(crate) fn connect_tcp(address: &str) -> Result<TcpStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::message::Method;
     use std::path::PathBuf;
+    use uuid::Uuid;
 
     #[test]
     fn websocket_paths_carry_the_request() {

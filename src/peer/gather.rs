@@ -41,23 +41,12 @@ pub fn gather(
         api_key,
     )?;
     if status != 200 {
-        // The REST API says why in `{"error": ...}`; anything else is shown
-        // as text, made safe to print like a `Jet-Error`.
-        let why = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error")?.as_str().map(message::error_text))
-            .unwrap_or_else(|| message::error_text(&String::from_utf8_lossy(&body)));
-        let hint = match (status, api_key) {
-            (401, None) => " (this relay wants an API key: set JET_API_KEY or pass --api-key)",
-            (401, Some(_)) => " (the relay refused the API key given)",
-            _ => "",
-        };
-        let reason = format!("{why}{hint}");
-        return Err(Error::Refused {
-            request: format!("gather {association}"),
+        return Err(refused(
+            format!("gather {association}"),
             status,
-            reason: (!reason.is_empty()).then_some(reason),
-        });
+            &body,
+            api_key,
+        ));
     }
     let gathered: Gathered = serde_json::from_slice(&body)
         .map_err(|e| Error::Protocol(format!("gather response: {e}")))?;
@@ -84,24 +73,33 @@ pub fn create_association(
     let (status, body) = rest_call(connector, base, "POST", &path, api_key)?;
     match status {
         200 | 201 | 204 | 409 => Ok(()),
-        _ => {
-            // As for gather: the REST API's `{"error": ...}`, or the text.
-            let why = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error")?.as_str().map(message::error_text))
-                .unwrap_or_else(|| message::error_text(&String::from_utf8_lossy(&body)));
-            let hint = match (status, api_key) {
-                (401, None) => " (this relay wants an API key: set JET_API_KEY or pass --api-key)",
-                (401, Some(_)) => " (the relay refused the API key given)",
-                _ => "",
-            };
-            let reason = format!("{why}{hint}");
-            Err(Error::Refused {
-                request: format!("creating association {association}"),
-                status,
-                reason: (!reason.is_empty()).then_some(reason),
-            })
-        }
+        _ => Err(refused(
+            format!("creating association {association}"),
+            status,
+            &body,
+            api_key,
+        )),
+    }
+}
+
+/// A REST refusal as the peer reports it: the API's `{"error": ...}` (or
+/// the body as text), made safe to print like a `Jet-Error`, with a hint
+/// when the key was missing or refused.
+fn refused(request: String, status: u16, body: &[u8], api_key: Option<&ApiKey>) -> Error {
+    let why = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(message::error_text))
+        .unwrap_or_else(|| message::error_text(&String::from_utf8_lossy(body)));
+    let hint = match (status, api_key) {
+        (401, None) => " (this relay wants an API key: set JET_API_KEY or pass --api-key)",
+        (401, Some(_)) => " (the relay refused the API key given)",
+        _ => "",
+    };
+    let reason = format!("{why}{hint}");
+    Error::Refused {
+        request,
+        status,
+        reason: (!reason.is_empty()).then_some(reason),
     }
 }
 

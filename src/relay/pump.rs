@@ -149,6 +149,14 @@ fn copy(running: &Running, way: Way, mut src: Reader, mut dst: Writer) {
         .first
         .compare_exchange(0, side, Ordering::AcqRel, Ordering::Acquire);
     match outcome {
+        Ok(()) if running.stats.end_reason().is_some() => {
+            // The relay cut this pair (idle timeout, DELETE, drain...): the
+            // end this direction read is the cut, not the peer's, and must
+            // not reach the other peer as a clean half-close before its own
+            // cut does.
+            src.kill();
+            dst.kill();
+        }
         Ok(()) => {
             // Half-close: the peer finished sending, so finish our sending to
             // the other peer, and let the opposite direction run on.

@@ -124,6 +124,81 @@ impl Request {
     pub fn method(&self) -> Method {
         self.command.method()
     }
+
+    /// A version 2 request for `association` and `candidate`.
+    pub fn v2(method: Method, association: Uuid, candidate: Uuid) -> Request {
+        Request {
+            version: 2,
+            command: Command::new(method, association, candidate),
+        }
+    }
+
+    /// A version 1 accept: the relay names the association.
+    pub fn v1_accept() -> Request {
+        Request {
+            version: 1,
+            command: Command::AcceptNew,
+        }
+    }
+
+    /// A version 1 connect to `association`.
+    pub fn v1_connect(association: Uuid) -> Request {
+        Request {
+            version: 1,
+            command: Command::Connect {
+                association,
+                candidate: V1_CANDIDATE,
+            },
+        }
+    }
+
+    /// The association it names; `None` for a version 1 accept.
+    pub fn association(&self) -> Option<Uuid> {
+        self.command.ids().map(|(association, _)| association)
+    }
+
+    /// The candidate it names ([`V1_CANDIDATE`] for version 1).
+    pub fn candidate(&self) -> Uuid {
+        self.command
+            .ids()
+            .map_or(V1_CANDIDATE, |(_, candidate)| candidate)
+    }
+
+    /// The request as a person reads it in an error: `accept A C`, or
+    /// `accept (version 1)` and `connect A (version 1)`.
+    pub fn describe(&self) -> String {
+        let method = self.method().as_str();
+        match (self.version, self.association()) {
+            (1, Some(association)) => format!("{method} {association} (version 1)"),
+            (1, None) => format!("{method} (version 1)"),
+            (_, association) => format!(
+                "{method} {} {}",
+                association.unwrap_or_default(),
+                self.candidate()
+            ),
+        }
+    }
+
+    /// The request path of the WebSocket upgrade that carries this request.
+    pub fn websocket_path(&self) -> String {
+        format!(
+            "/jet/{}/{}/{}",
+            self.method().as_str(),
+            self.association().unwrap_or_default(),
+            self.candidate()
+        )
+    }
+
+    /// The head a peer sends for this request to a relay reached as `host`.
+    pub fn head(&self, host: &str) -> String {
+        request_head(
+            self.method(),
+            self.version,
+            host,
+            self.association(),
+            self.candidate(),
+        )
+    }
 }
 
 /// Why a request head was refused.

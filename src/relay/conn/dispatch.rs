@@ -142,19 +142,9 @@ pub fn serve_jet(
 /// A command's association and candidate for a log line (empty when the
 /// command names none: a version 1 accept).
 fn ids(command: Command) -> (String, String) {
-    match command {
-        Command::AcceptNew => (String::new(), String::new()),
-        Command::Accept {
-            association,
-            candidate,
-        }
-        | Command::Connect {
-            association,
-            candidate,
-        }
-        | Command::Test {
-            association,
-            candidate,
-        } => (association.to_string(), candidate.to_string()),
-    }
+    command
+        .ids()
+        .map_or((String::new(), String::new()), |(a, c)| {
+            (a.to_string(), c.to_string())
+        })
 }

@@ -167,17 +167,7 @@ fn accept(
     }
     let reservation = match reserved {
         Ok(reservation) => reservation,
-        Err(why) => {
-            let text = explain(ctx, answer, why);
-            return reject(
-                ctx,
-                conn,
-                &mut stream,
-                answer,
-                (why.status(), &text),
-                deadline,
-            );
-        }
+        Err(why) => return refuse(ctx, conn, &mut stream, answer, why, deadline),
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
     let timeout = ctx
@@ -248,17 +238,7 @@ fn connect(
         .min(PUBLISH_WAIT);
     let (accept, stats) = match ctx.table.pair(association, candidate, &stream, wait) {
         Ok(pair) => pair,
-        Err(why) => {
-            let text = explain(ctx, answer, why);
-            return reject(
-                ctx,
-                conn,
-                &mut stream,
-                answer,
-                (why.status(), &text),
-                deadline,
-            );
-        }
+        Err(why) => return refuse(ctx, conn, &mut stream, answer, why, deadline),
     };
     if crate::relay::socket::peer_gone(accept.socket()) {
         // Its peer left since the watch last looked: never pair with it.
@@ -332,14 +312,7 @@ fn test(
                 linger_close(&mut stream);
             }
         }
-        Err(why) => reject(
-            ctx,
-            conn,
-            &mut stream,
-            answer,
-            (why.status(), &explain(ctx, answer, why)),
-            deadline,
-        ),
+        Err(why) => refuse(ctx, conn, &mut stream, answer, why, deadline),
     }
 }
 
@@ -386,6 +359,19 @@ fn explain(ctx: &Context, answer: &dyn Answer, why: Reject) -> String {
         "never created, or expired or deleted"
     };
     format!("{reason} ({hint})")
+}
+
+/// Refuses a request the table turned down, with the reason the peer is told.
+fn refuse(
+    ctx: &Context,
+    conn: u64,
+    stream: &mut Stream,
+    answer: &dyn Answer,
+    why: Reject,
+    deadline: Instant,
+) {
+    let text = explain(ctx, answer, why);
+    reject(ctx, conn, stream, answer, (why.status(), &text), deadline);
 }
 
 /// Answers a well-formed request with an error status, then closes.
