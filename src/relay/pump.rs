@@ -118,6 +118,20 @@ fn copy(running: &Running, way: Way, mut src: Reader, mut dst: Writer) {
             // the other peer, and let the opposite direction run on.
             let _ = dst.shutdown_write();
         }
+        Err(e) if crate::transport::ws::close_code(&e).is_some() => {
+            // The peer broke RFC 6455: its close frame is out (or owed), so
+            // its socket ends after a short linger instead of a reset, while
+            // the other peer's is cut at once.
+            let code = crate::transport::ws::close_code(&e).unwrap_or(1002);
+            running.ctx.metrics.ws_protocol_error(code);
+            crate::debug!(
+                "association={} candidate={} {way:?} ended: {e}",
+                running.association,
+                running.candidate
+            );
+            dst.kill();
+            src.close_failed_websocket();
+        }
         Err(e) => {
             if !is_disconnect(&e) {
                 crate::debug!(

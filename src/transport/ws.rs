@@ -443,6 +443,11 @@ impl<W: Write> WsWriter<W> {
     /// Sends the close frame (code 1000): the end of our direction. Frames
     /// from the other end are still read until its own close frame.
     pub fn shutdown(&mut self) -> io::Result<()> {
+        if self.failed() {
+            // The failing close frame, not a normal one, ends this stream.
+            self.link.flush_control();
+            return Ok(());
+        }
         let mut out = lock(&self.link.out);
         if out.close_sent {
             return Ok(());

@@ -16,3 +16,4 @@ mod pump;
 mod support;
 mod tokens;
 mod transports;
+mod websocket;
