@@ -22,6 +22,7 @@ mod stats;
 mod targets;
 mod throughput;
 mod tls_peer;
+mod tokens;
 
 use options::{parse_options, Options, USAGE};
 use pattern::Pattern;
