@@ -39,9 +39,13 @@ pub enum Error {
     /// 409 when the candidate is taken... The request was understood and
     /// refused; change it rather than retry it as is.
     Refused {
+        /// What was refused, as `accept ASSOCIATION CANDIDATE` or `gather
+        /// ASSOCIATION`.
+        request: String,
         /// The status the relay answered.
         status: u16,
-        /// The reason the relay gave, when it gave one.
+        /// The reason the relay gave (its `Jet-Error` header or JSON
+        /// `error`), made safe to print; `None` from relays that give none.
         reason: Option<String>,
     },
 }
@@ -72,14 +76,18 @@ impl fmt::Display for Error {
             Error::Usage(text) => f.write_str(text),
             Error::Config(text) => write!(f, "configuration: {text}"),
             Error::Protocol(text) => write!(f, "protocol: {text}"),
+            // Without a reason (an older relay), the status's name.
             Error::Refused {
+                request,
                 status,
-                reason: None,
-            } => write!(f, "the relay answered status {status}"),
-            Error::Refused {
-                status,
-                reason: Some(reason),
-            } => write!(f, "the relay answered status {status}: {reason}"),
+                reason,
+            } => write!(
+                f,
+                "the relay refused {request}: {status} {}",
+                reason
+                    .as_deref()
+                    .unwrap_or_else(|| crate::wire::http::reason(*status))
+            ),
         }
     }
 }

@@ -12,6 +12,8 @@
 pub mod log;
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod peer;
 pub mod relay;
 pub mod transport;

@@ -4,14 +4,21 @@
 //!
 //! The relay's own records (target `jet_relay...`) pass at the configured
 //! level; other crates' (rustls, tungstenite) one level lower, so their
-//! handshake chatter appears only at debug.
+//! handshake chatter appears only at debug. Lines are text or JSON
+//! (`log_format`), carry the record's key-value fields, start with the
+//! journald priority under systemd, and warnings are rate-limited per reason.
 
+mod limit;
+mod line;
+
+use limit::{Limiter, Verdict};
+pub use line::Format;
+use line::{Entry, Fields};
 use std::cell::Cell;
-use std::fmt::Write as _;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{mpsc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{mpsc, LazyLock, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How much the relay says. Each level includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -78,9 +85,17 @@ static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
 /// Installs the logger (once per process; later calls only change the level)
 /// and sets the level. Until this is called, nothing is written.
+///
+/// Under systemd (`JOURNAL_STREAM` in the environment) text lines start with
+/// the `<N>` priority journald reads, so `journalctl -p warning` finds
+/// warnings.
 pub fn init(level: Level) {
     // Err: a logger is installed already (ours, by an earlier call).
     let _ = log::set_logger(&LOGGER);
+    JOURNAL.store(
+        std::env::var_os("JOURNAL_STREAM").is_some_and(|v| !v.is_empty()),
+        Ordering::Relaxed,
+    );
     set_level(level);
 }
 
@@ -127,6 +142,9 @@ impl Drop for ConnScope {
 /// Lines waiting for the writer thread; past this, new lines are dropped.
 pub const QUEUE_LINES: usize = 4096;
 
+/// How often the writer thread reports the lines the rate limit left out.
+const SUMMARY_TICK: Duration = Duration::from_secs(1);
+
 enum Message {
     Line(String),
     Flush(mpsc::SyncSender<()>),
@@ -134,6 +152,22 @@ enum Message {
 
 static QUEUE: OnceLock<Option<mpsc::SyncSender<Message>>> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+static FORMAT: AtomicU8 = AtomicU8::new(Format::Text as u8);
+static JOURNAL: AtomicBool = AtomicBool::new(false);
+static LIMITER: LazyLock<Limiter> = LazyLock::new(|| Limiter::new(limit::INTERVAL));
+
+/// Sets the line format for the whole process (a reload may change it).
+pub fn set_format(format: Format) {
+    FORMAT.store(format as u8, Ordering::Relaxed);
+}
+
+/// The format set last.
+pub fn format() -> Format {
+    match FORMAT.load(Ordering::Relaxed) {
+        0 => Format::Text,
+        _ => Format::Json,
+    }
+}
 
 /// Connection threads never write to stderr themselves: a stalled reader of
 /// stderr (a full pipe) would block them all. They queue lines for one writer
@@ -152,25 +186,69 @@ fn queue() -> Option<&'static mpsc::SyncSender<Message>> {
 }
 
 fn writer(rx: mpsc::Receiver<Message>) {
-    for message in rx {
+    let mut summarised = Instant::now();
+    loop {
+        let message = rx.recv_timeout(SUMMARY_TICK);
+        if summarised.elapsed() >= SUMMARY_TICK {
+            summarised = Instant::now();
+            write_summaries(false);
+        }
         match message {
-            Message::Line(line) => {
+            Ok(Message::Line(line)) => {
                 let dropped = DROPPED.swap(0, Ordering::Relaxed);
                 let mut err = std::io::stderr().lock();
                 if dropped > 0 {
-                    let _ = writeln!(
-                        err,
-                        "{} WARN  {dropped} log line(s) dropped: stderr was not keeping up",
-                        timestamp(SystemTime::now())
-                    );
+                    let note = render(&Entry {
+                        now: SystemTime::now(),
+                        level: log::Level::Warn,
+                        conn: None,
+                        foreign: None,
+                        message: &format!(
+                            "{dropped} log line(s) dropped: stderr was not keeping up"
+                        ),
+                        fields: &Fields::default(),
+                    });
+                    let _ = err.write_all(note.as_bytes());
                 }
                 // A closed stderr is not a reason to disturb a relay.
                 let _ = err.write_all(line.as_bytes());
             }
-            Message::Flush(done) => {
+            Ok(Message::Flush(done)) => {
+                // At exit: what was left out is said before the process goes.
+                write_summaries(true);
                 let _ = done.send(());
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+/// Writes one line per reason whose interval ended with lines left out.
+fn write_summaries(all: bool) {
+    let due = LIMITER.take_due(Instant::now(), all);
+    if due.is_empty() {
+        return;
+    }
+    let mut err = std::io::stderr().lock();
+    for summary in due {
+        let line = render(&Entry {
+            now: SystemTime::now(),
+            level: summary.sample.level,
+            conn: None,
+            foreign: summary.sample.foreign.as_deref(),
+            message: &summary.message(),
+            fields: &summary.sample.fields,
+        });
+        let _ = err.write_all(line.as_bytes());
+    }
+}
+
+/// A line in the format in force.
+fn render(entry: &Entry<'_>) -> String {
+    match format() {
+        Format::Text => line::text(entry, JOURNAL.load(Ordering::Relaxed)),
+        Format::Json => line::json(entry),
     }
 }
 
@@ -199,13 +277,35 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format_line(
-            SystemTime::now(),
-            record.level(),
-            current_conn(),
-            (!is_ours(record.target())).then(|| record.target()),
-            record.args(),
-        );
+        let fields = Fields::of(record);
+        let foreign = (!is_ours(record.target())).then(|| record.target());
+        let mut suppressed = 0;
+        // Warnings and errors are what a peer can provoke at will.
+        if record.level() <= log::Level::Warn {
+            let key = limit::Key::of(record, &fields);
+            let verdict = LIMITER.check(key, Instant::now(), || limit::Sample {
+                level: record.level(),
+                foreign: foreign.map(str::to_owned),
+                message: record.args().to_string(),
+                fields: fields.clone(),
+            });
+            match verdict {
+                Verdict::Suppress => return,
+                Verdict::Write { suppressed: n } => suppressed = n,
+            }
+        }
+        let mut message = record.args().to_string();
+        if suppressed > 0 {
+            message = limit::suffixed(&message, suppressed, limit::INTERVAL);
+        }
+        let line = render(&Entry {
+            now: SystemTime::now(),
+            level: record.level(),
+            conn: current_conn(),
+            foreign,
+            message: &message,
+            fields: &fields,
+        });
         match queue() {
             Some(queue) => {
                 if queue.try_send(Message::Line(line)).is_err() {
@@ -220,33 +320,6 @@ impl log::Log for Logger {
     }
 
     fn flush(&self) {}
-}
-
-/// One line: `TIMESTAMP LEVEL [conn=N ][TARGET: ]MESSAGE\n`; the target only
-/// for other crates' records.
-fn format_line(
-    now: SystemTime,
-    level: log::Level,
-    conn: Option<u64>,
-    foreign: Option<&str>,
-    args: &std::fmt::Arguments<'_>,
-) -> String {
-    let label = match level {
-        log::Level::Error => "ERROR",
-        log::Level::Warn => "WARN",
-        log::Level::Info => "INFO",
-        log::Level::Debug => "DEBUG",
-        log::Level::Trace => "TRACE",
-    };
-    let mut line = format!("{} {label:5} ", timestamp(now));
-    if let Some(conn) = conn {
-        let _ = write!(line, "conn={conn} ");
-    }
-    if let Some(target) = foreign {
-        let _ = write!(line, "{target}: ");
-    }
-    let _ = writeln!(line, "{args}");
-    line
 }
 
 /// Waits (at most `limit`) until every line queued so far is written. Gives
@@ -336,22 +409,6 @@ mod tests {
         assert_eq!(Level::parse("DEBUG"), Some(Level::Debug));
         assert_eq!(Level::parse("loud"), None);
         assert!(Level::Warn < Level::Info);
-    }
-
-    #[test]
-    fn lines_carry_the_level_the_connection_and_a_foreign_target() {
-        let at = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
-        let line = |level, conn, foreign| {
-            format_line(at, level, conn, foreign, &format_args!("paired x={}", 1))
-        };
-        assert_eq!(
-            line(log::Level::Info, Some(7), None),
-            "2026-11-18T11:06:40.123Z INFO  conn=7 paired x=1\n"
-        );
-        assert_eq!(
-            line(log::Level::Debug, None, Some("rustls::server::hs")),
-            "2026-11-18T11:06:40.123Z DEBUG rustls::server::hs: paired x=1\n"
-        );
     }
 
     #[test]

@@ -21,7 +21,6 @@ mod report;
 mod stats;
 mod targets;
 mod throughput;
-mod tls_peer;
 mod tokens;
 
 use options::{parse_options, Options, USAGE};

@@ -100,7 +100,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
         match arg.as_str() {
             "--quick" => {}
             "--relay" => o.relay = PathBuf::from(value()?),
-            "--transport" => o.transports = parse_list(&value()?, Transport::parse)?,
+            "--transport" => o.transports = parse_list(&value()?, crate::targets::parse_transport)?,
             "--zero-copy" => {
                 o.zero_copy = value()?.parse().map_err(|_| "--zero-copy: true or false")?
             }

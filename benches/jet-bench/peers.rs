@@ -1,10 +1,10 @@
 //! The peers' connections: pairs over the relay (TCP, TLS, WebSocket) and direct over loopback, with `jet_relay`'s client side.
 
 // The only module that names `jet_relay`: its module paths are moving.
-use crate::targets::{Target, Transport};
-use crate::tls_peer::TlsPeer;
+use crate::targets::{Target, Transport, TransportExt};
 use crate::tokens::Signed;
 use jet_relay::peer::{Connector, JetRequest, Relayed, TlsOptions};
+use jet_relay::transport::tls::{TlsReader, TlsStream, TlsWriter};
 use jet_relay::wire::message::{self, Method};
 use jet_relay::wire::packet;
 use jet_relay::wire::CandidateUrl;
@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 use uuid::Uuid;
@@ -312,11 +312,51 @@ fn prepare(sock: &TcpStream) -> io::Result<()> {
     sock.set_write_timeout(Some(IO_TIMEOUT))
 }
 
+/// A TLS peer on the library's one TLS stream (`jet_relay::transport::tls`,
+/// the same code the relay and the peers run), its halves each behind their
+/// own lock so a reading thread and a writing thread never wait on each other.
+pub struct TlsPeer {
+    sock: Arc<TcpStream>,
+    reader: Mutex<TlsReader>,
+    writer: Mutex<TlsWriter>,
+}
+
+impl TlsPeer {
+    /// Completes the handshake on a connected socket, then splits the stream.
+    pub fn handshake(sock: TcpStream, conn: rustls::Connection) -> io::Result<TlsPeer> {
+        let tls = TlsStream::handshake(sock, conn)?;
+        let sock = Arc::clone(tls.socket());
+        let (reader, writer) = tls.split();
+        Ok(TlsPeer {
+            sock,
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
+        })
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        lock(&self.reader).read(buf)
+    }
+
+    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        lock(&self.writer).write_all(buf)
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        lock(&self.writer).shutdown()
+    }
+}
+
+/// A poisoned half is still whole: each call leaves it consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One peer's end of a pair, whatever the transport. One thread may read
 /// while another writes (`&Peer` is `Read` and `Write`), as with `&TcpStream`.
 pub enum Peer {
     Tcp(TcpStream),
-    /// TLS, direct or with the relay: the bench's own split stream, the same
+    /// TLS, direct or with the relay: the library's split stream, the same
     /// code on both sides of every TLS connection it measures.
     Tls(Box<TlsPeer>),
     /// A WebSocket (ws or wss) opened with `jet_relay::peer::Connector`.

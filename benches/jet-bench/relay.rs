@@ -2,7 +2,7 @@
 
 use crate::options::Options;
 use crate::peers::test_data;
-use crate::targets::Transport;
+use crate::targets::{Transport, TransportExt};
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,51 +5,35 @@ use crate::relay::RelayProcess;
 use std::io;
 use std::sync::Arc;
 
-/// How peers reach the relay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Tcp,
-    Tls,
-    Ws,
-    Wss,
+/// How peers reach the relay: the library's one transport enum.
+pub use jet_relay::wire::Transport;
+
+/// What the bench needs of a transport beyond the library's enum.
+pub trait TransportExt {
+    /// Its name in figures and URLs (`tcp`, `tls`, `ws`, `wss`).
+    fn name(self) -> &'static str;
+    /// The scheme of the relay listener that serves it: WebSocket upgrades
+    /// are served on every listener.
+    fn listener_scheme(self) -> &'static str;
 }
 
-impl Transport {
-    pub const ALL: [Transport; 4] = [
-        Transport::Tcp,
-        Transport::Tls,
-        Transport::Ws,
-        Transport::Wss,
-    ];
-
-    pub fn parse(text: &str) -> Result<Transport, String> {
-        Transport::ALL
-            .into_iter()
-            .find(|t| t.name() == text)
-            .ok_or_else(|| format!("transport {text:?}: one of tcp, tls, ws, wss"))
+impl TransportExt for Transport {
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-            Transport::Ws => "ws",
-            Transport::Wss => "wss",
+    fn listener_scheme(self) -> &'static str {
+        if self.is_tls() {
+            "tls"
+        } else {
+            "tcp"
         }
     }
+}
 
-    /// The scheme of the relay listener that serves this transport:
-    /// WebSocket upgrades are served on every listener.
-    pub fn listener_scheme(self) -> &'static str {
-        match self {
-            Transport::Tcp | Transport::Ws => "tcp",
-            Transport::Tls | Transport::Wss => "tls",
-        }
-    }
-
-    pub fn is_tls(self) -> bool {
-        self.listener_scheme() == "tls"
-    }
+/// Parses `--transport` values.
+pub fn parse_transport(text: &str) -> Result<Transport, String> {
+    Transport::parse(text).ok_or_else(|| format!("transport {text:?}: one of tcp, tls, ws, wss"))
 }
 
 /// One side of the comparison.

@@ -59,6 +59,11 @@ fn report(name: Option<&str>, result: jet_relay::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match name {
+                // A refusal names the request itself: `jet-relay: the relay
+                // refused accept A C: 404 unknown association (...)`.
+                Some(_) if matches!(e, jet_relay::Error::Refused { .. }) => {
+                    eprintln!("jet-relay: {e}")
+                }
                 Some(name) => eprintln!("jet-relay: {name}: {e}"),
                 None => eprintln!("jet-relay: {e}"),
             }

@@ -5,12 +5,13 @@ use crate::cli::args::{
     AcceptArgs, AnswerArgs, ConnectArgs, ConnectTarget, Ids, LocalSide, OfferArgs, PeerOptions,
     Signals, TestArgs, Tls,
 };
-use jet_relay::peer::bridge::{bridge, listen_once, Local};
+use jet_relay::peer::bridge::{bridge, listen_once, listen_once_reaching, Local};
 use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions};
 use jet_relay::peer::signaling::{SignalIn, SignalOut};
 use jet_relay::peer::{Connector, JetRequest, TlsOptions};
 use jet_relay::wire::message::{Method, V1_CANDIDATE};
 use jet_relay::wire::secret::ApiKey;
+use jet_relay::wire::CandidateUrl;
 use jet_relay::Result;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +32,7 @@ pub fn accept(args: AcceptArgs) -> Result<()> {
         },
     };
     let connector = connector(&args.peer.tls);
-    let local = local(&args.peer)?;
+    let local = local(&args.peer, Some((&connector, &args.url)))?;
     let (stream, response) = connector.open(&args.url, &request)?;
     // One line on stderr once the relay answered: the moment the other peer
     // may connect.
@@ -66,7 +67,7 @@ pub fn connect(args: ConnectArgs) -> Result<()> {
         },
     };
     let connector = connector(&args.peer.tls);
-    let local = local(&args.peer)?;
+    let local = local(&args.peer, Some((&connector, &args.url)))?;
     let (stream, response) = connector.open(&args.url, &request)?;
     eprintln!(
         "jet-relay: connect {} {}: {}",
@@ -117,7 +118,7 @@ pub fn offer(args: OfferArgs) -> Result<()> {
         host_window: negotiate::HOST_PREFERENCE_WINDOW,
     };
     let connector = connector(&args.peer.tls);
-    let local = local(&args.peer)?;
+    let local = local(&args.peer, None)?;
     let (input, mut output) = signals(&args.signals, 1, args.timeout)?;
     let selection = negotiate::run_client(&connector, &options, &input, &mut output)?;
     announce(&selection);
@@ -142,7 +143,7 @@ pub fn answer(args: AnswerArgs) -> Result<()> {
         timeout: args.timeout,
     };
     let connector = connector(&args.peer.tls);
-    let local = local(&args.peer)?;
+    let local = local(&args.peer, None)?;
     let (input, mut output) = signals(&args.signals, 2, args.timeout)?;
     let selection = negotiate::run_server(&connector, &options, &input, &mut output)?;
     announce(&selection);
@@ -164,12 +165,16 @@ fn connector(tls: &Tls) -> Arc<Connector> {
 }
 
 /// Where the stream goes; `--listen` takes its local connection now, before
-/// the relay is contacted.
-fn local(peer: &PeerOptions) -> Result<Local> {
+/// the request is sent, after checking that the `relay` (when there is one
+/// already: a negotiation learns its relays later) can be reached.
+fn local(peer: &PeerOptions, relay: Option<(&Connector, &CandidateUrl)>) -> Result<Local> {
     Ok(match &peer.local {
         LocalSide::Stdio => Local::Stdio,
         LocalSide::Forward(target) => Local::Forward(target.clone()),
-        LocalSide::Listen(addr) => Local::Accepted(listen_once(addr)?),
+        LocalSide::Listen(addr) => Local::Accepted(match relay {
+            Some((connector, url)) => listen_once_reaching(connector, url, addr)?,
+            None => listen_once(addr)?,
+        }),
     })
 }
 

@@ -5,6 +5,7 @@
 use crate::cli::args::RelayArgs;
 use jet_relay::log::{self, Level};
 use jet_relay::relay::config::ListenerConfig;
+use jet_relay::relay::EndReason;
 use jet_relay::{Config, Error, Result, Server};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -61,6 +62,7 @@ pub fn run(args: RelayArgs) -> Result<()> {
     };
     let config = source.load()?;
     log::init(level(&config)?);
+    log::set_format(config.log_format);
     raise_descriptor_limit();
     // Installed before any thread starts, so every thread inherits the mask
     // signal-hook needs and no signal is lost between start and the loop.
@@ -98,9 +100,11 @@ fn reload(server: &Server, source: &Source) {
     notify(Notice::Reloading);
     match source.load().and_then(|config| server.reload(config)) {
         Ok(report) => {
-            if let Ok(level) = level(server.config().as_ref()) {
+            let config = server.config();
+            if let Ok(level) = level(config.as_ref()) {
                 log::set_level(level);
             }
+            log::set_format(config.log_format);
             jet_relay::info!("reloaded the configuration{report}");
         }
         Err(e) => jet_relay::error!("reload refused, the running configuration stays: {e}"),
@@ -126,7 +130,8 @@ fn drain(server: &mut Server, signals: &mut Signals) {
     loop {
         if signals.pending().any(|s| s == SIGTERM || s == SIGINT) {
             jet_relay::info!("second signal: cutting every connection now");
-            break;
+            server.shutdown_because(EndReason::Shutdown);
+            return;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

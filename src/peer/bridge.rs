@@ -1,8 +1,9 @@
 //! Bridges from the relayed stream to stdio, a `--forward` service or a `--listen` connection.
 
 use crate::error::{is_disconnect, Error, Result};
-use crate::peer::connector::connect_tcp;
+use crate::peer::connector::{connect_tcp, Connector};
 use crate::peer::stream::Relayed;
+use crate::wire::candidate::CandidateUrl;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -20,8 +21,51 @@ pub struct Bridged {
     pub received: u64,
 }
 
+/// Why one direction of a bridge stopped before its end.
+#[derive(Debug)]
+enum Stop {
+    /// The relayed stream was reset: the relay or the other peer cut it (a
+    /// dead `--forward` service, the relay's idle timeout...). Bytes may be
+    /// lost, so this is a failure, never a clean end.
+    Reset(io::Error),
+    /// Any other error, on either side.
+    Failed(io::Error),
+}
+
+impl Stop {
+    /// The relayed stream's own error: a reset is [`Stop::Reset`]. The
+    /// kernel reports a reset to exactly one call (later ones see EOF or a
+    /// broken pipe), so both directions classify their relayed errors.
+    fn relayed(e: io::Error) -> Stop {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => Stop::Reset(e),
+            _ => Stop::Failed(e),
+        }
+    }
+
+    /// The result of a bridge whose directions ended with `sent` and
+    /// `received`: a reset wins; other disconnects are the other side going
+    /// away, as before.
+    fn settle(
+        sent: Result<u64, Stop>,
+        received: Result<u64, Stop>,
+        failed: &str,
+    ) -> Result<Bridged> {
+        match (sent, received) {
+            (Err(Stop::Reset(e)), _) | (_, Err(Stop::Reset(e))) => {
+                Err(Error::io("the relayed stream was reset", e))
+            }
+            (Ok(sent), Ok(received)) => Ok(Bridged { sent, received }),
+            (Err(Stop::Failed(e)), _) | (_, Err(Stop::Failed(e))) if is_disconnect(&e) => {
+                Ok(Bridged::default())
+            }
+            (Err(Stop::Failed(e)), _) | (_, Err(Stop::Failed(e))) => Err(Error::io(failed, e)),
+        }
+    }
+}
+
 /// Copies `src` into the relayed stream until EOF, then half-closes it.
-fn pump_into(relayed: &Relayed, mut src: impl Read) -> io::Result<u64> {
+fn pump_into(relayed: &Relayed, mut src: impl Read) -> Result<u64, Stop> {
     let mut buf = vec![0u8; BRIDGE_BUFFER];
     let mut total = 0;
     loop {
@@ -29,17 +73,17 @@ fn pump_into(relayed: &Relayed, mut src: impl Read) -> io::Result<u64> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(Stop::Failed(e)),
         };
-        relayed.write_all(&buf[..n])?;
+        relayed.write_all(&buf[..n]).map_err(Stop::relayed)?;
         total += n as u64;
     }
-    relayed.shutdown_write()?;
+    relayed.shutdown_write().map_err(Stop::relayed)?;
     Ok(total)
 }
 
 /// Copies the relayed stream into `dst` until the other peer ends its side.
-fn pump_out(relayed: &Relayed, mut dst: impl Write) -> io::Result<u64> {
+fn pump_out(relayed: &Relayed, mut dst: impl Write) -> Result<u64, Stop> {
     let mut buf = vec![0u8; BRIDGE_BUFFER];
     let mut total = 0;
     loop {
@@ -47,11 +91,14 @@ fn pump_out(relayed: &Relayed, mut dst: impl Write) -> io::Result<u64> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if is_disconnect(&e) => break,
-            Err(e) => return Err(e),
+            Err(e) => match Stop::relayed(e) {
+                Stop::Failed(e) if is_disconnect(&e) => break,
+                stop => return Err(stop),
+            },
         };
-        dst.write_all(&buf[..n])?;
-        dst.flush()?;
+        dst.write_all(&buf[..n])
+            .and_then(|()| dst.flush())
+            .map_err(Stop::Failed)?;
         total += n as u64;
     }
     Ok(total)
@@ -75,18 +122,21 @@ pub(crate) fn bridge_stdio(relayed: Relayed) -> Result<Bridged> {
         .map_err(|e| Error::io("starting the stdin thread", e))?;
     let received = match pump_out(&relayed, io::stdout().lock()) {
         Ok(received) => received,
-        Err(e) => {
+        Err(Stop::Failed(e)) => {
             relayed.kill();
             return Err(Error::io("relaying to stdout", e));
         }
+        // A reset stream wakes the stdin thread with an error of its own
+        // only when it writes; do not wait on stdin for it.
+        Err(Stop::Reset(e)) => return Err(Error::io("the relayed stream was reset", e)),
     };
     let sent = upstream
         .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the stdin thread panicked")));
+        .unwrap_or_else(|_| Err(Stop::Failed(io::Error::other("the stdin thread panicked"))));
     match sent {
         Ok(sent) => Ok(Bridged { sent, received }),
-        Err(e) if is_disconnect(&e) => Ok(Bridged { sent: 0, received }),
-        Err(e) => Err(Error::io("relaying stdin", e)),
+        Err(Stop::Failed(e)) if is_disconnect(&e) => Ok(Bridged { sent: 0, received }),
+        sent => Stop::settle(sent, Ok(received), "relaying stdin"),
     }
 }
 
@@ -114,19 +164,21 @@ pub(crate) fn bridge_tcp(relayed: Relayed, local: TcpStream) -> Result<Bridged> 
         Ok(_) => {
             let _ = local.shutdown(Shutdown::Write);
         }
-        Err(_) => {
+        // Passed on as a reset too: the local client must not take a cut
+        // stream for a complete one either.
+        Err(Stop::Reset(_)) => {
+            relayed.kill();
+            crate::transport::cut::cut(&local);
+        }
+        Err(Stop::Failed(_)) => {
             relayed.kill();
             let _ = local.shutdown(Shutdown::Both);
         }
     }
     let sent = upstream
         .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the bridge thread panicked")));
-    match (sent, received) {
-        (Ok(sent), Ok(received)) => Ok(Bridged { sent, received }),
-        (Err(e), _) | (_, Err(e)) if is_disconnect(&e) => Ok(Bridged::default()),
-        (Err(e), _) | (_, Err(e)) => Err(Error::io("relaying", e)),
-    }
+        .unwrap_or_else(|_| Err(Stop::Failed(io::Error::other("the bridge thread panicked"))));
+    Stop::settle(sent, received, "relaying")
 }
 
 /// Where a peer's relayed stream goes once it is open.
@@ -160,6 +212,26 @@ pub fn listen_once(addr: &str) -> Result<TcpStream> {
     Ok(sock)
 }
 
+/// `--listen` for a command that knows its relay: checks first that the
+/// relay at `url` can be reached ([`Connector::reach`]: the connection the
+/// request will use, closed unused), then [`listen_once`]. A relay that
+/// cannot be reached fails the command before `listening` is printed: no
+/// local client may connect to a tunnel that cannot exist.
+pub fn listen_once_reaching(
+    connector: &Connector,
+    url: &CandidateUrl,
+    addr: &str,
+) -> Result<TcpStream> {
+    connector.reach(url).map_err(|e| match e {
+        Error::Io { context, source } => Error::io(
+            format!("cannot reach the relay {url}, so not listening on {addr}: {context}"),
+            source,
+        ),
+        other => other,
+    })?;
+    listen_once(addr)
+}
+
 /// Bridges a relayed stream to where the command said.
 pub fn bridge(relayed: Relayed, local: Local) -> Result<Bridged> {
     match local {
@@ -167,10 +239,26 @@ pub fn bridge(relayed: Relayed, local: Local) -> Result<Bridged> {
         Local::Forward(target) => match connect_tcp(&target) {
             Ok(sock) => bridge_tcp(relayed, sock),
             Err(e) => {
-                relayed.kill();
-                Err(e)
+                // A FIN would hand the other peer a clean, empty stream, as
+                // if the service had answered nothing: reset it instead.
+                relayed.cut();
+                Err(forward_failed(&target, e))
             }
         },
         Local::Accepted(sock) => bridge_tcp(relayed, sock),
     }
+}
+
+/// The error of a `--forward` service that cannot be reached, once the
+/// relayed stream was reset: `forward to HOST:PORT failed: WHY; reset the
+/// relayed stream`.
+fn forward_failed(target: &str, e: Error) -> Error {
+    let why = match e {
+        Error::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    };
+    Error::io(
+        format!("forward to {target} failed"),
+        io::Error::new(why.kind(), format!("{why}; reset the relayed stream")),
+    )
 }

@@ -26,6 +26,9 @@ use uuid::Uuid;
 pub(crate) const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest HTTP response head accepted for a WebSocket upgrade.
 pub(crate) const MAX_UPGRADE_RESPONSE: usize = 16 * 1024;
+/// The most body bytes read from a refused WebSocket upgrade for its reason
+/// (`{"error": ...}`): the relay's are a few hundred bytes.
+pub(crate) const MAX_REFUSAL_BODY: usize = 4 * 1024;
 
 /// The JET request a peer sends on a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,21 @@ impl JetRequest {
             version: 2,
             association: Some(association),
             candidate,
+        }
+    }
+
+    /// The request as a person reads it in an error: `accept A C`, or
+    /// `accept (version 1)` and `connect A (version 1)`.
+    pub fn describe(&self) -> String {
+        let method = self.method.as_str();
+        match (self.version, self.association) {
+            (1, Some(association)) => format!("{method} {association} (version 1)"),
+            (1, None) => format!("{method} (version 1)"),
+            (_, association) => format!(
+                "{method} {} {}",
+                association.unwrap_or_default(),
+                self.candidate
+            ),
         }
     }
 
@@ -96,6 +114,19 @@ impl Connector {
         } else {
             Ok(Relayed::Tcp(sock))
         }
+    }
+
+    /// Checks that the relay at `url` can be reached, before a command
+    /// promises anything locally (`--listen` printing `listening`): the same
+    /// connection [`Connector::dial`] makes (TCP, and for `tls://` and
+    /// `wss://` the TLS handshake, so a certificate the peer would refuse
+    /// fails here too), then closed without a request. Not a JET `test`: a
+    /// connect's association may not exist yet when the listener starts,
+    /// and version 1 has no test.
+    pub fn reach(&self, url: &CandidateUrl) -> Result<()> {
+        let stream = self.dial(url)?;
+        stream.kill();
+        Ok(())
     }
 
     /// Runs the TLS handshake on a connected socket, verifying `host`, within
@@ -148,8 +179,9 @@ impl Connector {
         let response = message::parse_response(&reply.payload)?;
         if response.status != 200 {
             return Err(Error::Refused {
+                request: request.describe(),
                 status: response.status,
-                reason: None,
+                reason: response.error_reason(),
             });
         }
         set_timeouts(stream.socket(), None)?;
@@ -167,12 +199,11 @@ impl Connector {
             ));
         }
         let sock = connect_tcp(&url.address())?;
-        let path = request.websocket_path();
         let authority = url.authority();
         if url.scheme.is_tls() {
             let mut tls = self.tls_handshake(sock, &url.host)?;
             set_timeouts(tls.socket(), Some(NETWORK_TIMEOUT))?;
-            let (response, leftover) = upgrade(&mut tls, &authority, &path)?;
+            let (response, leftover) = upgrade(&mut tls, &authority, request)?;
             set_timeouts(tls.socket(), None)?;
             let sock = Arc::clone(tls.socket());
             let (reader, writer) = tls.split();
@@ -183,7 +214,7 @@ impl Connector {
             ))
         } else {
             set_timeouts(&sock, Some(NETWORK_TIMEOUT))?;
-            let (response, leftover) = upgrade(&mut &sock, &authority, &path)?;
+            let (response, leftover) = upgrade(&mut &sock, &authority, request)?;
             set_timeouts(&sock, None)?;
             let sock = Arc::new(sock);
             let (reader, writer) = ws::new(
@@ -214,21 +245,23 @@ fn set_timeouts(sock: &TcpStream, timeout: Option<Duration>) -> Result<()> {
         })
 }
 
-/// Sends the WebSocket upgrade for `path` and reads the answer's head.
-/// Returns the answer and the bytes read after its head: the relay's first
-/// frames when it did not wait, which the WebSocket reader must see first.
-/// Any status but 101 is [`Error::Refused`].
+/// Sends the WebSocket upgrade that carries `request` and reads the answer's
+/// head. Returns the answer and the bytes read after its head: the relay's
+/// first frames when it did not wait, which the WebSocket reader must see
+/// first. Any status but 101 is [`Error::Refused`], with the reason of its
+/// `Jet-Error` header or JSON body.
 fn upgrade(
     stream: &mut (impl Read + Write),
     authority: &str,
-    path: &str,
+    request: &JetRequest,
 ) -> Result<(Response, Vec<u8>)> {
+    let path = request.websocket_path();
     let key = generate_key();
-    let request = format!(
+    let head = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
     );
     stream
-        .write_all(request.as_bytes())
+        .write_all(head.as_bytes())
         .and_then(|()| stream.flush())
         .map_err(|e| Error::io("WebSocket handshake", e))?;
     let mut data = Vec::new();
@@ -265,9 +298,13 @@ fn upgrade(
     };
     let response = message::parse_response(&data[..head_len])?;
     if response.status != 101 {
+        let reason = response
+            .error_reason()
+            .or_else(|| body_reason(stream, &response, data[head_len..].to_vec()));
         return Err(Error::Refused {
+            request: request.describe(),
             status: response.status,
-            reason: None,
+            reason,
         });
     }
     let upgraded = http::has_token(&response.headers, "Upgrade", "websocket")
@@ -283,6 +320,30 @@ fn upgrade(
         ));
     }
     Ok((response, data[head_len..].to_vec()))
+}
+
+/// The `error` of a refusal's JSON body (`{"error": ...}`), for relays that
+/// send no `Jet-Error` header: reads the body after `start` (what came with
+/// the head) up to its `Content-Length`, at most [`MAX_REFUSAL_BODY`] bytes,
+/// within the timeouts already set. `None` when there is none to be had.
+fn body_reason(stream: &mut impl Read, response: &Response, mut body: Vec<u8>) -> Option<String> {
+    let length = response
+        .header("Content-Length")
+        .and_then(|v| v.parse::<usize>().ok())?
+        .min(MAX_REFUSAL_BODY);
+    let mut chunk = [0u8; 1024];
+    while body.len() < length {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    body.truncate(length);
+    let value: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let why = message::error_text(value.get("error")?.as_str()?);
+    (!why.is_empty()).then_some(why)
 }
 
 /// Connects to `HOST:PORT`, trying each resolved address, with a timeout.
@@ -323,6 +384,58 @@ mod tests {
         assert_eq!(
             JetRequest::v2(Method::Test, a, c).websocket_path(),
             format!("/jet/test/{a}/{c}")
+        );
+    }
+
+    /// A stream that answers with `reply` and swallows what is written.
+    struct Replay(io::Cursor<Vec<u8>>);
+
+    impl Read for Replay {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl Write for Replay {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[track_caller]
+    fn refusal_of(reply: &str) -> String {
+        let request = JetRequest::v2(Method::Accept, Uuid::nil(), Uuid::nil());
+        let mut stream = Replay(io::Cursor::new(reply.as_bytes().to_vec()));
+        match upgrade(&mut stream, "relay", &request) {
+            Err(e @ Error::Refused { .. }) => e.to_string(),
+            other => panic!("not a refusal: {:?}", other.map(|(r, _)| r)),
+        }
+    }
+
+    #[test]
+    fn websocket_refusals_give_the_header_the_body_or_the_status_name() {
+        let nil = Uuid::nil();
+        let header = "HTTP/1.1 409 Conflict\r\nJet-Error: candidate already paired\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            refusal_of(header),
+            format!("the relay refused accept {nil} {nil}: 409 candidate already paired")
+        );
+        let body = r#"{"error":"wrong API key\u001b[2J"}"#;
+        let json = format!(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(
+            refusal_of(&json),
+            format!("the relay refused accept {nil} {nil}: 401 wrong API key?[2J")
+        );
+        let bare = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            refusal_of(bare),
+            format!("the relay refused accept {nil} {nil}: 404 Not Found")
         );
     }
 

@@ -59,16 +59,23 @@ pub fn gather(
     let (status, body) = read_http_response(&stream)?;
     stream.kill();
     if status != 200 {
-        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        // The REST API says why in `{"error": ...}`; anything else is shown
+        // as text, made safe to print like a `Jet-Error`.
+        let why = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error")?.as_str().map(message::error_text))
+            .unwrap_or_else(|| message::error_text(&String::from_utf8_lossy(&body)));
         let hint = match (status, api_key) {
             (401, None) => " (this relay wants an API key: set JET_API_KEY or pass --api-key)",
             (401, Some(_)) => " (the relay refused the API key given)",
             _ => "",
         };
-        return Err(Error::Protocol(format!(
-            "gather answered {status}: {}{hint}",
-            text.trim()
-        )));
+        let reason = format!("{why}{hint}");
+        return Err(Error::Refused {
+            request: format!("gather {association}"),
+            status,
+            reason: (!reason.is_empty()).then_some(reason),
+        });
     }
     let gathered: Gathered = serde_json::from_slice(&body)
         .map_err(|e| Error::Protocol(format!("gather response: {e}")))?;

@@ -184,37 +184,48 @@ fn serve_host(
             return;
         }
     };
-    let (status, version, handed) = match message::parse_request(&packet.payload) {
+    // The reasons, like a relay's, go in a Jet-Error header.
+    let (status, version, handed, why) = match message::parse_request(&packet.payload) {
         Err(RequestError::Malformed(why)) => {
             crate::info!("host listener: malformed request: {why}");
             return;
         }
-        Err(RequestError::BadRequest(_)) => (400, 2, None),
+        Err(RequestError::BadRequest(why)) => (400, 2, None, why),
         Ok(request) => {
             let ours = request
                 .command
                 .ids()
                 .filter(|(a, c)| *a == association && ids.contains(c));
             match (request.command, ours) {
-                (_, None) => (404, request.version, None),
-                (Command::AcceptNew | Command::Accept { .. }, _) => (400, request.version, None),
-                (Command::Test { .. }, _) => (200, request.version, None),
+                (_, None) => (
+                    404,
+                    request.version,
+                    None,
+                    "not a candidate of this host".into(),
+                ),
+                (Command::AcceptNew | Command::Accept { .. }, _) => (
+                    400,
+                    request.version,
+                    None,
+                    "a host candidate takes connects, not accepts".into(),
+                ),
+                (Command::Test { .. }, _) => (200, request.version, None, String::new()),
                 (Command::Connect { candidate, .. }, Some(_)) => {
                     let fresh = taken
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(candidate);
                     if fresh && !stop.load(Ordering::Acquire) {
-                        (200, request.version, Some(candidate))
+                        (200, request.version, Some(candidate), String::new())
                     } else {
-                        (409, request.version, None)
+                        (409, request.version, None, "candidate already taken".into())
                     }
                 }
             }
         }
     };
-    // Fixed short heads: always fit a packet.
-    let Ok(response) = message::response_packet(status, version, &[]) else {
+    // Short heads (a reason is capped): always fit a packet.
+    let Ok(response) = message::refusal_packet(status, version, &why) else {
         return;
     };
     if (&*sock).write_all(&response).is_err() {

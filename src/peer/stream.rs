@@ -100,6 +100,14 @@ impl Relayed {
         let _ = self.socket().shutdown(Shutdown::Both);
     }
 
+    /// Cuts the stream with a TCP reset (no FIN, no close_notify, no close
+    /// frame), so the relay and the other peer see a failure, never a clean
+    /// end: for a stream that cannot be carried (its `--forward` service is
+    /// down).
+    pub fn cut(&self) {
+        crate::transport::cut::cut(self.socket());
+    }
+
     /// The TCP socket underneath.
     pub fn socket(&self) -> &TcpStream {
         match self {

@@ -1,7 +1,7 @@
 //! The relay's configuration: `relay.toml`, parsed and validated before anything starts.
 
 use crate::error::{Error, Result};
-use crate::log::Level;
+use crate::log::{Format, Level};
 pub use crate::relay::cidr::{Cidr, CidrSet};
 pub use crate::relay::limits::LimitsConfig;
 pub use crate::wire::secret::ApiKey;
@@ -40,6 +40,10 @@ pub struct Config {
     /// `off`, `error`, `warn`, `info` or `debug`; `JET_RELAY_LOG` overrides it.
     #[serde(deserialize_with = "level")]
     pub log_level: Level,
+    /// `text` (a line a person reads, fields as `key=value`) or `json` (one
+    /// object per line, for a log aggregator).
+    #[serde(deserialize_with = "format")]
+    pub log_format: Format,
     /// A connection that has not sent a whole request within this time is closed.
     #[serde(deserialize_with = "seconds")]
     pub handshake_timeout: Duration,
@@ -102,6 +106,9 @@ pub struct Config {
     pub require_jet_tokens: bool,
     /// Per-client limits (the `[client_limits]` table); only the REST rate is enforced so far.
     pub client_limits: LimitsConfig,
+    /// The balancers allowed to send a PROXY header on `proxy_protocol`
+    /// listeners; a connection from any other address there is closed.
+    pub trusted_proxies: CidrSet,
 }
 
 /// One listening socket.
@@ -126,6 +133,10 @@ pub struct ListenerConfig {
     /// while this one drains (a restart without refusing connections).
     #[serde(default)]
     pub reuse_port: bool,
+    /// Every connection starts with a PROXY header (v1 or v2) from one of
+    /// `trusted_proxies`, naming the real client; read before TLS and JET.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 impl ListenerConfig {
@@ -137,6 +148,7 @@ impl ListenerConfig {
             cert: None,
             key: None,
             reuse_port: false,
+            proxy_protocol: false,
         }
     }
 }
@@ -197,6 +209,25 @@ impl ListenUrl {
     }
 }
 
+/// The scheme of an `external_url`, when it is one peers can use.
+fn external_scheme(url: &str) -> Option<Transport> {
+    Transport::parse(url.split_once("://")?.0)
+}
+
+/// The candidate transports gathered for a listener. Without an external URL,
+/// the listener's own ([`ListenUrl::transports`]). With one, its scheme says
+/// what the address in front speaks: `tcp://` or `tls://` (a TCP pass-through,
+/// or TLS ended there) carries both JET and WebSocket; `ws://` or `wss://` (an
+/// HTTP balancer) carries WebSocket only, because it cannot route the masked
+/// JET packet of a `tcp://` candidate.
+pub fn advertised_transports(listener: &ListenUrl, external_url: Option<&str>) -> Vec<Transport> {
+    match external_url.and_then(external_scheme) {
+        None => listener.transports().to_vec(),
+        Some(scheme) if scheme.is_websocket() => vec![scheme],
+        Some(scheme) => vec![scheme, scheme.websocket()],
+    }
+}
+
 impl std::fmt::Display for ListenUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}://{}", self.scheme.as_str(), self.address)
@@ -208,6 +239,7 @@ impl Default for Config {
         Config {
             instance: DEFAULT_INSTANCE.into(),
             log_level: Level::Info,
+            log_format: Format::Text,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             association_ttl: DEFAULT_ASSOCIATION_TTL,
             idle_timeout: Duration::ZERO,
@@ -224,6 +256,7 @@ impl Default for Config {
             cors_origin: None,
             metrics_listen: None,
             metrics_token: None,
+            trusted_proxies: CidrSet::default(),
             zero_copy: true,
             token_keys: Vec::new(),
             token_leeway: crate::relay::token::DEFAULT_LEEWAY,
@@ -359,10 +392,17 @@ impl Config {
             }
         }
         for (i, listener) in self.listeners.iter().enumerate() {
+            if listener.proxy_protocol && self.trusted_proxies.is_empty() {
+                return Err(Error::Config(format!(
+                    "listeners[{i}] ({}) has proxy_protocol = true but trusted_proxies is empty: list the load balancers' addresses, like trusted_proxies = [\"10.0.0.0/24\"], or every connection there would be refused",
+                    listener.url
+                )));
+            }
             if let Some(url) = &listener.external_url {
-                if ListenUrl::parse(url).is_err() && url.split_once("://").is_none() {
+                let authority = url.split_once("://").map(|(_, rest)| rest);
+                if external_scheme(url).is_none() || authority.is_none_or(str::is_empty) {
                     return Err(Error::Config(format!(
-                        "listeners[{i}].external_url {url:?} must look like tcp://HOST:PORT"
+                        "listeners[{i}].external_url {url:?} must look like tcp://HOST:PORT (or tls://, ws://, wss://: the scheme peers use at that address)"
                     )));
                 }
             }
@@ -495,6 +535,13 @@ fn level<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Level, D::Error
         serde::de::Error::custom(format!(
             "{text:?} is not a log level (off, error, warn, info, debug)"
         ))
+    })
+}
+
+fn format<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Format, D::Error> {
+    let text = String::deserialize(d)?;
+    Format::parse(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!("{text:?} is not a log format (text, json)"))
     })
 }
 

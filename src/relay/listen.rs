@@ -108,9 +108,11 @@ pub(crate) fn v6_only(socket: &TcpListener) -> bool {
 #[derive(Clone)]
 pub(crate) enum Serves {
     /// JET, WebSocket and REST on listener number `index`, inside TLS when set.
+    /// With `proxy_protocol`, each connection's PROXY header is read first.
     Relay {
         index: usize,
         tls: Option<Arc<ServerConfig>>,
+        proxy_protocol: bool,
     },
     /// `GET /metrics` alone (`metrics_listen`).
     Metrics,
@@ -139,13 +141,26 @@ pub(crate) fn accept_loop(ctx: Arc<Context>, listener: TcpListener, serves: Serv
                 Ok((sock, peer)) => {
                     let conn_ctx = Arc::clone(&ctx);
                     let spawned = match serves.clone() {
-                        Serves::Relay { index, tls } => {
+                        Serves::Relay {
+                            index,
+                            tls,
+                            proxy_protocol,
+                        } => {
                             ctx.metrics.accepted(index);
                             ctx.pool.spawn(move || match tls {
-                                Some(tls) => {
-                                    crate::relay::conn::tls::handle(conn_ctx, sock, peer, tls)
-                                }
-                                None => crate::relay::conn::dispatch::handle(conn_ctx, sock, peer),
+                                Some(tls) => crate::relay::conn::tls::handle(
+                                    conn_ctx,
+                                    sock,
+                                    peer,
+                                    tls,
+                                    proxy_protocol,
+                                ),
+                                None => crate::relay::conn::dispatch::handle(
+                                    conn_ctx,
+                                    sock,
+                                    peer,
+                                    proxy_protocol,
+                                ),
                             })
                         }
                         Serves::Metrics => ctx.pool.spawn(move || {

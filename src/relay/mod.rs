@@ -2,8 +2,7 @@
 //! copy threads.
 
 pub(crate) mod certs;
-#[allow(dead_code)]
-pub(crate) mod cidr;
+pub mod cidr;
 pub mod config;
 pub(crate) mod conn;
 // Not called yet: the connection code takes permits next.
@@ -27,7 +26,9 @@ pub(crate) mod token;
 
 pub use certs::fixed_server_config as tls_server_config;
 pub use config::Config;
-pub use metrics::{Histogram, Metrics, Outcome};
+pub use metrics::{Histogram, Metrics, Outcome, ProxyFailure};
 pub use server::ReloadReport;
 pub use server::{Associations, Server};
-pub use table::{AssociationInfo, AssociationState, CandidateInfo, CandidateState, Origin};
+pub use table::{
+    AssociationInfo, AssociationState, CandidateInfo, CandidateState, EndReason, Origin,
+};

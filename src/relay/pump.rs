@@ -7,7 +7,8 @@ use crate::error::is_disconnect;
 use crate::relay::shared::Context;
 use crate::relay::splice::{self, Pipe};
 use crate::relay::stream::{Reader, Stream, Writer};
-use crate::relay::table::PairStats;
+use crate::relay::table::{EndReason, PairStats};
+use crate::wire::Transport;
 use std::io;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -46,6 +47,25 @@ pub struct Pair {
     pub stats: Arc<PairStats>,
 }
 
+/// One side of a pair as its end line names it.
+struct Side {
+    conn: u64,
+    peer: String,
+    transport: Transport,
+}
+
+impl Side {
+    fn of(stream: &Stream) -> Side {
+        Side {
+            conn: stream.conn(),
+            peer: stream
+                .client()
+                .map_or_else(|| "?".to_owned(), |a| a.to_string()),
+            transport: stream.kind(),
+        }
+    }
+}
+
 /// What both copy threads share; each owns its own read and write halves.
 struct Running {
     ctx: Arc<Context>,
@@ -55,6 +75,14 @@ struct Running {
     started: Instant,
     ended: AtomicU8,
     selected: AtomicBool,
+    accept: Side,
+    connect: Side,
+    /// How the pair ended on its own, when nothing cut it: the first
+    /// direction's error, if one failed (0: none; else an [`EndReason`]).
+    failed: AtomicU8,
+    /// The direction that ended first (0: none yet, 1: the accepting peer
+    /// stopped sending, 2: the connecting peer): who closed.
+    first: AtomicU8,
 }
 
 /// Relays a pair until both directions end. Runs one direction on the calling
@@ -66,6 +94,7 @@ struct Running {
 /// lock the other holds across a socket call.
 pub fn relay(ctx: Arc<Context>, pair: Pair) {
     ctx.metrics.pairs_started.fetch_add(1, Ordering::Relaxed);
+    let (accept, connect) = (Side::of(&pair.accept), Side::of(&pair.connect));
     let (accept_rx, accept_tx) = pair.accept.split();
     let (connect_rx, connect_tx) = pair.connect.split();
     let running = Arc::new(Running {
@@ -76,6 +105,10 @@ pub fn relay(ctx: Arc<Context>, pair: Pair) {
         started: Instant::now(),
         ended: AtomicU8::new(0),
         selected: AtomicBool::new(false),
+        accept,
+        connect,
+        failed: AtomicU8::new(0),
+        first: AtomicU8::new(0),
     });
     let other = Arc::clone(&running);
     if let Err(e) = running
@@ -89,10 +122,11 @@ pub fn relay(ctx: Arc<Context>, pair: Pair) {
             .spawn_failures
             .fetch_add(1, Ordering::Relaxed);
         crate::warn!(
-            "association={} candidate={} cannot start a copy thread: {e}",
-            running.association,
-            running.candidate
+            association:% = running.association,
+            candidate:% = running.candidate;
+            "cannot start a copy thread: {e}"
         );
+        running.stats.end_because(EndReason::NoThread);
         accept_tx.kill();
         connect_rx.kill();
         // The closure was dropped unrun: count its direction as ended.
@@ -112,11 +146,32 @@ fn copy(running: &Running, way: Way, mut src: Reader, mut dst: Writer) {
             &running.ctx.metrics.bytes_connect_to_accept,
         ),
     };
-    match pump(running, &mut src, &mut dst, counter, total) {
+    let outcome = pump(running, &mut src, &mut dst, counter, total);
+    let side = match way {
+        Way::AcceptToConnect => 1,
+        Way::ConnectToAccept => 2,
+    };
+    let _ = running
+        .first
+        .compare_exchange(0, side, Ordering::AcqRel, Ordering::Acquire);
+    match outcome {
         Ok(()) => {
             // Half-close: the peer finished sending, so finish our sending to
             // the other peer, and let the opposite direction run on.
-            let _ = dst.shutdown_write();
+            if dst.shutdown_write().is_err() {
+                // The other peer's side is broken already (a reset, which
+                // this very write may have collected, leaving the opposite
+                // direction to read a plain end): cut both, so the reset
+                // reaches this peer as a reset and never as a clean end.
+                let _ = running.failed.compare_exchange(
+                    0,
+                    EndReason::PeerReset as u8,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                src.kill();
+                dst.kill();
+            }
         }
         Err(e) if crate::transport::ws::close_code(&e).is_some() => {
             // The peer broke RFC 6455: its close frame is out (or owed), so
@@ -125,21 +180,38 @@ fn copy(running: &Running, way: Way, mut src: Reader, mut dst: Writer) {
             let code = crate::transport::ws::close_code(&e).unwrap_or(1002);
             running.ctx.metrics.ws_protocol_error(code);
             crate::debug!(
-                "association={} candidate={} {way:?} ended: {e}",
-                running.association,
-                running.candidate
+                association:% = running.association,
+                candidate:% = running.candidate,
+                direction = way.as_str();
+                "copy ended: {e}"
+            );
+            let _ = running.failed.compare_exchange(
+                0,
+                EndReason::Error as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
             );
             dst.kill();
             src.close_failed_websocket();
         }
         Err(e) => {
-            if !is_disconnect(&e) {
+            let reason = if is_disconnect(&e) {
+                EndReason::PeerReset
+            } else {
                 crate::debug!(
-                    "association={} candidate={} {way:?} ended: {e}",
-                    running.association,
-                    running.candidate
+                    association:% = running.association,
+                    candidate:% = running.candidate,
+                    direction = way.as_str();
+                    "copy ended: {e}"
                 );
-            }
+                EndReason::Error
+            };
+            let _ = running.failed.compare_exchange(
+                0,
+                reason as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
             src.kill();
             dst.kill();
         }
@@ -180,9 +252,9 @@ fn pump(
         match Pipe::new() {
             Ok(pipe) => return copy_spliced(running, pipe, from, to, counter, total),
             Err(e) => crate::warn!(
-                "association={} candidate={} cannot create a pipe ({e}): relaying through user space",
-                running.association,
-                running.candidate
+                association:% = running.association,
+                candidate:% = running.candidate;
+                "cannot create a pipe ({e}): relaying through user space"
             ),
         }
     }
@@ -277,9 +349,9 @@ impl Running {
                 .select(self.association, self.candidate, &self.stats);
             if !victims.is_empty() {
                 crate::info!(
-                    "association={} candidate={} selected; closing {} unused connection(s)",
-                    self.association,
-                    self.candidate,
+                    association:% = self.association,
+                    candidate:% = self.candidate;
+                    "selected; closing {} unused connection(s)",
                     victims.len()
                 );
             }
@@ -289,23 +361,60 @@ impl Running {
         }
     }
 
-    /// The second direction to end releases the pair and logs its totals.
+    /// The second direction to end releases the pair and logs its end,
+    /// once: who, over what, how many bytes each way, how long, and why.
     fn finish(&self) {
         if self.ended.fetch_add(1, Ordering::AcqRel) != 1 {
             return;
         }
-        let pair = self;
-        self.ctx.metrics.pair_ended(self.started.elapsed());
+        let seconds = self.started.elapsed();
+        self.ctx.metrics.pair_ended(seconds);
         self.ctx
             .table
-            .release(pair.association, pair.candidate, &pair.stats);
+            .release(self.association, self.candidate, &self.stats);
+        // A cut names itself; otherwise the first failure, else both ends
+        // finished sending.
+        let reason =
+            self.stats
+                .end_reason()
+                .unwrap_or_else(|| match self.failed.load(Ordering::Acquire) {
+                    0 => EndReason::PeerEof,
+                    n if n == EndReason::PeerReset as u8 => EndReason::PeerReset,
+                    _ => EndReason::Error,
+                });
+        let closed_by = match self.first.load(Ordering::Acquire) {
+            1 => "accept",
+            2 => "connect",
+            _ => "relay",
+        };
+        let closed_by = match reason {
+            EndReason::PeerEof | EndReason::PeerReset | EndReason::Error => closed_by,
+            _ => "relay",
+        };
         crate::info!(
-            "association={} candidate={} closed accept_to_connect={} connect_to_accept={} seconds={:.3}",
-            pair.association,
-            pair.candidate,
-            pair.stats.accept_to_connect.load(Ordering::Relaxed),
-            pair.stats.connect_to_accept.load(Ordering::Relaxed),
-            self.started.elapsed().as_secs_f64()
+            conn = self.connect.conn,
+            association:% = self.association,
+            candidate:% = self.candidate,
+            accept_conn = self.accept.conn,
+            accept_peer = self.accept.peer.as_str(),
+            accept_transport = self.accept.transport.as_str(),
+            connect_peer = self.connect.peer.as_str(),
+            connect_transport = self.connect.transport.as_str(),
+            bytes_accept_to_connect = self.stats.accept_to_connect.load(Ordering::Relaxed),
+            bytes_connect_to_accept = self.stats.connect_to_accept.load(Ordering::Relaxed),
+            seconds = (seconds.as_secs_f64() * 1000.0).round() / 1000.0,
+            reason = reason.as_str(),
+            closed_by = closed_by;
+            "pair closed"
         );
+    }
+}
+
+impl Way {
+    fn as_str(self) -> &'static str {
+        match self {
+            Way::AcceptToConnect => "accept_to_connect",
+            Way::ConnectToAccept => "connect_to_accept",
+        }
     }
 }

@@ -44,15 +44,18 @@ pub fn run(ctx: Arc<Context>) {
         );
         for id in &sweep.expired {
             crate::info!(
-                "association={id} expired: no candidate selected within {:?}",
+                association:% = id;
+                "expired: no candidate selected within {:?}",
                 c.association_ttl
             );
         }
         for id in &sweep.ended {
-            crate::debug!("association={id} removed: its relays have ended");
+            crate::debug!(association:% = id; "removed: its relays have ended");
         }
         if sweep.idle_closed > 0 {
             crate::info!(
+                pairs:% = name_pairs(&sweep.idle_pairs),
+                idle_timeout = c.idle_timeout.as_secs_f64();
                 "closed {} pair(s) idle for {:?}",
                 sweep.idle_closed,
                 c.idle_timeout
@@ -68,4 +71,21 @@ pub fn run(ctx: Arc<Context>) {
             victim.kill();
         }
     }
+}
+
+/// The most pairs one idle-timeout line names; the rest are counted.
+const NAMED_PAIRS: usize = 16;
+
+/// `ASSOCIATION/CANDIDATE,...` for the idle-timeout line (each pair's own
+/// `pair closed` line follows with its conn ids and byte counts).
+fn name_pairs(pairs: &[(uuid::Uuid, uuid::Uuid)]) -> String {
+    let mut names: Vec<String> = pairs
+        .iter()
+        .take(NAMED_PAIRS)
+        .map(|(a, c)| format!("{a}/{c}"))
+        .collect();
+    if pairs.len() > NAMED_PAIRS {
+        names.push(format!("and {} more", pairs.len() - NAMED_PAIRS));
+    }
+    names.join(",")
 }

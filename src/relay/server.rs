@@ -10,7 +10,7 @@ use crate::relay::pool::Pool;
 use crate::relay::registry::Registry;
 use crate::relay::shared::{BoundListener, Context};
 use crate::relay::socket;
-use crate::relay::table::{AssociationInfo, Table};
+use crate::relay::table::{AssociationInfo, EndReason, Table};
 use crate::relay::token::{KeyFileError, TokenKeys, Verifier, VerifierOptions};
 use crate::transport::listener;
 use crate::wire::Transport;
@@ -118,7 +118,14 @@ struct Listener {
     /// it while its accept loop is blocked on the first.
     socket: Option<TcpListener>,
     thread: Option<JoinHandle<()>>,
+    /// Passed by systemd (socket activation): the socket is systemd's too,
+    /// so it is never shut down (that would stop it listening for systemd
+    /// as well); the accept loop is woken with a connection of our own.
+    inherited: bool,
 }
+
+/// How long waking an accept loop with a connection of our own may take.
+const WAKE_TIMEOUT: Duration = Duration::from_millis(200);
 
 impl Server {
     /// Binds every listener and starts the accept loops and the reaper.
@@ -165,13 +172,13 @@ impl Server {
         let mut bound = Vec::new();
         let mut inherited = inherited.into_iter();
         for (listener, tls) in config.listeners.iter().zip(tls_configs) {
-            let socket = match inherited.next() {
-                Some(socket) => socket,
-                None => bind(&config, &listener.url, listener.reuse_port)?,
+            let (socket, passed) = match inherited.next() {
+                Some(socket) => (socket, true),
+                None => (bind(&config, &listener.url, listener.reuse_port)?, false),
             };
             let local = prepare(&socket, &listener.url)?;
             let dual_stack = local.is_ipv6() && local.ip().is_unspecified() && !v6_only(&socket);
-            bound.push((listener, socket, local, tls, dual_stack));
+            bound.push((listener, socket, local, (tls, passed), dual_stack));
         }
         let bound_info: Vec<BoundListener> = bound
             .iter()
@@ -184,7 +191,15 @@ impl Server {
             .collect();
         let bound: Vec<_> = bound
             .into_iter()
-            .map(|(listener, socket, local, tls, _)| (listener.url.clone(), socket, local, tls))
+            .map(|(listener, socket, local, (tls, passed), _)| {
+                let proxy_protocol = listener.proxy_protocol;
+                (
+                    listener.url.clone(),
+                    socket,
+                    local,
+                    (tls, proxy_protocol, passed),
+                )
+            })
             .collect();
         if config.metrics_token.is_some() && config.metrics_listen.is_none() {
             crate::warn!("metrics_token is set without metrics_listen: it protects nothing (the listeners' /metrics takes api_key)");
@@ -228,20 +243,30 @@ impl Server {
             reaper: None,
             cert_stores,
         };
-        for (index, (url, socket, local, tls)) in bound.into_iter().enumerate() {
+        for (index, (url, socket, local, (tls, proxy_protocol, inherited))) in
+            bound.into_iter().enumerate()
+        {
             // Without a second descriptor a drain cannot stop this listener
             // early; shutdown still stops it.
             let stop_handle = socket.try_clone().ok();
             let loop_ctx = Arc::clone(&server.ctx);
             let thread = thread::Builder::new()
                 .name(format!("jet-listen-{}", local.port()))
-                .spawn(move || accept_loop(loop_ctx, socket, Serves::Relay { index, tls }))
+                .spawn(move || {
+                    let serves = Serves::Relay {
+                        index,
+                        tls,
+                        proxy_protocol,
+                    };
+                    accept_loop(loop_ctx, socket, serves)
+                })
                 .map_err(|e| Error::io("starting a listener thread", e))?;
             server.listeners.push(Listener {
                 url,
                 local,
                 socket: stop_handle,
                 thread: Some(thread),
+                inherited,
             });
         }
         if let Some((url, socket, local)) = metrics_bound {
@@ -258,6 +283,7 @@ impl Server {
                 local,
                 socket: None,
                 thread: Some(thread),
+                inherited: false,
             });
         }
         let reaper_ctx = Arc::clone(&server.ctx);
@@ -335,6 +361,15 @@ impl Server {
             return;
         }
         for listener in &self.listeners {
+            if listener.inherited {
+                // Connections queue on systemd's socket for the next process;
+                // this loop, seeing the drain, takes no more of them.
+                let _ = std::net::TcpStream::connect_timeout(
+                    &listener::wake_address(listener.local),
+                    WAKE_TIMEOUT,
+                );
+                continue;
+            }
             if let Some(socket) = &listener.socket {
                 if let Err(e) = socket::stop_listening(socket) {
                     crate::warn!("cannot stop listening on {}: {e}", listener.url);
@@ -369,6 +404,9 @@ impl Server {
             report.listeners_changed = true;
             // Keep the running listeners' settings: nothing half-applied.
             config.listeners.clone_from(&old.listeners);
+            // The new top-level keys must hold with the running listeners
+            // (a proxy_protocol listener needs trusted_proxies).
+            config.validate()?;
         }
         let mut keys = Vec::new();
         for (listener, store) in config.listeners.iter().zip(&self.cert_stores) {
@@ -395,8 +433,20 @@ impl Server {
     }
 
     /// Stops accepting, closes every connection and waits (bounded) for the
-    /// threads to finish. Called by `Drop` too.
+    /// threads to finish. Called by `Drop` too. Pairs cut here end as
+    /// `drain_timeout` after [`Server::begin_drain`], else as `shutdown`.
     pub fn shutdown(&mut self) {
+        let reason = if self.ctx.draining() {
+            EndReason::Drain
+        } else {
+            EndReason::Shutdown
+        };
+        self.shutdown_because(reason);
+    }
+
+    /// [`Server::shutdown`], the pairs it cuts ending for `reason` (a second
+    /// signal during a drain is a shutdown, not the drain's timeout).
+    pub fn shutdown_because(&mut self, reason: EndReason) {
         if self.ctx.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -411,6 +461,19 @@ impl Server {
             // descriptor, a connection of our own does. If that fails the
             // thread stays blocked in accept, harmless at process exit, so do
             // not wait for it.
+            if listener.inherited {
+                // Never shut down systemd's socket; a loop a drain already
+                // ended needs no wake (which would queue a connection of
+                // ours for the next process).
+                drop(listener.socket.take());
+                match listener.thread.take() {
+                    Some(thread) if thread.is_finished() => {
+                        let _ = thread.join();
+                    }
+                    thread => listener::wake_and_join(listener.local, thread, WAKE_TIMEOUT),
+                }
+                continue;
+            }
             match listener.socket.take() {
                 Some(socket) if socket::stop_listening(&socket).is_ok() => {
                     if let Some(thread) = listener.thread.take() {
@@ -424,7 +487,7 @@ impl Server {
                 ),
             }
         }
-        for victim in self.ctx.table.drain() {
+        for victim in self.ctx.table.drain(reason) {
             victim.kill();
         }
         self.ctx.registry.kill_all();
@@ -457,7 +520,11 @@ fn token_verifier(config: &Config, running: Option<&Verifier>) -> Result<Option<
         crate::warn!("no token_keys: only unsigned tokens can pass");
     } else {
         let kids: Vec<&str> = keys.keys().iter().map(|k| k.kid.as_str()).collect();
-        crate::info!("association tokens: {} key(s), kids {kids:?}", kids.len());
+        crate::info!(
+            kids = kids.join(",").as_str();
+            "association tokens: {} key(s)",
+            kids.len()
+        );
     }
     if config.allow_unsigned_tokens {
         crate::warn!(

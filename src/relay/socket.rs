@@ -1,9 +1,9 @@
 //! Socket-level operations std does not offer: listening with a chosen
-//! backlog and `SO_REUSEPORT`, and cutting a connection with a reset.
+//! backlog and `SO_REUSEPORT`, and stopping a listener (the reset cut lives in
+//! `transport::cut`, shared with the peer).
 
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener};
 
 /// The listen backlog when the configuration names none: a burst of this many
 /// connections waits in the kernel instead of overflowing into SYN retransmits
@@ -75,84 +75,17 @@ pub fn stop_listening(listener: &TcpListener) -> io::Result<()> {
     }
 }
 
-/// Ends a connection so that its peer sees a reset, never a clean end of
-/// stream, and wakes every thread blocked reading or writing it.
-///
-/// A FIN (`shutdown`) would tell the peer its stream ended normally, which is
-/// a lie when the relay cut it (idle timeout, drain timeout, DELETE, expiry,
-/// shutdown): the peer must know the stream was truncated. On Linux a
-/// `connect(AF_UNSPEC)` on a TCP socket aborts it: the kernel sends a RST and
-/// fails pending calls with `ECONNRESET`. Elsewhere (or if that fails) the
-/// socket gets `SO_LINGER` 0, so its close resets, and is shut down to wake
-/// its threads.
-pub fn cut(sock: &TcpStream) {
-    #[cfg(target_os = "linux")]
-    if rustix::net::connect_unspec(sock).is_ok() {
-        // The socket is now unconnected: wake anything still blocked on it.
-        let _ = sock.shutdown(Shutdown::Both);
-        return;
-    }
-    let _ = set_linger_zero(sock);
-    let _ = sock.shutdown(Shutdown::Read);
-}
-
-#[cfg(target_os = "linux")]
-fn set_linger_zero(sock: &TcpStream) -> io::Result<()> {
-    rustix::net::sockopt::set_socket_linger(sock, Some(Duration::ZERO))?;
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_linger_zero(_sock: &TcpStream) -> io::Result<()> {
-    let _ = Duration::ZERO;
-    Ok(())
-}
+/// Cuts a connection with a reset: the one helper the peer shares
+/// (see [`crate::transport::cut`]).
+pub use crate::transport::cut::cut;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
-    use std::time::Instant;
+    use std::net::TcpStream;
+    use std::time::Duration;
 
     const WAIT: Duration = Duration::from_secs(5);
-
-    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        (client, accepted)
-    }
-
-    #[test]
-    fn a_cut_connection_is_a_reset_for_the_peer_and_wakes_a_blocked_reader() {
-        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
-        let (mut peer, ours) = pair(&listener);
-        peer.set_read_timeout(Some(WAIT)).unwrap();
-        let ours = std::sync::Arc::new(ours);
-        let reader = {
-            let ours = std::sync::Arc::clone(&ours);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 16];
-                // Blocks until the cut: nothing is ever sent to us.
-                (&*ours).read(&mut buf)
-            })
-        };
-        // The reader may not be blocked yet; the cut must wake it either way.
-        peer.write_all(b"").unwrap();
-        let start = Instant::now();
-        cut(&ours);
-        let woke = reader.join().unwrap();
-        assert!(
-            start.elapsed() < WAIT,
-            "the blocked reader returned: {woke:?}"
-        );
-        let mut buf = [0u8; 16];
-        let seen = peer.read(&mut buf);
-        assert_eq!(
-            seen.map_err(|e| e.kind()),
-            Err(io::ErrorKind::ConnectionReset),
-            "the peer must see a reset, not a clean end"
-        );
-    }
 
     #[test]
     #[cfg(target_os = "linux")]

@@ -469,6 +469,7 @@ impl Table {
                     connect,
                     stats,
                 } if stats.total() == 0 => {
+                    stats.end_because(EndReason::OtherCandidateSelected);
                     victims.push(Victim::Live(accept.clone()));
                     victims.push(Victim::Live(connect.clone()));
                 }
@@ -508,7 +509,8 @@ impl Table {
                 .ended_at
                 .is_some_and(|at| now.duration_since(at) >= retention);
             if expired || ended {
-                assoc.take_victims(&mut sweep.victims);
+                // An ended association has no pair left: only expiry cuts.
+                assoc.take_victims(&mut sweep.victims, EndReason::Expired);
                 if expired {
                     sweep.expired.push(*id);
                 } else {
@@ -527,6 +529,8 @@ impl Table {
                         if stats.idle_for(now) >= idle
                             && !stats.closing.swap(true, Ordering::Relaxed)
                         {
+                            stats.end_because(EndReason::IdleTimeout);
+                            sweep.idle_pairs.push((*id, c.id));
                             sweep.victims.push(Victim::Live(accept.clone()));
                             sweep.victims.push(Victim::Live(connect.clone()));
                             sweep.idle_closed += 1;
@@ -576,24 +580,26 @@ impl Table {
         true
     }
 
-    /// Removes an association and returns its sockets to close; `None` if unknown.
+    /// Removes an association (a DELETE: its pairs end as `deleted`) and
+    /// returns its sockets to close; `None` if unknown.
     pub fn remove(&self, id: Uuid) -> Option<Vec<Victim>> {
         let mut map = self.lock();
         let assoc = map.remove(&id);
         self.notify(map);
         let mut assoc = assoc?;
         let mut victims = Vec::new();
-        assoc.take_victims(&mut victims);
+        assoc.take_victims(&mut victims, EndReason::Deleted);
         Some(victims)
     }
 
-    /// Empties the table (shutdown) and returns every socket to close.
-    pub fn drain(&self) -> Vec<Victim> {
+    /// Empties the table (shutdown) and returns every socket to close; the
+    /// pairs still relaying end for `reason`.
+    pub fn drain(&self, reason: EndReason) -> Vec<Victim> {
         let mut victims = Vec::new();
         let mut map = self.lock();
         self.closed.store(true, Ordering::Release);
         for (_, mut assoc) in map.drain() {
-            assoc.take_victims(&mut victims);
+            assoc.take_victims(&mut victims, reason);
         }
         self.notify(map);
         victims

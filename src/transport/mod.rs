@@ -5,6 +5,7 @@
 //! direction can stall the other. Before a stream is shared by two threads,
 //! one owner simply holds both halves.
 
+pub mod cut;
 pub(crate) mod listener;
 pub mod tls;
 pub mod ws;

@@ -245,6 +245,56 @@ fn parse_uuid(text: &str, what: &str) -> Result<Uuid, RequestError> {
     Uuid::parse_str(text).map_err(|_| RequestError::BadRequest(format!("bad {what} id {text:?}")))
 }
 
+/// The header that carries why the relay refused a request (JET response
+/// packets and WebSocket refusals). Deployed clients read only the status and
+/// ignore headers they do not know, so it harms none of them.
+pub const JET_ERROR: &str = "Jet-Error";
+
+/// The most characters of a refusal's reason sent or shown: the whole JET
+/// response must fit the single read of at most 1024 bytes deployed clients
+/// make, and one line on a terminal is enough to say why.
+pub const MAX_ERROR_TEXT: usize = 200;
+
+/// A reason made safe for a header value and a terminal: printable ASCII
+/// only (a CR or LF would end the header and start another, an escape
+/// sequence would drive the terminal), runs of anything else one space or
+/// `?`, trimmed and capped at [`MAX_ERROR_TEXT`] characters. Applied by the
+/// relay before it sends a reason and by the peer before it prints one.
+pub fn error_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_ERROR_TEXT));
+    for c in text.chars() {
+        if out.len() >= MAX_ERROR_TEXT {
+            break;
+        }
+        match c {
+            ' '..='~' => out.push(c),
+            // Line breaks and tabs separate words; keep them apart.
+            '\r' | '\n' | '\t' if !out.ends_with(' ') => out.push(' '),
+            '\r' | '\n' | '\t' => {}
+            _ => out.push('?'),
+        }
+    }
+    out.trim().to_owned()
+}
+
+/// Builds the response packet of a refusal: `status`, the `Jet-Version` and
+/// the reason in a [`JET_ERROR`] header (made safe by [`error_text`]). The
+/// reason phrase stays the standard one, which some clients show as the
+/// status's name. An empty `why` sends no header (a host candidate's 200
+/// goes through here too). Always fits the first 1024-byte read of a
+/// deployed client.
+pub fn refusal_packet(
+    status: u16,
+    version: u8,
+    why: &str,
+) -> Result<Vec<u8>, crate::wire::packet::PacketError> {
+    let why = error_text(why);
+    if why.is_empty() {
+        return response_packet(status, version, &[]);
+    }
+    response_packet(status, version, &[(JET_ERROR, &why)])
+}
+
 /// Builds a whole response packet (head masked with 0x73) with `Jet-Version`
 /// and any extra headers, ready for a single write.
 pub fn response_packet(
@@ -273,6 +323,14 @@ impl Response {
     /// The value of a header, compared without regard to case.
     pub fn header(&self, name: &str) -> Option<&str> {
         http::header(&self.headers, name)
+    }
+
+    /// Why the relay refused, from its [`JET_ERROR`] header, made safe to
+    /// print; `None` when it gave no reason (older relays).
+    pub fn error_reason(&self) -> Option<String> {
+        self.header(JET_ERROR)
+            .map(error_text)
+            .filter(|why| !why.is_empty())
     }
 }
 
@@ -438,6 +496,38 @@ mod tests {
         assert_eq!(resp.status, 200);
         assert_eq!(resp.header("jet-association"), Some(A));
         assert_eq!(resp.header("Jet-Version"), Some("1"));
+    }
+
+    #[test]
+    fn refusals_carry_a_safe_reason_that_fits_the_first_read() {
+        let bytes = refusal_packet(404, 2, "unknown association").unwrap();
+        let packet = crate::wire::packet::read_packet(&bytes[..]).unwrap();
+        let resp = parse_response(&packet.payload).unwrap();
+        assert_eq!(resp.status, 404);
+        assert_eq!(resp.header("jet-error"), Some("unknown association"));
+        assert_eq!(resp.error_reason().as_deref(), Some("unknown association"));
+        assert!(String::from_utf8_lossy(&packet.payload).starts_with("HTTP/1.1 404 Not Found\r\n"));
+        // A reason cannot inject a header, and a long one is capped.
+        let hostile = format!(
+            "bad\r\nSet-Cookie: x=1\r\n\r\n\u{1b}[2J{}",
+            "é".repeat(2000)
+        );
+        let bytes = refusal_packet(400, 3, &hostile).unwrap();
+        assert!(bytes.len() <= 1024, "{} bytes", bytes.len());
+        let packet = crate::wire::packet::read_packet(&bytes[..]).unwrap();
+        let resp = parse_response(&packet.payload).unwrap();
+        assert_eq!(resp.header("Set-Cookie"), None);
+        assert_eq!(resp.header("Jet-Version"), Some("3"));
+        let why = resp.error_reason().unwrap();
+        assert!(why.starts_with("bad Set-Cookie: x=1 ?[2J??"), "{why}");
+        assert_eq!(why.len(), MAX_ERROR_TEXT);
+        // No reason: no header.
+        let bytes = refusal_packet(503, 2, " \r\n").unwrap();
+        let packet = crate::wire::packet::read_packet(&bytes[..]).unwrap();
+        assert_eq!(
+            parse_response(&packet.payload).unwrap().error_reason(),
+            None
+        );
     }
 
     #[test]

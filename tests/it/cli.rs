@@ -353,7 +353,9 @@ fn a_runtime_failure_exits_one_without_a_usage_hint() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
-        err.starts_with("jet-relay: connect: the relay answered status 404"),
+        err.starts_with(&format!(
+            "jet-relay: the relay refused connect {a} {c}: 404 unknown association"
+        )),
         "{err}"
     );
     assert!(!err.contains("see '"), "{err}");

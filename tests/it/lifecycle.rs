@@ -406,6 +406,71 @@ os.execve(sys.argv[1], sys.argv[1:], env)
     assert!(relay.wait_exit(WAIT).0.success());
 }
 
+#[test]
+fn a_drain_leaves_systemds_passed_socket_listening_for_the_next_process() {
+    // systemd keeps its copy of a passed socket across restarts, so
+    // connections queue for the next process. The launcher plays systemd: it
+    // binds, forks the relay with the socket as descriptor 3, keeps its own
+    // copy, and once the relay has exited says whether the socket still
+    // listens (SO_ACCEPTCONN).
+    let launcher = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+print("listening passed://127.0.0.1:%d" % s.getsockname()[1], flush=True)
+pid = os.fork()
+if pid == 0:
+    os.dup2(s.fileno(), 3)
+    os.set_inheritable(3, True)
+    env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+    os.execve(sys.argv[1], sys.argv[1:], env)
+print("relay-pid %d" % pid, flush=True)
+_, status = os.waitpid(pid, 0)
+print("exit %d" % os.waitstatus_to_exitcode(status), flush=True)
+print("accepting %d" % s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), flush=True)
+"#;
+    let file = config_file(ON_PORT_0);
+    let mut command = Command::new("python3");
+    command
+        .arg("-c")
+        .arg(launcher)
+        .arg(BIN)
+        .arg("--config")
+        .arg(&file.0)
+        .stderr(Stdio::null());
+    let mut launcher = RelayProcess::launch_with_listeners(command, 1);
+    // The launcher's pid line and the relay's listening line race.
+    let (mut pid, mut served) = (String::new(), String::new());
+    for _ in 0..2 {
+        let line = launcher.next_line();
+        match line.strip_prefix("relay-pid ") {
+            Some(n) => pid = n.to_owned(),
+            None => served = line.strip_prefix("listening ").unwrap_or(&line).to_owned(),
+        }
+    }
+    assert!(!pid.is_empty(), "no relay-pid line");
+    assert_eq!(served, launcher.urls[0].replace("passed://", "tcp://"));
+    let (mut server, mut client) = tcp_pair(&served);
+    client.write_all(b"before").unwrap();
+    let mut buf = [0u8; 6];
+    server.read_exact(&mut buf).unwrap();
+    drop((server, client));
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(&pid)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(launcher.next_line(), "exit 0");
+    assert_eq!(
+        launcher.next_line(),
+        "accepting 1",
+        "the drain stopped systemd's socket: the next process would find it dead"
+    );
+    assert!(launcher.wait_exit(WAIT).0.success());
+}
+
 /// The end-entity certificate a full TLS handshake with `addr` is served
 /// (no session resumption: a resumed session reports the certificate of the
 /// session it resumes).

@@ -775,7 +775,9 @@ fn gathering_sends_the_api_key_as_a_bearer_token_and_never_prints_it() {
     assert_eq!(server.wait().code(), Some(1));
     let text = server.rest_of_stderr().join("\n");
     assert!(
-        text.contains("gather answered 401") && text.contains("JET_API_KEY"),
+        text.contains("the relay refused gather")
+            && text.contains(": 401 an API key is required")
+            && text.contains("JET_API_KEY"),
         "{text}"
     );
     assert_eq!(client.wait().code(), Some(1));

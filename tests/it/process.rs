@@ -13,7 +13,7 @@ pub fn config_file(text: &str) -> tempfile_path::TempPath {
 }
 
 /// A minimal temporary file, removed on drop (no extra crate for one helper).
-mod tempfile_path {
+pub mod tempfile_path {
     use std::path::PathBuf;
     pub struct TempPath(pub PathBuf);
     impl Drop for TempPath {

@@ -413,7 +413,7 @@ mod selection {
         drop(client);
         // The pair's closing line is written once both directions returned,
         // their pipes dropped.
-        let line = relay.wait_log(" closed accept_to_connect=");
+        let line = relay.wait_log(" pair closed ");
         assert!(line.contains(&format!("association={a} ")), "{line}");
         assert_eq!(relay.pipe_fds(), baseline);
     }

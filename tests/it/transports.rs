@@ -331,6 +331,19 @@ fn bad_websocket_upgrades_are_refused_counted_and_disturb_nothing() {
         if *status == "426" {
             assert!(head.contains("Sec-WebSocket-Version: 13\r\n"), "{head}");
         }
+        // The reason: a Jet-Error header and a JSON body, then the close.
+        assert!(head.contains("\r\nJet-Error: "), "{what}: {head}");
+        let length: usize = head
+            .split("\r\n")
+            .find_map(|line| line.strip_prefix("Content-Length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{what}: no Content-Length in {head}"));
+        let body: serde_json::Value = serde_json::from_slice(&read_n(&mut sock, length)).unwrap();
+        assert_eq!(body["status"].to_string(), *status, "{what}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {body}"
+        );
         assert_closed(&mut sock);
     }
     let m = &relay.server.metrics();

@@ -244,6 +244,51 @@ fn key_line<'t>(text: &'t str, key: &str) -> &'t str {
 }
 
 #[test]
+fn a_proxy_protocol_listener_needs_trusted_proxies() {
+    let listener = "[[listeners]]\nurl = \"tcp://127.0.0.1:0\"\nproxy_protocol = true\n";
+    check_err(listener, "trusted_proxies is empty");
+    check_err(listener, "listeners[0] (tcp://127.0.0.1:0)");
+    check_err("trusted_proxies = [\"10.0.0.300/8\"]", "trusted_proxies");
+    let config = Config::from_toml(&format!(
+        "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n{listener}"
+    ))
+    .unwrap();
+    assert!(config.listeners[0].proxy_protocol);
+    assert!(config
+        .trusted_proxies
+        .contains("127.0.0.1".parse().unwrap()));
+    assert!(!config
+        .trusted_proxies
+        .contains("127.0.0.2".parse().unwrap()));
+}
+
+#[test]
+fn the_external_url_scheme_decides_the_gathered_transports() {
+    use Transport::{Tcp, Tls, Ws, Wss};
+    let tcp = ListenUrl::parse("tcp://127.0.0.1:0").unwrap();
+    let tls = ListenUrl::parse("tls://127.0.0.1:0").unwrap();
+    assert_eq!(advertised_transports(&tcp, None), [Tcp, Ws]);
+    assert_eq!(advertised_transports(&tls, None), [Tls, Wss]);
+    assert_eq!(
+        advertised_transports(&tcp, Some("tcp://lb:7001")),
+        [Tcp, Ws]
+    );
+    // An HTTP balancer in front: no tcp:// candidate it could not route.
+    assert_eq!(advertised_transports(&tcp, Some("ws://lb:80")), [Ws]);
+    // TLS ended at the balancer, plain to the relay.
+    assert_eq!(advertised_transports(&tcp, Some("wss://lb:443")), [Wss]);
+    assert_eq!(
+        advertised_transports(&tcp, Some("tls://lb:8443")),
+        [Tls, Wss]
+    );
+    let with = |url: &str| format!("[[listeners]]\nurl = \"tcp://h:1\"\nexternal_url = \"{url}\"");
+    check_err(&with("http://lb:80"), "must look like tcp://HOST:PORT");
+    check_err(&with("lb:80"), "must look like tcp://HOST:PORT");
+    check_err(&with("ws://"), "must look like tcp://HOST:PORT");
+    Config::from_toml(&with("wss://lb.example.net:443")).unwrap();
+}
+
+#[test]
 fn shipped_relay_toml_parses_and_shows_every_key_with_a_valid_example() {
     let text = include_str!("../../../relay.toml");
     let shipped = Config::from_toml(text).unwrap();
@@ -254,7 +299,14 @@ fn shipped_relay_toml_parses_and_shows_every_key_with_a_valid_example() {
     assert!(top.len() >= 13, "top-level keys: {top:?}");
     assert_eq!(
         listener,
-        ["url", "external_url", "cert", "key", "reuse_port"]
+        [
+            "url",
+            "external_url",
+            "cert",
+            "key",
+            "reuse_port",
+            "proxy_protocol"
+        ]
     );
     for key in top
         .iter()
@@ -289,7 +341,12 @@ fn shipped_relay_toml_parses_and_shows_every_key_with_a_valid_example() {
         let example = line.strip_prefix("# ").unwrap_or(line);
         let in_tls_block = tls_block.contains(line);
         if line.starts_with("# ") && !in_tls_block {
-            let edited = text.replacen(line, example, 1);
+            let mut edited = text.replacen(line, example, 1);
+            if key == "proxy_protocol" {
+                // Valid only with a trusted proxy, which the file shows too.
+                let trusted = key_line(text, "trusted_proxies");
+                edited = edited.replacen(trusted, &trusted[2..], 1);
+            }
             Config::from_toml(&edited)
                 .unwrap_or_else(|e| panic!("relay.toml with `{example}`: {e}"));
         }

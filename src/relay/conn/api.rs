@@ -38,7 +38,7 @@ pub fn route(ctx: &Context, req: &Request) -> Response {
             "GET" => guard(Action::Metrics, &|| {
                 Response::text(
                     200,
-                    crate::relay::metrics::exposition(ctx),
+                    crate::relay::conn::exposition::exposition(ctx),
                     crate::relay::metrics::CONTENT_TYPE,
                 )
             }),
@@ -133,7 +133,7 @@ pub(crate) fn health(ctx: &Context, req: &Request) -> Response {
 fn create(ctx: &Context, id: Uuid) -> Response {
     match ctx.table.create(id) {
         Ok(()) => {
-            crate::info!("association={id} created through the API");
+            crate::info!(association:% = id; "created through the API");
             Response::json(200, &json!({ "id": id, "state": "created" }))
         }
         Err(why) => Response::error(why.status(), why.reason()),
@@ -144,7 +144,8 @@ fn delete(ctx: &Context, id: Uuid) -> Response {
     match ctx.table.remove(id) {
         Some(victims) => {
             crate::info!(
-                "association={id} deleted through the API, closing {} connection(s)",
+                association:% = id;
+                "deleted through the API, closing {} connection(s)",
                 victims.len()
             );
             for victim in victims {
@@ -189,7 +190,11 @@ pub fn candidate_urls(ctx: &Context, req: &Request) -> Vec<String> {
             );
             continue;
         };
-        for kind in listener.url.transports() {
+        let transports = crate::relay::config::advertised_transports(
+            &listener.url,
+            listener.external_url.as_deref(),
+        );
+        for kind in transports {
             urls.push(format!("{}://{authority}", kind.as_str()));
         }
     }

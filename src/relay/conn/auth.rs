@@ -188,7 +188,7 @@ pub fn check_upgrade(
     let Some(purpose) = purpose_of(method) else {
         return Ok(());
     };
-    let mut headers = [httparse::EMPTY_HEADER; crate::relay::conn::upgrade::MAX_UPGRADE_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; crate::relay::conn::http::MAX_UPGRADE_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     // The upgrade parser accepted this head already; a failure here leaves no token.
     let _ = req.parse(head);

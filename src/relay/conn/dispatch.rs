@@ -2,38 +2,62 @@
 //! within the handshake timeout.
 
 use crate::relay::conn::deadline::{read_exact_by, read_failed, ReadError};
+use crate::relay::conn::proxy::{self, Admitted, Scope};
 use crate::relay::conn::request::{reject, serve_request, Answer, JetAnswer};
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::Stream;
-use crate::wire::message::{self, RequestError};
+use crate::wire::message::{self, Command, RequestError};
 use crate::wire::packet::{self, HEADER_LEN, SIGNATURE};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Serves one accepted TCP connection from its first byte on.
-pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
+/// Serves one accepted TCP connection from its first byte on (its PROXY
+/// header first on a `proxy_protocol` listener).
+pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, proxy_protocol: bool) {
     let Some((stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
         return;
     };
     let _scope = crate::log::conn_scope(conn);
-    crate::info!("peer={peer} accepted");
     let deadline = Instant::now() + ctx.config().handshake_timeout;
-    dispatch(&ctx, conn, stream, deadline);
+    let Some(admitted) = proxy::admit(&ctx, stream.socket(), peer, proxy_protocol, deadline) else {
+        return;
+    };
+    admitted.log_accepted("");
+    dispatch(&ctx, conn, stream, deadline, &admitted);
 }
 
 /// Reads the first bytes of a connection's stream (plain TCP, or TLS after its
 /// handshake) and serves it: `JET\0` is the binary protocol, anything else
 /// HTTP (the REST API and WebSocket upgrades). Everything must arrive before
-/// `deadline`.
-pub fn dispatch(ctx: &Arc<Context>, conn: u64, mut stream: Stream, deadline: Instant) {
+/// `deadline`. `from` says who the connection speaks for (its client, for
+/// logs and per-client limits); one limited to [`Scope::HealthOnly`] (the balancer's
+/// own, after a PROXY LOCAL header) gets `/health` and nothing else: the rest
+/// is closed quietly and counted.
+pub fn dispatch(
+    ctx: &Arc<Context>,
+    conn: u64,
+    mut stream: Stream,
+    deadline: Instant,
+    from: &Admitted,
+) {
+    let scope = from.scope;
+    // The pair's end line names the client, not a balancer in front of it.
+    stream.set_client(from.peer);
     let mut header = [0; HEADER_LEN];
     if let Err(e) = read_exact_by(&mut stream, &mut header, deadline) {
+        if scope == Scope::HealthOnly {
+            // A layer 4 check: the LOCAL header alone, then a close.
+            return proxy::local_closed(ctx, "nothing after the header");
+        }
         return read_failed(ctx, conn, e);
     }
     if header[..4] != SIGNATURE {
-        return crate::relay::conn::http::serve(ctx, conn, stream, &header, deadline);
+        return crate::relay::conn::keepalive::serve(ctx, conn, stream, &header, deadline, from);
+    }
+    if scope == Scope::HealthOnly {
+        return proxy::local_closed(ctx, "a JET packet");
     }
     serve_jet(ctx, conn, stream, &header, deadline);
 }
@@ -76,19 +100,46 @@ pub fn serve_jet(
         // Not `reject`: its per-status counters have no 401/403 and would
         // count these as bad requests.
         ctx.metrics.handshake(Outcome::Rejected);
-        crate::warn!("rejected {status}: {why}");
+        crate::warn!(status = status; "rejected {status}: {why}");
         let answer = JetAnswer {
             version: request.version,
         };
-        return answer.refuse(ctx, &mut stream, status);
+        return answer.refuse(ctx, &mut stream, status, &why);
     }
     // From here the peer's bytes are relayed data: no more timeouts on reads.
     if let Err(e) = stream.clear_read_deadline() {
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
-    crate::debug!("request {request:?}");
+    let (association, candidate) = ids(request.command);
+    crate::debug!(
+        method = request.method().as_str(),
+        version = request.version,
+        association = association.as_str(),
+        candidate = candidate.as_str();
+        "request"
+    );
     let answer = JetAnswer {
         version: request.version,
     };
     serve_request(ctx, conn, stream, &request, &answer, deadline);
+}
+
+/// A command's association and candidate for a log line (empty when the
+/// command names none: a version 1 accept).
+fn ids(command: Command) -> (String, String) {
+    match command {
+        Command::AcceptNew => (String::new(), String::new()),
+        Command::Accept {
+            association,
+            candidate,
+        }
+        | Command::Connect {
+            association,
+            candidate,
+        }
+        | Command::Test {
+            association,
+            candidate,
+        } => (association.to_string(), candidate.to_string()),
+    }
 }

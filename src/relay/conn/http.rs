@@ -1,14 +1,11 @@
 //! HTTP/1.1 on the relay's listeners: request framing with limits, keep-alive,
 //! and the hand-off of WebSocket upgrades. Routes live in `api.rs`.
 
-use crate::relay::conn::deadline::{read_failed, read_some_by, ReadError};
-use crate::relay::metrics::Outcome;
+use crate::relay::conn::deadline::{read_some_by, ReadError};
 use crate::relay::shared::Context;
 use crate::relay::stream::Stream;
 use crate::wire::http::{self, BadLength};
-use crate::wire::packet::HEADER_LEN;
 use std::io;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// The largest request head accepted (431 beyond).
@@ -19,6 +16,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// The most requests served on one keep-alive connection.
 pub const MAX_REQUESTS: usize = 1000;
+/// The most headers an upgrade request may carry (browsers send about 15).
+pub const MAX_UPGRADE_HEADERS: usize = 64;
 
 /// One parsed request. Its `Debug` leaves out the `Authorization` value and
 /// the raw head, so the API key can never reach a log.
@@ -74,7 +73,7 @@ impl Request {
         http::has_token(&self.headers, name, token)
     }
 
-    fn keep_alive(&self) -> bool {
+    pub(crate) fn keep_alive(&self) -> bool {
         if self.header_has("Connection", "close") {
             false
         } else {
@@ -167,105 +166,6 @@ pub(crate) enum Failure {
     Reject(Response),
 }
 
-/// Serves a connection whose first bytes (`prefix`) are not a JET packet:
-/// requests until the peer closes, asks to close, or is idle past the
-/// handshake timeout.
-pub fn serve(
-    ctx: &Arc<Context>,
-    conn: u64,
-    mut stream: Stream,
-    prefix: &[u8; HEADER_LEN],
-    deadline: Instant,
-) {
-    if !looks_like_http(prefix) {
-        ctx.metrics.handshake(Outcome::Malformed);
-        crate::warn!(
-            "closed: neither a JET packet nor HTTP (first bytes {:02x?})",
-            &prefix[..]
-        );
-        return;
-    }
-    let mut buf = prefix.to_vec();
-    let mut deadline = deadline;
-    // Read once: every request of a keep-alive connection counts against its client.
-    let client = stream.socket().peer_addr().ok().map(|a| a.ip());
-    for served in 0..MAX_REQUESTS {
-        let request = match read_request(&mut stream, &mut buf, deadline) {
-            Ok(mut request) => {
-                request.local = stream.socket().local_addr().ok();
-                request
-            }
-            Err(Failure::Read(ReadError::Closed(_))) if served > 0 && buf.is_empty() => return,
-            Err(Failure::Read(ReadError::Timeout)) if served > 0 && buf.is_empty() => {
-                crate::debug!("keep-alive connection idle, closed");
-                return;
-            }
-            Err(Failure::Read(e)) => return read_failed(ctx, conn, e),
-            Err(Failure::Reject(response)) => {
-                ctx.metrics.handshake(Outcome::Malformed);
-                crate::warn!(
-                    "bad HTTP request: {} {}",
-                    response.status,
-                    String::from_utf8_lossy(&response.body)
-                );
-                let _ = write(ctx, &mut stream, &response, false, false);
-                crate::relay::conn::request::linger_close(&mut stream);
-                return;
-            }
-        };
-        if request.method == "GET" && request.header_has("Upgrade", "websocket") {
-            // A WebSocket candidate: the head goes to the WebSocket transport
-            // with whatever the client sent after it (its first frames).
-            let leftover = std::mem::take(&mut buf);
-            let answered = served > 0;
-            return crate::relay::conn::upgrade::serve_upgrade(
-                ctx,
-                conn,
-                stream,
-                &request.head,
-                leftover,
-                answered,
-                deadline,
-            );
-        }
-        let keep_alive = request.keep_alive() && served + 1 < MAX_REQUESTS;
-        let response = match client.map(|ip| ctx.limits.check_rate(ip, Instant::now())) {
-            Some(Err(retry)) => too_many_requests(retry),
-            _ => crate::relay::conn::api::route(ctx, &request),
-        };
-        crate::info!(
-            "http {} {} -> {}",
-            request.method,
-            request.path,
-            response.status
-        );
-        ctx.metrics.http_response(response.status);
-        let head_only = request.method == "HEAD";
-        if write(ctx, &mut stream, &response, keep_alive, head_only).is_err() || !keep_alive {
-            if !keep_alive {
-                crate::relay::conn::request::linger_close(&mut stream);
-            }
-            return;
-        }
-        if ctx.stopping() {
-            return;
-        }
-        deadline = Instant::now() + ctx.config().handshake_timeout;
-    }
-}
-
-/// The answer to a client over its REST rate (`[client_limits]` `rest_rate`).
-fn too_many_requests(retry: crate::relay::limits::RetryAfter) -> Response {
-    let secs = retry.as_secs_ceil();
-    Response::error(
-        429,
-        &format!(
-            "too many requests from your address (client_limits.rest_rate); retry after {secs} s"
-        ),
-    )
-    .with("Retry-After", secs.to_string())
-}
-
 /// True when the first bytes start an HTTP request line: an uppercase method
 /// token of 3 to 7 letters and a space. Anything else is neither JET nor HTTP
 /// and is closed without an answer, like a malformed JET packet.
@@ -297,6 +197,16 @@ pub(crate) fn read_request(
     buf: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<Request, Failure> {
+    read_request_with(buf, |buf, limit| fill(stream, buf, limit, deadline))
+}
+
+/// [`read_request`] with the socket read as a function: `more(buf, limit)`
+/// appends at least one byte (keeping at most `limit` buffered) or fails.
+/// The fuzz targets drive it from a byte slice (`crate::fuzzing`).
+pub(crate) fn read_request_with(
+    buf: &mut Vec<u8>,
+    mut more: impl FnMut(&mut Vec<u8>, usize) -> Result<(), Failure>,
+) -> Result<Request, Failure> {
     let head_len = loop {
         if !buf.is_empty() {
             match head_length(buf)? {
@@ -310,7 +220,7 @@ pub(crate) fn read_request(
                 None => {}
             }
         }
-        fill(stream, buf, MAX_HEAD, deadline)?;
+        more(buf, MAX_HEAD)?;
     };
     if head_len > MAX_HEAD {
         return Err(Failure::Reject(Response::error(
@@ -362,7 +272,7 @@ pub(crate) fn read_request(
         )));
     }
     while buf.len() < head_len + body_len {
-        fill(stream, buf, head_len + body_len, deadline)?;
+        more(buf, head_len + body_len)?;
     }
     let head = buf[..head_len].to_vec();
     let body = buf[head_len..head_len + body_len].to_vec();

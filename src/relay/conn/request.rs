@@ -33,9 +33,11 @@ pub trait Answer {
     /// the handshake timeout. Relayed bytes may follow it at once.
     fn succeed(&self, ctx: &Context, stream: &mut Stream, extra: &[(&str, &str)])
         -> io::Result<()>;
-    /// Writes a refusal with `status` within the handshake timeout, then
-    /// closes the connection (lingering so the refusal is read).
-    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16);
+    /// Writes a refusal with `status` and the reason `why` (for the peer to
+    /// print; it must say nothing the peer may not know) within the
+    /// handshake timeout, then closes the connection (lingering so the
+    /// refusal is read).
+    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16, why: &str);
 }
 
 /// The binary protocol's answers: one JET response packet echoing the version.
@@ -58,9 +60,9 @@ impl Answer for JetAnswer {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         write_response(ctx, stream, &response)
     }
-    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16) {
-        // A refusal's head is short and fixed: it always fits a packet.
-        let Ok(response) = message::response_packet(status, self.version, &[]) else {
+    fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16, why: &str) {
+        // A refusal's head is short (its reason capped): it always fits a packet.
+        let Ok(response) = message::refusal_packet(status, self.version, why) else {
             return;
         };
         if write_response(ctx, stream, &response).is_ok() {
@@ -143,14 +145,15 @@ fn accept(
     let reservation = match reserved {
         Ok(reservation) => reservation,
         Err(why) => {
+            let text = explain(ctx, answer, why);
             return reject(
                 ctx,
                 conn,
                 &mut stream,
                 answer,
-                (why.status(), why.reason()),
+                (why.status(), &text),
                 deadline,
-            )
+            );
         }
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
@@ -183,14 +186,17 @@ fn accept(
             ctx.metrics.handshake(Outcome::Parked);
             handshake_done(ctx, deadline);
             crate::info!(
-                "association={association} candidate={candidate} parked (accept over {}, version {version})",
-                kind.as_str(),
+                association:% = association,
+                candidate:% = candidate,
+                transport = kind.as_str(),
+                version = version;
+                "parked"
             );
         }
         Err(stream) => {
             // Deleted or expired while we wrote the answer, or shutting down.
             ctx.metrics.handshake(Outcome::Closed);
-            crate::info!("association={association} went away before the accept parked");
+            crate::info!(association:% = association; "went away before the accept parked");
             stream.kill();
         }
     }
@@ -210,20 +216,25 @@ fn connect(
     let (accept, stats) = match ctx.table.pair(association, candidate, &stream, wait) {
         Ok(pair) => pair,
         Err(why) => {
+            let text = explain(ctx, answer, why);
             return reject(
                 ctx,
                 conn,
                 &mut stream,
                 answer,
-                (why.status(), why.reason()),
+                (why.status(), &text),
                 deadline,
-            )
+            );
         }
     };
     if let Err(e) = answer.succeed(ctx, &mut stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
         // peer saw the pairing start), so the pair ends here.
-        crate::info!("association={association} candidate={candidate} connect peer left before its answer: {e}");
+        crate::info!(
+            association:% = association,
+            candidate:% = candidate;
+            "connect peer left before its answer: {e}"
+        );
         stream.kill();
         accept.kill();
         ctx.table.release(association, candidate, &stats);
@@ -236,9 +247,13 @@ fn connect(
         ctx.metrics.accept_to_pair.observe(parked.elapsed());
     }
     crate::info!(
-        "association={association} candidate={candidate} paired (accept {} + connect {}, version {version})",
-        accept.kind().as_str(),
-        stream.kind().as_str(),
+        association:% = association,
+        candidate:% = candidate,
+        accept_conn = accept.conn(),
+        accept_transport = accept.kind().as_str(),
+        connect_transport = stream.kind().as_str(),
+        version = version;
+        "paired"
     );
     pump::relay(
         Arc::clone(ctx),
@@ -266,8 +281,10 @@ fn test(
                 ctx.metrics.handshake(Outcome::Tested);
                 handshake_done(ctx, deadline);
                 crate::info!(
-                    "association={association} candidate={candidate} tested over {}",
-                    stream.kind().as_str()
+                    association:% = association,
+                    candidate:% = candidate,
+                    transport = stream.kind().as_str();
+                    "tested"
                 );
                 // Over WebSocket this is the close frame right after the 101.
                 linger_close(&mut stream);
@@ -278,10 +295,28 @@ fn test(
             conn,
             &mut stream,
             answer,
-            (why.status(), why.reason()),
+            (why.status(), &explain(ctx, answer, why)),
             deadline,
         ),
     }
+}
+
+/// Why the table refused a request, as its peer should read it: an unknown
+/// association says how associations come to exist here, since the fix is
+/// usually to create it first (through the REST API where only it may).
+fn explain(ctx: &Context, answer: &dyn Answer, why: Reject) -> String {
+    let reason = why.reason();
+    if why != Reject::NotFound("unknown association") {
+        return reason.to_owned();
+    }
+    let hint = if ctx.config().accept_requires_api() {
+        "on this relay only the REST API creates associations"
+    } else if !answer.may_create() {
+        "over WebSocket only the REST API creates associations"
+    } else {
+        "never created, or expired or deleted"
+    };
+    format!("{reason} ({hint})")
 }
 
 /// Answers a well-formed request with an error status, then closes.
@@ -295,11 +330,12 @@ pub(crate) fn reject(
 ) {
     ctx.metrics.handshake(Outcome::Rejected);
     ctx.metrics.rejected(status);
-    crate::warn!("rejected {status}: {why}");
+    // Keyed by status for the rate limit: `why` may quote the peer.
+    crate::warn!(status = status; "rejected {status}: {why}");
     // Before the refusal goes out, like the counters: whoever reads the
     // refusal then finds it counted.
     handshake_done(ctx, deadline);
-    answer.refuse(ctx, stream, status);
+    answer.refuse(ctx, stream, status, why);
 }
 
 /// Records how long a handshake took once its request was served or

@@ -1,8 +1,9 @@
 //! Connections of the `metrics_listen` listener: `GET /metrics` and `/health`, nothing else.
 
 use crate::relay::conn::deadline::read_failed;
+use crate::relay::conn::exposition::exposition;
 use crate::relay::conn::http::{read_request, write, Failure, Request, Response};
-use crate::relay::metrics::{exposition, CONTENT_TYPE};
+use crate::relay::metrics::CONTENT_TYPE;
 use crate::relay::shared::Context;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;

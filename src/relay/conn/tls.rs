@@ -28,7 +28,13 @@ enum HandshakeError {
 /// Serves one connection accepted on a TLS listener, on its pool thread: the
 /// TLS handshake within the handshake timeout, then the same dispatch as
 /// plain TCP (JET over TLS, or HTTPS: the REST API and `wss://` upgrades).
-pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>) {
+pub fn handle(
+    ctx: Arc<Context>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    proxy_protocol: bool,
+) {
     let deadline = Instant::now() + ctx.config().handshake_timeout;
     crate::relay::stream::tcp::nodelay_accepted(&sock);
     let sock = Arc::new(sock);
@@ -39,7 +45,10 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<
         // Registered after shutdown closed every socket: nobody would close this one.
         return;
     }
-    crate::info!("peer={peer} accepted (tls)");
+    // A PROXY header comes before the TLS handshake.
+    let proxy = crate::relay::conn::proxy::admit(&ctx, &sock, peer, proxy_protocol, deadline);
+    let Some(admitted) = proxy else { return };
+    admitted.log_accepted(" (tls)");
     let mut tls = match ServerConnection::new(config) {
         Ok(tls) => tls,
         Err(e) => {
@@ -67,9 +76,12 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, config: Arc<
     if let Err(e) = sock.set_write_timeout(None) {
         return crate::relay::conn::deadline::read_failed(&ctx, conn, ReadError::Closed(e));
     }
-    crate::debug!("TLS established ({:?})", tls.protocol_version());
+    crate::debug!(
+        tls_version = tls.protocol_version().and_then(|v| v.as_str()).unwrap_or("?");
+        "TLS established"
+    );
     let stream = Stream::tls(TlsStream::new(sock, tls), registration);
-    crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline);
+    crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline, &admitted);
 }
 
 /// Runs the server side of the TLS handshake before `deadline`, however

@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use tungstenite::handshake::derive_accept_key;
 
-/// The most headers an upgrade request may carry (browsers send about 15).
-pub const MAX_UPGRADE_HEADERS: usize = 64;
 /// The longest `Sec-WebSocket-Key` accepted. RFC 6455 keys are 24 characters
 /// (16 bytes in base64); draft 0.2's own example uses 28, so any base64 text
 /// up to this length is taken.
@@ -48,11 +46,12 @@ pub fn serve_upgrade(
             ctx.metrics.handshake(Outcome::Rejected);
             ctx.metrics.rejected(refusal.status);
             crate::warn!(
+                status = refusal.status;
                 "WebSocket upgrade refused {}: {}",
                 refusal.status,
                 refusal.why
             );
-            return refuse_http(ctx, &mut stream, refusal.status);
+            return refuse_http(ctx, &mut stream, refusal.status, &refusal.why);
         }
     };
     if let Err(refusal) =
@@ -60,11 +59,13 @@ pub fn serve_upgrade(
     {
         ctx.metrics.handshake(Outcome::Rejected);
         crate::warn!(
+            status = refusal.status;
             "WebSocket {} refused {}: {}",
             upgrade.method.as_str(),
             refusal.status,
             String::from_utf8_lossy(&refusal.body)
         );
+        let refusal = with_reason(refusal);
         return crate::relay::conn::http::send_and_close(ctx, &mut stream, &refusal);
     }
     // From here the peer's bytes are relayed data: no more timeouts on reads.
@@ -79,7 +80,12 @@ pub fn serve_upgrade(
         version: 2,
         command: Command::new(upgrade.method, upgrade.association, upgrade.candidate),
     };
-    crate::debug!("WebSocket request {request:?}");
+    crate::debug!(
+        method = request.method().as_str(),
+        association:% = upgrade.association,
+        candidate:% = upgrade.candidate;
+        "WebSocket request"
+    );
     // The WebSocket stream exists from the start so the table records the
     // candidate's transport as ws/wss; nothing is framed before the 101,
     // which goes out beneath the framing like a refusal would.
@@ -94,19 +100,19 @@ pub fn serve_upgrade(
 
 /// A valid upgrade request.
 #[derive(Debug)]
-struct Upgrade {
-    method: Method,
-    association: uuid::Uuid,
-    candidate: uuid::Uuid,
-    accept_key: String,
-    protocol: Option<String>,
+pub(crate) struct Upgrade {
+    pub(crate) method: Method,
+    pub(crate) association: uuid::Uuid,
+    pub(crate) candidate: uuid::Uuid,
+    pub(crate) accept_key: String,
+    pub(crate) protocol: Option<String>,
 }
 
 /// Why an upgrade request was refused before the table was asked.
 #[derive(Debug)]
-struct Refusal {
-    status: u16,
-    why: String,
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) why: String,
 }
 
 fn refusal(status: u16, why: impl Into<String>) -> Refusal {
@@ -116,8 +122,8 @@ fn refusal(status: u16, why: impl Into<String>) -> Refusal {
     }
 }
 
-fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_UPGRADE_HEADERS];
+pub(crate) fn parse_upgrade(head: &[u8]) -> Result<Upgrade, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; crate::relay::conn::http::MAX_UPGRADE_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
@@ -175,18 +181,46 @@ fn is_base64(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-/// Writes a plain HTTP refusal (no upgrade, beneath any WebSocket framing),
-/// then closes the connection.
-fn refuse_http(ctx: &Context, stream: &mut Stream, status: u16) {
+/// The body of a WebSocket refusal: `{"error": WHY, "status": N}`, the
+/// reason made safe like its [`message::JET_ERROR`] header.
+fn refusal_body(status: u16, why: &str) -> Vec<u8> {
+    serde_json::json!({ "error": message::error_text(why), "status": status })
+        .to_string()
+        .into_bytes()
+}
+
+/// An authorization refusal (a JSON `{"error"}` response) made a WebSocket
+/// refusal: the reason also in the `Jet-Error` header, the status in the body.
+fn with_reason(
+    mut refusal: crate::relay::conn::http::Response,
+) -> crate::relay::conn::http::Response {
+    let why = serde_json::from_slice::<serde_json::Value>(&refusal.body)
+        .ok()
+        .and_then(|body| body.get("error")?.as_str().map(message::error_text))
+        .unwrap_or_default();
+    refusal.body = refusal_body(refusal.status, &why);
+    refusal.with(message::JET_ERROR, why)
+}
+
+/// Writes a plain HTTP refusal (no upgrade, beneath any WebSocket framing)
+/// with the reason in a `Jet-Error` header and a JSON body, then closes the
+/// connection.
+fn refuse_http(ctx: &Context, stream: &mut Stream, status: u16, why: &str) {
+    let body = refusal_body(status, why);
     let mut response = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\nConnection: close\r\n",
-        http::reason(status)
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{}: {}\r\n",
+        http::reason(status),
+        body.len(),
+        message::JET_ERROR,
+        message::error_text(why),
     );
     if status == 426 {
         response.push_str("Sec-WebSocket-Version: 13\r\n");
     }
     response.push_str("\r\n");
-    if crate::relay::conn::request::write_response(ctx, stream, response.as_bytes()).is_ok() {
+    let mut response = response.into_bytes();
+    response.extend_from_slice(&body);
+    if crate::relay::conn::request::write_response(ctx, stream, &response).is_ok() {
         let _ = stream.shutdown_unframed();
         crate::relay::conn::request::drain(stream);
     }
@@ -224,8 +258,8 @@ impl Answer for UpgradeAnswer {
         }
     }
 
-    fn refuse(&self, ctx: &Context, ws: &mut Stream, status: u16) {
-        refuse_http(ctx, ws, status);
+    fn refuse(&self, ctx: &Context, ws: &mut Stream, status: u16, why: &str) {
+        refuse_http(ctx, ws, status, why);
     }
 }
 

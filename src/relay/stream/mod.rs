@@ -24,6 +24,8 @@ pub struct Stream {
     /// usually arrive before they are read and are taken without one, so
     /// lifting it is mostly skipped.
     timed: bool,
+    /// The client a PROXY header named, when it did: the peer for logs.
+    client: Option<std::net::SocketAddr>,
 }
 
 /// What both halves keep: the socket (addresses, `kill`) and its registry
@@ -116,6 +118,7 @@ impl Stream {
                 _registration: Arc::new(registration),
             },
             timed: false,
+            client: None,
         }
     }
 
@@ -192,6 +195,21 @@ impl Stream {
             Halves::Wss(h) => h.1.with_inner(|tls| tls.shutdown()),
             _ => self.shutdown_write(),
         }
+    }
+
+    /// Records the client a PROXY header named (the socket's peer is the balancer).
+    pub fn set_client(&mut self, client: std::net::SocketAddr) {
+        self.client = Some(client);
+    }
+
+    /// The client for logs: the one a PROXY header named, else the socket's peer.
+    pub fn client(&self) -> Option<std::net::SocketAddr> {
+        self.client.or_else(|| self.socket.sock.peer_addr().ok())
+    }
+
+    /// The connection's number in the log (`conn=N`).
+    pub fn conn(&self) -> u64 {
+        self.socket._registration.id()
     }
 
     /// The TCP socket underneath: timeouts and addresses.

@@ -84,14 +84,17 @@ impl Association {
         }
     }
 
-    /// Every socket of the association, for removal.
-    pub(super) fn take_victims(&mut self, victims: &mut Vec<Victim>) {
+    /// Every socket of the association, for removal; its pairs end for `reason`.
+    pub(super) fn take_victims(&mut self, victims: &mut Vec<Victim>, reason: EndReason) {
         for c in &mut self.candidates {
             match std::mem::replace(&mut c.slot, Slot::Closed) {
                 Slot::Parked(stream) => victims.push(Victim::Owned(stream)),
                 Slot::Paired {
-                    accept, connect, ..
+                    accept,
+                    connect,
+                    stats,
                 } => {
+                    stats.end_because(reason);
                     victims.push(Victim::Live(accept));
                     victims.push(Victim::Live(connect));
                 }

@@ -3,7 +3,7 @@
 //! a caller must close outside the lock.
 
 use crate::relay::stream::{Killer, Stream, Transport};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use uuid::Uuid;
 
@@ -70,6 +70,68 @@ impl Reject {
     }
 }
 
+/// Why a pair ended, logged once on its `pair closed` line. A cut stores
+/// its reason on the pair's [`PairStats`] before it kills the sockets, so the
+/// copy thread that logs finds it; a pair nobody cut ended on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Both peers finished sending (end of stream both ways).
+    PeerEof = 1,
+    /// A peer reset or aborted its connection.
+    PeerReset,
+    /// Another I/O error on one of the sockets.
+    Error,
+    /// No byte moved for `idle_timeout` (the reaper).
+    IdleTimeout,
+    /// Another candidate of the association carried data first.
+    OtherCandidateSelected,
+    /// The association was deleted through the REST API.
+    Deleted,
+    /// The association expired (`association_ttl`) without a selection.
+    Expired,
+    /// A drain (SIGTERM) ran out of `drain_timeout`.
+    Drain,
+    /// The relay shut down (a second signal, or the server was stopped).
+    Shutdown,
+    /// No thread could be started for the pair's second direction.
+    NoThread,
+}
+
+impl EndReason {
+    const ALL: [EndReason; 10] = [
+        EndReason::PeerEof,
+        EndReason::PeerReset,
+        EndReason::Error,
+        EndReason::IdleTimeout,
+        EndReason::OtherCandidateSelected,
+        EndReason::Deleted,
+        EndReason::Expired,
+        EndReason::Drain,
+        EndReason::Shutdown,
+        EndReason::NoThread,
+    ];
+
+    /// The name in log lines (`reason=...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::PeerEof => "peer_eof",
+            EndReason::PeerReset => "peer_reset",
+            EndReason::Error => "error",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::OtherCandidateSelected => "other_candidate_selected",
+            EndReason::Deleted => "deleted",
+            EndReason::Expired => "expired",
+            EndReason::Drain => "drain_timeout",
+            EndReason::Shutdown => "shutdown",
+            EndReason::NoThread => "no_thread",
+        }
+    }
+
+    fn from_u8(value: u8) -> Option<EndReason> {
+        EndReason::ALL.into_iter().find(|r| *r as u8 == value)
+    }
+}
+
 /// Byte counters and activity of one pair, shared by its two copy threads,
 /// the table and the reaper. Lock-free: updated on every chunk relayed.
 #[derive(Debug)]
@@ -80,6 +142,8 @@ pub struct PairStats {
     pub connect_to_accept: AtomicU64,
     pub(super) last_active_ms: AtomicU64,
     pub(super) closing: AtomicBool,
+    /// An [`EndReason`] once something cut the pair (0: nothing did).
+    pub(super) end: AtomicU8,
     pub(super) epoch: Instant,
     /// When the accept of this pair parked (reserved its candidate), for the
     /// accept-to-pair histogram.
@@ -93,6 +157,7 @@ impl PairStats {
             connect_to_accept: AtomicU64::new(0),
             last_active_ms: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            end: AtomicU8::new(0),
             epoch,
             parked_at: None,
         };
@@ -104,6 +169,20 @@ impl PairStats {
     pub fn touch(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Records why the pair is being cut, before its sockets are; the first
+    /// reason stays (a pair cut by the idle timeout and then by shutdown
+    /// ended idle).
+    pub fn end_because(&self, reason: EndReason) {
+        let _ = self
+            .end
+            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Why the pair was cut, if it was.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        EndReason::from_u8(self.end.load(Ordering::Acquire))
     }
 
     /// Total bytes both ways.
@@ -200,4 +279,6 @@ pub struct Sweep {
     pub ended: Vec<Uuid>,
     /// Pairs closed by the idle timeout.
     pub idle_closed: usize,
+    /// Their (association, candidate) ids, for the log.
+    pub idle_pairs: Vec<(Uuid, Uuid)>,
 }

@@ -67,7 +67,7 @@ fn a_closed_table_admits_nothing() {
     let table = Table::new(10);
     let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
     let reservation = table.reserve_accept(a, c, Transport::Tcp, true).unwrap();
-    assert!(table.drain().is_empty());
+    assert!(table.drain(EndReason::Shutdown).is_empty());
     let (s, _k) = stream();
     assert!(table.publish(reservation, s).is_err());
     assert_eq!(table.create(a).err().map(Reject::status), Some(503));
