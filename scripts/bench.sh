@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Builds the relay (profiling profile: release code with symbols) and runs
 # jet-bench against it: the relay against a direct loopback connection
-# between the same two peers, figures (a)-(e) of issue 6. Arguments go to
-# jet-bench (see `scripts/bench.sh --help`), e.g.
+# between the same two peers, figures (a)-(e) of issue 6, and (j): one JMUX
+# tunnel against a plain relayed pair. Arguments go to jet-bench (see
+# `scripts/bench.sh --help`), e.g.
 #   scripts/bench.sh --quick              # a smoke run, a few minutes
 #   scripts/bench.sh --transport tcp      # plain TCP only, (a)-(e)
 #   scripts/bench.sh --transport tls,ws,wss --only a,b,c
 #   scripts/bench.sh                      # full sizes, 5 rounds, tcp,tls,ws,wss
 #   scripts/bench.sh --only a,c --rounds 9
 #   scripts/bench.sh --zero-copy false    # the portable read/write path
+#   scripts/bench.sh --transport tcp --only j --rounds 3 --j-bytes 128MiB
+#                                         # (j) one JMUX tunnel vs a plain pair
 # Set BENCH_OUT=FILE to keep the output. The table and the `BENCH {json}`
 # lines go to stdout, progress to stderr.
 set -euo pipefail

@@ -3,7 +3,8 @@
 # it from the other peer, checking the bytes: once per candidate type the relay
 # serves (tcp and ws on a tcp listener, tls and wss on a tls listener) with the
 # two commands of the README (accept --forward, connect --listen), then through
-# a negotiation (answer/offer over two FIFOs), with and without host candidates.
+# a negotiation (answer/offer over two FIFOs), with and without host candidates,
+# then through one JMUX tunnel that carries several connections.
 #
 # Usage: scripts/expose.sh
 # Environment:
@@ -216,4 +217,21 @@ negotiate() {
 }
 negotiate host --host-listen 127.0.0.1:0
 negotiate relay --no-host-candidates
+
+# A tunnel that stays up (the README's JMUX commands): one relayed stream
+# carries three fetches in a row; the peers create the association through
+# the REST API themselves (--api, and JET_API_KEY when the relay has a key).
+a=$(uuid)
+c=$(uuid)
+"$BIN" accept "${urls[0]}" "$a" "$c" --jmux --forward "$service" --api "$rest" "${tls_args[@]}" \
+    2> "$work/jmux-server.err" &
+pids+=($!)
+wait_line "$work/jmux-server.err" "jet-relay: accept $a $c: 200" > /dev/null
+"$BIN" connect "${urls[0]}" "$a" "$c" --jmux --listen "127.0.0.1:0=$service" --api "$rest" \
+    "${tls_args[@]}" > "$work/jmux-client.out" 2> "$work/jmux-client.err" &
+pids+=($!)
+local_addr=$(wait_line "$work/jmux-client.out" "listening tcp://" | sed 's|^listening tcp://||')
+for n in 1 2 3; do
+    fetch_and_check "$local_addr" "JMUX tunnel over ${urls[0]}, fetch $n"
+done
 echo "expose: OK"

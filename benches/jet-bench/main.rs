@@ -7,11 +7,12 @@
 //!
 //! The figures, one module each, are those of BENCHMARKS.md: (a)
 //! `throughput`, (b) `fairness`, (c) `latency`, (d) `associations`, (e)
-//! `idle_pairs`.
+//! `idle_pairs`; and (j) `jmux`, one JMUX tunnel against a plain relayed pair.
 
 mod associations;
 mod fairness;
 mod idle_pairs;
+mod jmux;
 mod latency;
 mod options;
 mod pattern;
@@ -116,6 +117,10 @@ fn measure_transport(bench: &mut Bench, transport: Transport) -> io::Result<()> 
         // measured over plain TCP.
         if opts.wants('d') && transport == Transport::Tcp {
             associations::figure(opts, &table, report);
+        }
+        // A tunnel's cost is the peer library's, measured over plain TCP.
+        if opts.wants('j') && transport == Transport::Tcp {
+            jmux::figure(opts, &table, pattern, report);
         }
         // The relay stops here: (e) starts fresh ones.
     }

@@ -13,7 +13,8 @@ Usage: jet-bench --relay PATH [options]
   --transport LIST      relay transports to measure, comma-separated from
                         tcp,tls,ws,wss (all); (d) and (e) run on tcp only
   --zero-copy BOOL      the relay's zero_copy setting (default true)
-  --only LIST           figures to run, comma-separated from a,b,c,d,e (all)
+  --only LIST           figures to run, comma-separated from a,b,c,d,e,j (all);
+                        j: one JMUX tunnel against a plain pair (tcp only)
   --rounds N            rounds per figure, targets alternating (5)
   --a-bytes N           (a) bytes one way through one pair (2GiB)
   --b-pairs N           (b) concurrent pairs (64)
@@ -25,6 +26,8 @@ Usage: jet-bench --relay PATH [options]
                         with es256, rs256 or eddsa (pre-signed, one per
                         association and peer), beside the token-less run
   --e-pairs LIST        (e) idle pair counts, comma-separated (1000,10000)
+  --j-bytes N           (j) bytes one way per throughput run (512MiB);
+                        its round trips take --c-count
   --quick               small sizes for a smoke run (overridden by the flags above)
   --help
 
@@ -48,6 +51,7 @@ pub struct Options {
     pub d_concurrency: Vec<usize>,
     pub e_pairs: Vec<usize>,
     pub tokens: Option<Algorithm>,
+    pub j_bytes: u64,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -78,7 +82,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
         relay: PathBuf::new(),
         transports: Transport::ALL.to_vec(),
         zero_copy: true,
-        only: vec!['a', 'b', 'c', 'd', 'e'],
+        only: vec!['a', 'b', 'c', 'd', 'e', 'j'],
         rounds: if quick { 3 } else { 5 },
         a_bytes: if quick { 256 << 20 } else { 2 << 30 },
         b_pairs: if quick { 16 } else { 64 },
@@ -92,6 +96,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
             vec![1000, 10000]
         },
         tokens: None,
+        j_bytes: if quick { 64 << 20 } else { 512 << 20 },
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -117,6 +122,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
             }
             "--d-concurrency" => o.d_concurrency = parse_list(&value()?, |s| number(s.to_owned()))?,
             "--tokens" => o.tokens = Some(Algorithm::parse(&value()?)?),
+            "--j-bytes" => o.j_bytes = parse_size(&value()?)?,
             "--e-pairs" => o.e_pairs = parse_list(&value()?, |s| number(s.to_owned()))?,
             // Cargo passes --bench to harness=false benches.
             "--bench" => {}
@@ -130,7 +136,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
 }
 
 impl Options {
-    /// Whether figure `figure` (a letter from a to e) is to run.
+    /// Whether figure `figure` (a letter from a to e, or j) is to run.
     pub fn wants(&self, figure: char) -> bool {
         self.only.contains(&figure)
     }

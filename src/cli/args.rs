@@ -48,6 +48,37 @@ pub struct AcceptArgs {
     pub ids: Option<Ids>,
     /// Where the stream goes and how TLS is checked.
     pub peer: PeerOptions,
+    /// `--jmux`: a tunnel that stays up, and the destinations it serves.
+    pub jmux: Option<JmuxServer>,
+    /// `--api URL` and `--api-key KEY`: create the association first.
+    pub rest: Rest,
+}
+
+/// `accept --jmux [--forward HOST:PORT] [--allow HOST:PORT]... [--allow-any]`.
+#[derive(Debug, Default, PartialEq)]
+pub struct JmuxServer {
+    /// The destinations channels may open (`--forward` and every `--allow`).
+    pub allow: Vec<String>,
+    /// `--allow-any`: every destination (an open proxy: named as dangerous).
+    pub allow_any: bool,
+}
+
+/// `connect --jmux --listen ADDR=HOST:PORT... [--socks5 ADDR]...`.
+#[derive(Debug, Default, PartialEq)]
+pub struct JmuxClient {
+    /// `--listen ADDR=HOST:PORT`: local address, destination `HOST:PORT`.
+    pub listen: Vec<(String, String)>,
+    /// `--socks5 ADDR`: SOCKS5 listeners, one channel per CONNECT.
+    pub socks5: Vec<String>,
+}
+
+/// `--api URL` and `--api-key KEY` of accept and connect.
+#[derive(Debug, Default, PartialEq)]
+pub struct Rest {
+    /// The relay's REST base (`http://HOST:PORT`, `https://...`).
+    pub api: Option<String>,
+    /// `None`: `JET_API_KEY`, read when the command runs.
+    pub api_key: Option<Secret>,
 }
 
 /// `jet-relay connect URL ASSOCIATION CANDIDATE` or
@@ -60,6 +91,10 @@ pub struct ConnectArgs {
     pub target: ConnectTarget,
     /// Where the stream goes and how TLS is checked.
     pub peer: PeerOptions,
+    /// `--jmux`: a tunnel that stays up, and its local listeners.
+    pub jmux: Option<JmuxClient>,
+    /// `--api URL` and `--api-key KEY`: create the association first.
+    pub rest: Rest,
 }
 
 /// What a connect names.
@@ -92,6 +127,8 @@ pub struct TestArgs {
     pub ids: Ids,
     /// How TLS is checked.
     pub tls: Tls,
+    /// Which proxy reaches the relay.
+    pub proxy: ProxyChoice,
 }
 
 /// `jet-relay offer --signal-in PATH --signal-out PATH ...`
@@ -144,9 +181,18 @@ pub struct PeerOptions {
     pub local: LocalSide,
     /// How TLS is checked.
     pub tls: Tls,
+    /// Which proxy reaches the relay.
+    pub proxy: ProxyChoice,
 }
 
-/// Where a peer's relayed stream goes.
+/// `--proxy URL` and `--no-proxy`; neither: the environment decides.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ProxyChoice {
+    /// `--proxy http://[USER:PASS@]HOST:PORT` or `socks5://...`.
+    pub url: Option<String>,
+    /// `--no-proxy`: connect directly, whatever the environment says.
+    pub none: bool,
+}
 #[derive(Debug, Default, PartialEq)]
 pub enum LocalSide {
     /// stdin and stdout.

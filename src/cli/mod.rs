@@ -8,6 +8,7 @@ pub mod args;
 pub mod parse;
 pub mod peer;
 pub mod relay;
+pub mod tunnel;
 pub mod usage;
 
 use args::Command;

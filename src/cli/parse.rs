@@ -8,8 +8,9 @@
 //! the list of options a subcommand takes.
 
 use crate::cli::args::{
-    AcceptArgs, AnswerArgs, Command, ConnectArgs, ConnectTarget, Ids, LocalSide, OfferArgs,
-    PeerOptions, RelayArgs, Secret, Signals, TestArgs, Tls, UsageError,
+    AcceptArgs, AnswerArgs, Command, ConnectArgs, ConnectTarget, Ids, JmuxClient, JmuxServer,
+    LocalSide, OfferArgs, PeerOptions, ProxyChoice, RelayArgs, Rest, Secret, Signals, TestArgs,
+    Tls, UsageError,
 };
 use crate::cli::usage::Topic;
 use jet_relay::peer::negotiate;
@@ -122,6 +123,9 @@ fn relay(parser: &mut lexopt::Parser) -> Parsed<Command> {
 fn accept(parser: &mut lexopt::Parser) -> Parsed<AcceptArgs> {
     let mut peer = PeerParser::default();
     let mut v1 = false;
+    let mut jmux = false;
+    let mut server = JmuxServer::default();
+    let mut rest = Rest::default();
     let mut positional = Vec::new();
     while let Some(arg) = parser.next()? {
         let option = match arg {
@@ -133,9 +137,37 @@ fn accept(parser: &mut lexopt::Parser) -> Parsed<AcceptArgs> {
         };
         match option.as_str() {
             "--v1" => v1 = true,
-            _ => peer.option(&option, parser)?,
+            "--jmux" => jmux = true,
+            "--allow" => server.allow.push(host_port("--allow", parser.value()?)?),
+            "--allow-any" => server.allow_any = true,
+            _ => {
+                if !rest.option(&option, parser)? {
+                    peer.option(&option, parser)?;
+                }
+            }
         }
     }
+    let jmux = if jmux {
+        if v1 {
+            return bad("--jmux needs version 2 ids: URL ASSOCIATION CANDIDATE");
+        }
+        if !peer.listen.is_empty() {
+            return bad("accept --jmux takes --forward and --allow; --listen is for connect");
+        }
+        if let Some(target) = peer.forward.take() {
+            server
+                .allow
+                .insert(0, host_port_text("--forward", &target)?);
+        }
+        if server.allow.is_empty() && !server.allow_any {
+            return bad("--jmux needs a destination: --forward HOST:PORT or --allow HOST:PORT");
+        }
+        Some(server)
+    } else if !server.allow.is_empty() || server.allow_any {
+        return bad("--allow and --allow-any go with --jmux");
+    } else {
+        None
+    };
     let peer = peer.finish()?;
     if v1 {
         let [url] = positional.as_slice() else {
@@ -146,6 +178,8 @@ fn accept(parser: &mut lexopt::Parser) -> Parsed<AcceptArgs> {
             url,
             ids: None,
             peer,
+            jmux,
+            rest,
         });
     }
     let (url, ids) = target(&positional)?;
@@ -153,12 +187,17 @@ fn accept(parser: &mut lexopt::Parser) -> Parsed<AcceptArgs> {
         url,
         ids: Some(ids),
         peer,
+        jmux,
+        rest,
     })
 }
 
 fn connect(parser: &mut lexopt::Parser) -> Parsed<ConnectArgs> {
     let mut peer = PeerParser::default();
     let mut v1 = false;
+    let mut jmux = false;
+    let mut socks5 = Vec::new();
+    let mut rest = Rest::default();
     let mut association = None;
     let mut positional = Vec::new();
     while let Some(arg) = parser.next()? {
@@ -171,10 +210,46 @@ fn connect(parser: &mut lexopt::Parser) -> Parsed<ConnectArgs> {
         };
         match option.as_str() {
             "--v1" => v1 = true,
+            "--jmux" => jmux = true,
+            "--socks5" => socks5.push(string(parser.value()?)?),
             "--association" => association = Some(id(parser.value()?, "association")?),
-            _ => peer.option(&option, parser)?,
+            _ => {
+                if !rest.option(&option, parser)? {
+                    peer.option(&option, parser)?;
+                }
+            }
         }
     }
+    let jmux = if jmux {
+        if v1 {
+            return bad("--jmux needs version 2 ids: URL ASSOCIATION CANDIDATE");
+        }
+        if peer.forward.is_some() {
+            return bad("connect --jmux takes --listen ADDR=HOST:PORT; --forward is for accept");
+        }
+        let mut client = JmuxClient {
+            socks5,
+            ..JmuxClient::default()
+        };
+        for text in std::mem::take(&mut peer.listen) {
+            let Some((addr, target)) = text.split_once('=') else {
+                return bad(format!(
+                    "--listen {text:?}: with --jmux, say where it goes: --listen ADDR=HOST:PORT"
+                ));
+            };
+            client
+                .listen
+                .push((addr.to_owned(), host_port_text("--listen", target)?));
+        }
+        if client.listen.is_empty() && client.socks5.is_empty() {
+            return bad("--jmux needs --listen ADDR=HOST:PORT or --socks5 ADDR");
+        }
+        Some(client)
+    } else if !socks5.is_empty() {
+        return bad("--socks5 goes with --jmux");
+    } else {
+        None
+    };
     let peer = peer.finish()?;
     if v1 {
         let [url] = positional.as_slice() else {
@@ -188,6 +263,8 @@ fn connect(parser: &mut lexopt::Parser) -> Parsed<ConnectArgs> {
             url,
             target: ConnectTarget::V1 { association },
             peer,
+            jmux,
+            rest,
         });
     }
     if association.is_some() {
@@ -198,11 +275,14 @@ fn connect(parser: &mut lexopt::Parser) -> Parsed<ConnectArgs> {
         url,
         target: ConnectTarget::V2(ids),
         peer,
+        jmux,
+        rest,
     })
 }
 
 fn test(parser: &mut lexopt::Parser) -> Parsed<TestArgs> {
     let mut tls = Tls::default();
+    let mut proxy = ProxyChoice::default();
     let mut positional = Vec::new();
     while let Some(arg) = parser.next()? {
         let option = match arg {
@@ -215,14 +295,19 @@ fn test(parser: &mut lexopt::Parser) -> Parsed<TestArgs> {
         match option.as_str() {
             "--v1" => return bad("version 1 has no test request"),
             _ => {
-                if !tls.option(&option, parser)? {
+                if !tls.option(&option, parser)? && !proxy.option(&option, parser)? {
                     return Err(help_or_unknown(&option));
                 }
             }
         }
     }
     let (url, ids) = target(&positional)?;
-    Ok(TestArgs { url, ids, tls })
+    Ok(TestArgs {
+        url,
+        ids,
+        tls,
+        proxy,
+    })
 }
 
 fn offer(parser: &mut lexopt::Parser) -> Parsed<OfferArgs> {
@@ -310,8 +395,10 @@ fn answer(parser: &mut lexopt::Parser) -> Parsed<AnswerArgs> {
 #[derive(Default)]
 struct PeerParser {
     forward: Option<String>,
-    listen: Option<String>,
+    /// Repeatable only with `--jmux`, which takes the list first.
+    listen: Vec<String>,
     tls: Tls,
+    proxy: ProxyChoice,
 }
 
 impl PeerParser {
@@ -319,9 +406,9 @@ impl PeerParser {
     fn option(&mut self, option: &str, parser: &mut lexopt::Parser) -> Parsed<()> {
         match option {
             "--forward" => self.forward = Some(string(parser.value()?)?),
-            "--listen" => self.listen = Some(string(parser.value()?)?),
+            "--listen" => self.listen.push(string(parser.value()?)?),
             other => {
-                if !self.tls.option(other, parser)? {
+                if !self.tls.option(other, parser)? && !self.proxy.option(other, parser)? {
                     return Err(help_or_unknown(other));
                 }
             }
@@ -329,8 +416,17 @@ impl PeerParser {
         Ok(())
     }
 
-    fn finish(self) -> Parsed<PeerOptions> {
-        let local = match (self.forward, self.listen) {
+    fn finish(mut self) -> Parsed<PeerOptions> {
+        if self.listen.len() > 1 {
+            return bad("--listen may repeat only with --jmux");
+        }
+        let listen = self.listen.pop();
+        if let Some(text) = listen.as_deref().filter(|t| t.contains('=')) {
+            return bad(format!(
+                "--listen {text:?}: ADDR=HOST:PORT is the JMUX form: add --jmux"
+            ));
+        }
+        let local = match (self.forward, listen) {
             (Some(_), Some(_)) => return bad("--forward and --listen cannot be used together"),
             (Some(target), None) => LocalSide::Forward(target),
             (None, Some(addr)) => LocalSide::Listen(addr),
@@ -339,7 +435,64 @@ impl PeerParser {
         Ok(PeerOptions {
             local,
             tls: self.tls,
+            proxy: self.proxy,
         })
+    }
+}
+
+impl ProxyChoice {
+    /// Takes `--proxy URL` or `--no-proxy`; false for any other argument.
+    fn option(&mut self, option: &str, parser: &mut lexopt::Parser) -> Parsed<bool> {
+        match option {
+            "--proxy" => {
+                let text = string(parser.value()?)?;
+                if let Err(e) = jet_relay::peer::proxy::Proxy::parse(&text) {
+                    return bad(format!("--proxy: {e}"));
+                }
+                self.url = Some(text);
+            }
+            "--no-proxy" => self.none = true,
+            _ => return Ok(false),
+        }
+        if self.url.is_some() && self.none {
+            return bad("--proxy and --no-proxy contradict each other");
+        }
+        Ok(true)
+    }
+}
+
+impl Rest {
+    /// Takes `--api URL` or `--api-key KEY`; false for any other argument.
+    fn option(&mut self, option: &str, parser: &mut lexopt::Parser) -> Parsed<bool> {
+        match option {
+            "--api" => {
+                let text = string(parser.value()?)?;
+                if !(text.starts_with("http://") || text.starts_with("https://")) {
+                    return bad(format!(
+                        "--api {text:?}: the REST base is http://HOST:PORT or https://..."
+                    ));
+                }
+                self.api = Some(text);
+            }
+            "--api-key" => self.api_key = Some(Secret(string(parser.value()?)?)),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// A `HOST:PORT` option value (JMUX destinations).
+fn host_port(option: &str, value: OsString) -> Parsed<String> {
+    host_port_text(option, &string(value)?)
+}
+
+fn host_port_text(option: &str, text: &str) -> Parsed<String> {
+    let text = text.strip_prefix("tcp://").unwrap_or(text);
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(text.to_owned())
+        }
+        _ => bad(format!("{option} {text:?}: expected HOST:PORT")),
     }
 }
 

@@ -3,10 +3,12 @@
 
 use crate::cli::args::{
     AcceptArgs, AnswerArgs, ConnectArgs, ConnectTarget, Ids, LocalSide, OfferArgs, PeerOptions,
-    Signals, TestArgs, Tls,
+    ProxyChoice, Rest, Secret, Signals, TestArgs, Tls,
 };
-use jet_relay::peer::bridge::{bridge, listen_once, listen_once_reaching, Local};
+use crate::cli::tunnel;
+use jet_relay::peer::bridge::{bridge, bridge_parked, listen_once, listen_once_reaching, Local};
 use jet_relay::peer::negotiate::{self, ClientOptions, ServerOptions};
+use jet_relay::peer::proxy::ProxySettings;
 use jet_relay::peer::signaling::{SignalIn, SignalOut};
 use jet_relay::peer::{Connector, JetRequest, TlsOptions};
 use jet_relay::wire::message::{Method, V1_CANDIDATE};
@@ -22,6 +24,10 @@ const API_KEY_ENV: &str = "JET_API_KEY";
 
 /// `accept`: one candidate, then the bridge.
 pub fn accept(args: AcceptArgs) -> Result<()> {
+    if let (Some(jmux), Some(ids)) = (&args.jmux, args.ids) {
+        let connector = connector(&args.peer.tls, &args.peer.proxy)?;
+        return tunnel::accept(&args, jmux, ids, connector);
+    }
     let request = match args.ids {
         Some(ids) => JetRequest::v2(Method::Accept, ids.association, ids.candidate),
         None => JetRequest {
@@ -31,7 +37,10 @@ pub fn accept(args: AcceptArgs) -> Result<()> {
             candidate: V1_CANDIDATE,
         },
     };
-    let connector = connector(&args.peer.tls);
+    let connector = connector(&args.peer.tls, &args.peer.proxy)?;
+    if let Some(association) = request.association {
+        create(&connector, &args.rest, association)?;
+    }
     let local = local(&args.peer, Some((&connector, &args.url)))?;
     let (stream, response) = connector.open(&args.url, &request)?;
     // One line on stderr once the relay answered: the moment the other peer
@@ -51,12 +60,17 @@ pub fn accept(args: AcceptArgs) -> Result<()> {
             response.header("Jet-Timeout").unwrap_or("?"),
         ),
     }
-    bridge(stream, local)?;
+    // Parked until its connect comes: its end must wait for it.
+    bridge_parked(stream, local)?;
     Ok(())
 }
 
 /// `connect`: one candidate, then the bridge.
 pub fn connect(args: ConnectArgs) -> Result<()> {
+    if let (Some(jmux), ConnectTarget::V2(ids)) = (&args.jmux, &args.target) {
+        let connector = connector(&args.peer.tls, &args.peer.proxy)?;
+        return tunnel::connect(&args, jmux, *ids, connector);
+    }
     let request = match args.target {
         ConnectTarget::V2(ids) => JetRequest::v2(Method::Connect, ids.association, ids.candidate),
         ConnectTarget::V1 { association } => JetRequest {
@@ -66,7 +80,10 @@ pub fn connect(args: ConnectArgs) -> Result<()> {
             candidate: V1_CANDIDATE,
         },
     };
-    let connector = connector(&args.peer.tls);
+    let connector = connector(&args.peer.tls, &args.peer.proxy)?;
+    if let Some(association) = request.association {
+        create(&connector, &args.rest, association)?;
+    }
     let local = local(&args.peer, Some((&connector, &args.url)))?;
     let (stream, response) = connector.open(&args.url, &request)?;
     eprintln!(
@@ -91,7 +108,7 @@ pub fn test(args: TestArgs) -> Result<std::result::Result<(), NotUsable>> {
         candidate,
     } = args.ids;
     let request = JetRequest::v2(Method::Test, association, candidate);
-    match connector(&args.tls).open(&args.url, &request) {
+    match connector(&args.tls, &args.proxy)?.open(&args.url, &request) {
         Ok((stream, response)) => {
             // The relay closes a test right after its answer; so do we.
             let _ = stream.shutdown_write();
@@ -117,7 +134,7 @@ pub fn offer(args: OfferArgs) -> Result<()> {
         timeout: args.timeout,
         host_window: negotiate::HOST_PREFERENCE_WINDOW,
     };
-    let connector = connector(&args.peer.tls);
+    let connector = connector(&args.peer.tls, &args.peer.proxy)?;
     let local = local(&args.peer, None)?;
     let (input, mut output) = signals(&args.signals, 1, args.timeout)?;
     let selection = negotiate::run_client(&connector, &options, &input, &mut output)?;
@@ -128,13 +145,7 @@ pub fn offer(args: OfferArgs) -> Result<()> {
 
 /// `answer`: the server peer of a negotiation.
 pub fn answer(args: AnswerArgs) -> Result<()> {
-    // The option wins over the environment (where empty means unset);
-    // neither is ever printed.
-    let from_env = || std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty());
-    let api_key = match args.api_key.map(|secret| secret.0).or_else(from_env) {
-        Some(key) => Some(ApiKey::new(&key)?),
-        None => None,
-    };
+    let api_key = api_key(args.api_key.as_ref())?;
     let options = ServerOptions {
         relays: args.relays,
         gather: args.gather,
@@ -142,7 +153,7 @@ pub fn answer(args: AnswerArgs) -> Result<()> {
         host_listen: args.host_listen,
         timeout: args.timeout,
     };
-    let connector = connector(&args.peer.tls);
+    let connector = connector(&args.peer.tls, &args.peer.proxy)?;
     let local = local(&args.peer, None)?;
     let (input, mut output) = signals(&args.signals, 2, args.timeout)?;
     let selection = negotiate::run_server(&connector, &options, &input, &mut output)?;
@@ -151,17 +162,46 @@ pub fn answer(args: AnswerArgs) -> Result<()> {
     Ok(())
 }
 
-fn connector(tls: &Tls) -> Arc<Connector> {
+/// The API key: the option wins over the environment (where empty means
+/// unset); neither is ever printed.
+pub fn api_key(option: Option<&Secret>) -> Result<Option<ApiKey>> {
+    let from_env = || std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty());
+    match option.map(|secret| secret.0.clone()).or_else(from_env) {
+        Some(key) => Ok(Some(ApiKey::new(&key)?)),
+        None => Ok(None),
+    }
+}
+
+/// With `--api URL`: creates the association (409, "exists", is fine).
+fn create(connector: &Connector, rest: &Rest, association: Uuid) -> Result<()> {
+    match &rest.api {
+        Some(api) => {
+            let key = api_key(rest.api_key.as_ref())?;
+            jet_relay::peer::create_association(connector, api, association, key.as_ref())
+        }
+        None => Ok(()),
+    }
+}
+
+/// The connector for `tls` and `proxy` (`--proxy`, `--no-proxy`, then
+/// `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`...: see `ProxySettings`).
+pub fn connector(tls: &Tls, proxy: &ProxyChoice) -> Result<Arc<Connector>> {
+    let proxies =
+        ProxySettings::from_options(proxy.url.as_deref(), proxy.none, |k| std::env::var(k).ok())
+            .map_err(|e| jet_relay::Error::Config(e.to_string()))?;
     if tls.insecure {
         eprintln!(
             "jet-relay: WARNING: --insecure: the relay's TLS certificate is NOT verified; \
              anyone on the path can read and change this connection. Use it for tests only."
         );
     }
-    Arc::new(Connector::new(TlsOptions {
-        ca_file: tls.ca.clone(),
-        insecure: tls.insecure,
-    }))
+    Ok(Arc::new(
+        Connector::new(TlsOptions {
+            ca_file: tls.ca.clone(),
+            insecure: tls.insecure,
+        })
+        .with_proxies(proxies),
+    ))
 }
 
 /// Where the stream goes; `--listen` takes its local connection now, before

@@ -59,14 +59,18 @@ impl Topic {
         match self {
             Topic::Overview => format!("{HEADER}\n{RELAY}\n{SUBCOMMANDS}\n{ENVIRONMENT}"),
             Topic::Relay => format!("{RELAY}\n{ENVIRONMENT}"),
-            Topic::Accept => format!("{ACCEPT}\n{PEER_OPTIONS}\n{PEER_ENVIRONMENT}"),
-            Topic::Connect => format!("{CONNECT}\n{PEER_OPTIONS}\n{PEER_ENVIRONMENT}"),
-            Topic::Test => format!("{TEST}\n{PEER_ENVIRONMENT}"),
+            Topic::Accept => format!(
+                "{ACCEPT}\n{ACCEPT_JMUX}\n{REST}\n{PEER_OPTIONS}{PROXY}\n{PEER_ENVIRONMENT}{API_KEY_ENVIRONMENT}"
+            ),
+            Topic::Connect => format!(
+                "{CONNECT}\n{CONNECT_JMUX}\n{REST}\n{PEER_OPTIONS}{PROXY}\n{PEER_ENVIRONMENT}{API_KEY_ENVIRONMENT}"
+            ),
+            Topic::Test => format!("{TEST}{PROXY}\n{PEER_ENVIRONMENT}"),
             Topic::Offer => {
-                format!("{OFFER}\n{SIGNALING}\n{PEER_OPTIONS}{TIMEOUT}\n{PEER_ENVIRONMENT}")
+                format!("{OFFER}\n{SIGNALING}\n{PEER_OPTIONS}{PROXY}{TIMEOUT}\n{PEER_ENVIRONMENT}")
             }
             Topic::Answer => format!(
-                "{ANSWER}\n{SIGNALING}\n{PEER_OPTIONS}{TIMEOUT}\n{PEER_ENVIRONMENT}{API_KEY_ENVIRONMENT}"
+                "{ANSWER}\n{SIGNALING}\n{PEER_OPTIONS}{PROXY}{TIMEOUT}\n{PEER_ENVIRONMENT}{API_KEY_ENVIRONMENT}"
             ),
         }
     }
@@ -115,10 +119,13 @@ Environment:
 const PEER_ENVIRONMENT: &str = "\
 Environment:
   JET_RELAY_LOG   log level (off, error, warn, info, debug; default warn)
+  HTTPS_PROXY, ALL_PROXY, http_proxy, NO_PROXY
+                  the proxy for tls/wss, for tcp, for ws; hosts to reach
+                  directly (as curl reads them); --proxy, --no-proxy win
 ";
 
 const API_KEY_ENVIRONMENT: &str = "\
-  JET_API_KEY     the key sent to the REST API of --gather relays
+  JET_API_KEY     the key sent to the REST API (--gather, --api)
                   (Authorization: Bearer); --api-key overrides it. Prefer the
                   variable: command lines are visible to every local user.
 ";
@@ -152,8 +159,47 @@ stdin/stdout (or to --forward, --listen).
   --association ID   with --v1: the association the accept peer was given
 ";
 
+const ACCEPT_JMUX: &str = "\
+A tunnel that stays up (JMUX over the relayed stream):
+  --jmux                serve channels: each one the other peer opens is
+                        connected to its HOST:PORT if allowed; when the stream
+                        ends, park again (0.2 s doubling to 30 s, with jitter)
+  --forward HOST:PORT   with --jmux: allow this destination
+  --allow HOST:PORT     allow this destination too; repeatable. Anything else
+                        is refused (reason 2, not allowed) and printed
+  --allow-any           DANGEROUS: allow every destination this machine can
+                        reach; the other peer gets an open proxy into it
+";
+
+const CONNECT_JMUX: &str = "\
+A tunnel that stays up (JMUX over the relayed stream):
+  --jmux                    one stream, any number of local connections; after
+                            the stream is lost, the next local connection
+                            reconnects (same association and candidate)
+  --listen ADDR=HOST:PORT   with --jmux: each connection accepted on ADDR opens
+                            a channel to HOST:PORT; repeatable; each bound
+                            address is printed as `listening tcp://ADDRESS`
+  --socks5 ADDR             a SOCKS5 listener: one channel per CONNECT;
+                            repeatable
+";
+
+const REST: &str = "\
+Associations created through the REST API (a relay with an api_key):
+  --api URL       http://HOST:PORT or https://...: create the association
+                  (POST /jet/association/ID; 409, exists, is fine) before
+                  each stream
+  --api-key KEY   the key sent to the REST API (prefer JET_API_KEY, below)
+";
+
+const PROXY: &str = "\
+  --proxy URL           reach the relay through http://[USER:PASS@]HOST:PORT
+                        (CONNECT) or socks5://[USER:PASS@]HOST:PORT
+  --no-proxy            connect directly, whatever the environment says
+";
+
 const TEST: &str = "\
 Usage: jet-relay test URL ASSOCIATION CANDIDATE [--ca FILE] [--insecure]
+                      [--proxy URL | --no-proxy]
 
 Test a candidate (URL as for accept): exit 0 when it is usable, 1 (with the
 reason on stderr) when it is not, 2 for a wrong command line.

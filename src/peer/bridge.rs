@@ -6,7 +6,7 @@ use crate::peer::stream::Relayed;
 use crate::wire::candidate::CandidateUrl;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 /// The largest chunk a bridge moves in one read (and one WebSocket frame).
@@ -64,8 +64,13 @@ impl Stop {
     }
 }
 
-/// Copies `src` into the relayed stream until EOF, then half-closes it.
-fn pump_into(relayed: &Relayed, mut src: impl Read) -> Result<u64, Stop> {
+/// Copies `src` into the relayed stream until EOF, then half-closes it; with
+/// `paired`, not before that channel's sender is gone (see [`bridge_stdio`]).
+fn pump_into(
+    relayed: &Relayed,
+    mut src: impl Read,
+    paired: Option<mpsc::Receiver<()>>,
+) -> Result<u64, Stop> {
     let mut buf = vec![0u8; BRIDGE_BUFFER];
     let mut total = 0;
     loop {
@@ -78,16 +83,27 @@ fn pump_into(relayed: &Relayed, mut src: impl Read) -> Result<u64, Stop> {
         relayed.write_all(&buf[..n]).map_err(Stop::relayed)?;
         total += n as u64;
     }
+    if let Some(paired) = paired {
+        // Returns when the sender is dropped: the other peer is there.
+        let _ = paired.recv();
+    }
     relayed.shutdown_write().map_err(Stop::relayed)?;
     Ok(total)
 }
 
 /// Copies the relayed stream into `dst` until the other peer ends its side.
-fn pump_out(relayed: &Relayed, mut dst: impl Write) -> Result<u64, Stop> {
+/// `paired` is dropped once the first read returns: the stream is paired.
+fn pump_out(
+    relayed: &Relayed,
+    mut dst: impl Write,
+    mut paired: Option<mpsc::Sender<()>>,
+) -> Result<u64, Stop> {
     let mut buf = vec![0u8; BRIDGE_BUFFER];
     let mut total = 0;
     loop {
-        let n = match relayed.read(&mut buf) {
+        let read = relayed.read(&mut buf);
+        paired.take();
+        let n = match read {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -104,23 +120,40 @@ fn pump_out(relayed: &Relayed, mut dst: impl Write) -> Result<u64, Stop> {
     Ok(total)
 }
 
+/// The pairing signal of a parked accept's bridge: the sender goes to the
+/// direction that reads from the relay, the receiver to the one that
+/// half-closes toward it. Neither for a stream that is paired already.
+fn pairing_signal(parked: bool) -> (Option<mpsc::Sender<()>>, Option<mpsc::Receiver<()>>) {
+    if !parked {
+        return (None, None);
+    }
+    let (tx, rx) = mpsc::channel();
+    (Some(tx), Some(rx))
+}
+
 /// Copies stdin to the relayed stream (half-closing it at EOF) and the stream
 /// to stdout, until both directions have ended: a peer that sends, ends its
 /// stdin and then reads the reply gets all of it, and so does the other side.
-pub(crate) fn bridge_stdio(relayed: Relayed) -> Result<Bridged> {
+///
+/// `parked`: the stream is an accept still waiting for its connect. Its
+/// half-close then waits until the other peer shows up (a byte or its end),
+/// since a relay takes a parked accept whose peer sent a FIN for one that
+/// left, and closes it.
+pub(crate) fn bridge_stdio(relayed: Relayed, parked: bool) -> Result<Bridged> {
     let relayed = Arc::new(relayed);
     let writer = Arc::clone(&relayed);
+    let (paired_tx, paired_rx) = pairing_signal(parked);
     let upstream = thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let result = pump_into(&writer, io::stdin().lock());
+            let result = pump_into(&writer, io::stdin().lock(), paired_rx);
             if result.is_err() {
                 writer.kill();
             }
             result
         })
         .map_err(|e| Error::io("starting the stdin thread", e))?;
-    let received = match pump_out(&relayed, io::stdout().lock()) {
+    let received = match pump_out(&relayed, io::stdout().lock(), paired_tx) {
         Ok(received) => received,
         Err(Stop::Failed(e)) => {
             relayed.kill();
@@ -141,17 +174,19 @@ pub(crate) fn bridge_stdio(relayed: Relayed) -> Result<Bridged> {
 }
 
 /// Relays between the relayed stream and a local TCP connection, both ways
-/// with half-close, until both directions have ended.
-pub(crate) fn bridge_tcp(relayed: Relayed, local: TcpStream) -> Result<Bridged> {
+/// with half-close, until both directions have ended; `parked` as for
+/// [`bridge_stdio`].
+pub(crate) fn bridge_tcp(relayed: Relayed, local: TcpStream, parked: bool) -> Result<Bridged> {
     let relayed = Arc::new(relayed);
     let local_in = local
         .try_clone()
         .map_err(|e| Error::io("cloning the local socket", e))?;
     let writer = Arc::clone(&relayed);
+    let (paired_tx, paired_rx) = pairing_signal(parked);
     let upstream = thread::Builder::new()
         .name("local-to-relay".into())
         .spawn(move || {
-            let result = pump_into(&writer, &local_in);
+            let result = pump_into(&writer, &local_in, paired_rx);
             if result.is_err() {
                 writer.kill();
                 let _ = local_in.shutdown(Shutdown::Both);
@@ -159,7 +194,7 @@ pub(crate) fn bridge_tcp(relayed: Relayed, local: TcpStream) -> Result<Bridged> 
             result
         })
         .map_err(|e| Error::io("starting a bridge thread", e))?;
-    let received = pump_out(&relayed, &local);
+    let received = pump_out(&relayed, &local, paired_tx);
     match &received {
         Ok(_) => {
             let _ = local.shutdown(Shutdown::Write);
@@ -234,10 +269,21 @@ pub fn listen_once_reaching(
 
 /// Bridges a relayed stream to where the command said.
 pub fn bridge(relayed: Relayed, local: Local) -> Result<Bridged> {
+    bridge_as(relayed, local, false)
+}
+
+/// Bridges a parked accept's stream: like [`bridge`], but the local side's
+/// end is passed on only once the connecting peer is there (see
+/// [`bridge_stdio`]).
+pub fn bridge_parked(relayed: Relayed, local: Local) -> Result<Bridged> {
+    bridge_as(relayed, local, true)
+}
+
+fn bridge_as(relayed: Relayed, local: Local, parked: bool) -> Result<Bridged> {
     match local {
-        Local::Stdio => bridge_stdio(relayed),
+        Local::Stdio => bridge_stdio(relayed, parked),
         Local::Forward(target) => match connect_tcp(&target) {
-            Ok(sock) => bridge_tcp(relayed, sock),
+            Ok(sock) => bridge_tcp(relayed, sock, parked),
             Err(e) => {
                 // A FIN would hand the other peer a clean, empty stream, as
                 // if the service had answered nothing: reset it instead.
@@ -245,7 +291,7 @@ pub fn bridge(relayed: Relayed, local: Local) -> Result<Bridged> {
                 Err(forward_failed(&target, e))
             }
         },
-        Local::Accepted(sock) => bridge_tcp(relayed, sock),
+        Local::Accepted(sock) => bridge_tcp(relayed, sock, parked),
     }
 }
 

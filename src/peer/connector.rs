@@ -2,6 +2,7 @@
 //! WebSocket upgrade that carries it, and the relay's answer.
 
 use crate::error::{is_timeout, Error, Result};
+use crate::peer::proxy::{self, ProxySettings};
 use crate::peer::stream::{Halves, Relayed};
 use crate::peer::trust::{build_tls_config, TlsOptions};
 use crate::transport::tls::TlsStream;
@@ -85,6 +86,7 @@ impl JetRequest {
 pub struct Connector {
     options: TlsOptions,
     config: OnceLock<std::result::Result<Arc<ClientConfig>, String>>,
+    proxies: ProxySettings,
 }
 
 impl Connector {
@@ -94,7 +96,30 @@ impl Connector {
         Connector {
             options,
             config: OnceLock::new(),
+            proxies: ProxySettings::direct(),
         }
+    }
+
+    /// The same connector, reaching relays through the proxies `proxies`
+    /// names (`--proxy`, `--no-proxy`, the environment).
+    pub fn with_proxies(mut self, proxies: ProxySettings) -> Connector {
+        self.proxies = proxies;
+        self
+    }
+
+    /// The TCP connection to a candidate's host: directly or through the
+    /// proxy chosen for its scheme and host, within [`NETWORK_TIMEOUT`].
+    fn connect(&self, url: &CandidateUrl) -> Result<TcpStream> {
+        let proxy = proxy::proxy_for(&self.proxies, url.scheme.as_str(), &url.host, url.port);
+        proxy::dial(&url.host, url.port, proxy, NETWORK_TIMEOUT).map_err(|e| {
+            // `dial` starts its message with what it was doing
+            // ("connecting to HOST:PORT", "the SOCKS5 proxy ..."): the context.
+            let text = e.to_string();
+            match text.split_once(": ") {
+                Some((what, rest)) => Error::io(what, io::Error::new(e.kind(), rest)),
+                None => Error::io("reaching the relay", e),
+            }
+        })
     }
 
     /// The TLS client configuration (ring provider).
@@ -108,7 +133,7 @@ impl Connector {
     /// Connects to a candidate's host and, for `tls://` and `wss://`, completes
     /// the TLS handshake. The result has no timeouts set.
     pub fn dial(&self, url: &CandidateUrl) -> Result<Relayed> {
-        let sock = connect_tcp(&url.address())?;
+        let sock = self.connect(url)?;
         if url.scheme.is_tls() {
             Ok(Relayed::tls(self.tls_handshake(sock, &url.host)?))
         } else {
@@ -198,7 +223,7 @@ impl Connector {
                 "version 1 has no WebSocket form: use tcp:// or tls://".into(),
             ));
         }
-        let sock = connect_tcp(&url.address())?;
+        let sock = self.connect(url)?;
         let authority = url.authority();
         if url.scheme.is_tls() {
             let mut tls = self.tls_handshake(sock, &url.host)?;

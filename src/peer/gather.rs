@@ -33,31 +33,13 @@ pub fn gather(
     association: Uuid,
     api_key: Option<&ApiKey>,
 ) -> Result<Vec<Candidate>> {
-    let url = if let Some(rest) = base.strip_prefix("http://") {
-        CandidateUrl::parse(&format!("ws://{rest}"))?
-    } else if let Some(rest) = base.strip_prefix("https://") {
-        CandidateUrl::parse(&format!("wss://{rest}"))?
-    } else {
-        CandidateUrl::parse(base)?
-    };
-    let stream = connector.dial(&url)?;
-    let sock = stream.socket();
-    sock.set_read_timeout(Some(crate::peer::connector::NETWORK_TIMEOUT))
-        .and_then(|()| sock.set_write_timeout(Some(crate::peer::connector::NETWORK_TIMEOUT)))
-        .map_err(|e| Error::io("setting timeouts", e))?;
-    let authorization = match api_key {
-        Some(key) => format!("Authorization: Bearer {}\r\n", key.expose()),
-        None => String::new(),
-    };
-    let request = format!(
-        "POST /jet/gather/{association} HTTP/1.1\r\nHost: {}\r\n{authorization}Accept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        url.authority()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| Error::io("sending the gather request", e))?;
-    let (status, body) = read_http_response(&stream)?;
-    stream.kill();
+    let (status, body) = rest_call(
+        connector,
+        base,
+        "POST",
+        &format!("/jet/gather/{association}"),
+        api_key,
+    )?;
     if status != 200 {
         // The REST API says why in `{"error": ...}`; anything else is shown
         // as text, made safe to print like a `Jet-Error`.
@@ -86,6 +68,78 @@ pub fn gather(
         )));
     }
     Ok(gathered.candidates)
+}
+
+/// Creates an association on a relay's REST API (`POST /jet/association/<id>`,
+/// with `Authorization: Bearer KEY` when a key is given), as a relay with an
+/// `api_key` requires before an accept. An association that exists already
+/// (409) is fine: the other peer, or our previous stream, made it.
+pub fn create_association(
+    connector: &Connector,
+    base: &str,
+    association: Uuid,
+    api_key: Option<&ApiKey>,
+) -> Result<()> {
+    let path = format!("/jet/association/{association}");
+    let (status, body) = rest_call(connector, base, "POST", &path, api_key)?;
+    match status {
+        200 | 201 | 204 | 409 => Ok(()),
+        _ => {
+            // As for gather: the REST API's `{"error": ...}`, or the text.
+            let why = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error")?.as_str().map(message::error_text))
+                .unwrap_or_else(|| message::error_text(&String::from_utf8_lossy(&body)));
+            let hint = match (status, api_key) {
+                (401, None) => " (this relay wants an API key: set JET_API_KEY or pass --api-key)",
+                (401, Some(_)) => " (the relay refused the API key given)",
+                _ => "",
+            };
+            let reason = format!("{why}{hint}");
+            Err(Error::Refused {
+                request: format!("creating association {association}"),
+                status,
+                reason: (!reason.is_empty()).then_some(reason),
+            })
+        }
+    }
+}
+
+/// One REST request without a body: `METHOD PATH` on `base` (see [`gather`]
+/// for the forms it takes), through the connector's proxy; the status and body.
+fn rest_call(
+    connector: &Connector,
+    base: &str,
+    method: &str,
+    path: &str,
+    api_key: Option<&ApiKey>,
+) -> Result<(u16, Vec<u8>)> {
+    let url = if let Some(rest) = base.strip_prefix("http://") {
+        CandidateUrl::parse(&format!("ws://{rest}"))?
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        CandidateUrl::parse(&format!("wss://{rest}"))?
+    } else {
+        CandidateUrl::parse(base)?
+    };
+    let stream = connector.dial(&url)?;
+    let sock = stream.socket();
+    sock.set_read_timeout(Some(crate::peer::connector::NETWORK_TIMEOUT))
+        .and_then(|()| sock.set_write_timeout(Some(crate::peer::connector::NETWORK_TIMEOUT)))
+        .map_err(|e| Error::io("setting timeouts", e))?;
+    let authorization = match api_key {
+        Some(key) => format!("Authorization: Bearer {}\r\n", key.expose()),
+        None => String::new(),
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\n{authorization}Accept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        url.authority()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| Error::io(format!("sending {method} {path}"), e))?;
+    let answer = read_http_response(&stream);
+    stream.kill();
+    answer
 }
 
 /// Reads an HTTP/1.1 response: the head, then `Content-Length` bytes or

@@ -13,8 +13,10 @@ pub mod signaling;
 pub mod socks;
 pub(crate) mod stream;
 pub(crate) mod trust;
+pub mod tunnels;
 
 pub use bridge::{bridge, Bridged, Local};
 pub use connector::{Connector, JetRequest};
+pub use gather::create_association;
 pub use stream::Relayed;
 pub use trust::TlsOptions;

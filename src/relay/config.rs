@@ -50,7 +50,10 @@ pub struct Config {
     /// An association that no candidate has been selected on is removed after this.
     #[serde(deserialize_with = "seconds")]
     pub association_ttl: Duration,
-    /// A pair that carries no byte for this long is closed; zero turns it off.
+    /// A pair that carries no byte for this long, with none waiting to be
+    /// written, is closed; zero turns it off. A direction blocked writing
+    /// toward a peer that does not read keeps the pair (TCP's own
+    /// retransmission timeout ends it if that peer is gone).
     #[serde(deserialize_with = "seconds")]
     pub idle_timeout: Duration,
     /// An association whose relays have all ended stays visible this long.
@@ -62,6 +65,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The most associations held at once; more are refused with 503.
     pub max_associations: usize,
+    /// The most accepts parked at once on the whole relay (each holds a
+    /// descriptor); past it accepts get 503. 0 derives it: half the
+    /// descriptor limit (`RLIMIT_NOFILE`). Either way it leaves
+    /// `RESERVED_DESCRIPTORS` (32) for `/health`, the REST
+    /// API and pairing.
+    pub max_parked_accepts: usize,
     /// The most connection and copy threads; 0 derives it from the kernel's
     /// limits (`vm.max_map_count`, `kernel.pid_max`, `threads-max`). New
     /// connections are closed at once while the limit is reached.
@@ -104,7 +113,8 @@ pub struct Config {
     /// connects need one too (`Authorization: Bearer` in the JET head).
     /// Off by default: deployed JET clients carry no token in the packet.
     pub require_jet_tokens: bool,
-    /// Per-client limits (the `[client_limits]` table); only the REST rate is enforced so far.
+    /// Per-client limits (the `[client_limits]` table): connections,
+    /// handshakes, parked accepts and the REST rate.
     pub client_limits: LimitsConfig,
     /// The balancers allowed to send a PROXY header on `proxy_protocol`
     /// listeners; a connection from any other address there is closed.
@@ -246,6 +256,7 @@ impl Default for Config {
             ended_retention: DEFAULT_ENDED_RETENTION,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_associations: crate::relay::table::DEFAULT_MAX_ASSOCIATIONS,
+            max_parked_accepts: 0,
             max_threads: 0,
             listeners: vec![ListenerConfig::new(
                 ListenUrl::parse("tcp://127.0.0.1:8080").expect("the default URL is valid"),

@@ -6,7 +6,7 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 /// Connections one client may hold open at once, in any state. An office or
@@ -228,7 +228,8 @@ pub struct ClientLimits {
 
 #[derive(Debug)]
 struct Shared {
-    config: LimitsConfig,
+    /// The maxima in force; a reload swaps them, the counts stay.
+    settings: RwLock<Arc<Settings>>,
     /// Held count per kind; an entry exists only while one is non-zero.
     counts: Mutex<HashMap<ClientKey, [u32; KINDS]>>,
     /// The token bucket as GCRA: when the client's bucket will be full again
@@ -236,13 +237,43 @@ struct Shared {
     /// and a last-refill time, and an entry in the past is a full bucket,
     /// the same as no entry: that is what [`ClientLimits::sweep`] removes.
     buckets: Mutex<HashMap<ClientKey, Instant>>,
+    refused: [AtomicU64; KINDS],
+    refused_rest: AtomicU64,
+    untracked: AtomicU64,
+}
+
+/// A configuration and the rate figures derived from it.
+#[derive(Debug)]
+struct Settings {
+    config: LimitsConfig,
     /// The time one token takes to come back (1 s / rate).
     interval: Duration,
     /// How far ahead of now the full time may be: (burst - 1) intervals.
     tolerance: Duration,
-    refused: [AtomicU64; KINDS],
-    refused_rest: AtomicU64,
-    untracked: AtomicU64,
+}
+
+impl Settings {
+    fn new(config: LimitsConfig) -> Settings {
+        let interval = match config.rest_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs(1) / rate,
+        };
+        let tolerance = interval.saturating_mul(config.rest_burst.max(1) - 1);
+        Settings {
+            config,
+            interval,
+            tolerance,
+        }
+    }
+
+    fn max(&self, kind: LimitKind) -> u32 {
+        let c = &self.config;
+        match kind {
+            LimitKind::Connection => c.max_connections,
+            LimitKind::Handshake => c.max_handshakes,
+            LimitKind::ParkedAccept => c.max_parked_accepts,
+        }
+    }
 }
 
 /// One held unit of a limit; dropping it gives the unit back.
@@ -250,6 +281,13 @@ struct Shared {
 #[must_use = "the limit is released as soon as the permit is dropped"]
 pub struct Permit {
     held: Option<(Arc<Shared>, ClientKey, LimitKind)>,
+}
+
+impl Permit {
+    /// A permit that holds nothing: for what no client limit applies to.
+    pub fn untracked() -> Permit {
+        Permit { held: None }
+    }
 }
 
 impl Drop for Permit {
@@ -267,6 +305,25 @@ impl Drop for Permit {
     }
 }
 
+/// What a client holds for one connection.
+#[derive(Debug)]
+pub struct ClientPermits {
+    /// `max_connections`: for the connection's life.
+    pub connection: Permit,
+    /// `max_handshakes`: until its request has been read.
+    pub handshake: Permit,
+}
+
+impl ClientPermits {
+    /// Permits that hold nothing (the balancer's own health checks).
+    pub fn untracked() -> ClientPermits {
+        ClientPermits {
+            connection: Permit::untracked(),
+            handshake: Permit::untracked(),
+        }
+    }
+}
+
 /// A panic elsewhere while holding the lock leaves the counts consistent
 /// (every update is one assignment), so a poisoned lock is used as is.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -276,18 +333,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ClientLimits {
     /// Limits with this configuration.
     pub fn new(config: LimitsConfig) -> ClientLimits {
-        let interval = match config.rest_rate {
-            0 => Duration::ZERO,
-            rate => Duration::from_secs(1) / rate,
-        };
-        let tolerance = interval.saturating_mul(config.rest_burst.max(1) - 1);
         ClientLimits {
             shared: Arc::new(Shared {
-                config,
+                settings: RwLock::new(Arc::new(Settings::new(config))),
                 counts: Mutex::default(),
                 buckets: Mutex::default(),
-                interval,
-                tolerance,
                 refused: Default::default(),
                 refused_rest: AtomicU64::new(0),
                 untracked: AtomicU64::new(0),
@@ -295,32 +345,48 @@ impl ClientLimits {
         }
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &LimitsConfig {
-        &self.shared.config
+    /// Puts new maxima in force (a reload). Permits held stay held and
+    /// count against the new maxima; a client over a lowered one keeps what
+    /// it holds and is refused more until it is under again.
+    pub fn set_config(&self, config: LimitsConfig) {
+        let settings = Arc::new(Settings::new(config));
+        *self
+            .shared
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = settings;
     }
 
-    fn max(&self, kind: LimitKind) -> u32 {
-        let c = &self.shared.config;
-        match kind {
-            LimitKind::Connection => c.max_connections,
-            LimitKind::Handshake => c.max_handshakes,
-            LimitKind::ParkedAccept => c.max_parked_accepts,
-        }
+    fn settings(&self) -> Arc<Settings> {
+        // A writer only swaps the Arc: a poisoned lock still holds a whole one.
+        Arc::clone(
+            &self
+                .shared
+                .settings
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// The configuration in force.
+    #[allow(dead_code)] // for tests and diagnostics
+    pub fn config(&self) -> LimitsConfig {
+        self.settings().config.clone()
     }
 
     /// Takes one `kind` for `client`, or says it is at its limit. Takes the
     /// address rather than a [`ClientKey`] because exemption is by address.
     pub fn try_acquire(&self, kind: LimitKind, client: IpAddr) -> Result<Permit, LimitExceeded> {
         let untracked = Permit { held: None };
-        let max = self.max(kind);
-        if max == 0 || self.shared.config.exempt.contains(client) {
+        let settings = self.settings();
+        let max = settings.max(kind);
+        if max == 0 || settings.config.exempt.contains(client) {
             return Ok(untracked);
         }
         let key = ClientKey::from(client);
         let i = kind.index();
         let mut counts = lock(&self.shared.counts);
-        let full = counts.len() >= self.shared.config.max_tracked_clients;
+        let full = counts.len() >= settings.config.max_tracked_clients;
         match counts.entry(key) {
             Entry::Occupied(mut e) => {
                 let held = &mut e.get_mut()[i];
@@ -347,16 +413,25 @@ impl ClientLimits {
         })
     }
 
+    /// A new connection's permits: a connection and a handshake.
+    pub fn connection_permits(&self, client: IpAddr) -> Result<ClientPermits, LimitExceeded> {
+        Ok(ClientPermits {
+            connection: self.try_acquire(LimitKind::Connection, client)?,
+            handshake: self.try_acquire(LimitKind::Handshake, client)?,
+        })
+    }
+
     /// Counts one REST request of `client` at `now` against its token
     /// bucket, or says how long until one would pass.
     pub fn check_rate(&self, client: IpAddr, now: Instant) -> Result<(), RetryAfter> {
         let s = &self.shared;
-        if s.config.rest_rate == 0 || s.config.exempt.contains(client) {
+        let settings = self.settings();
+        if settings.config.rest_rate == 0 || settings.config.exempt.contains(client) {
             return Ok(());
         }
         let key = ClientKey::from(client);
         let mut buckets = lock(&s.buckets);
-        let full = buckets.len() >= s.config.max_tracked_clients;
+        let full = buckets.len() >= settings.config.max_tracked_clients;
         let entry = match buckets.entry(key) {
             Entry::Vacant(_) if full => {
                 drop(buckets);
@@ -368,12 +443,12 @@ impl ClientLimits {
         // A full time in the past is a full bucket: start from now.
         let start = (*entry).max(now);
         let ahead = start.saturating_duration_since(now);
-        if ahead > s.tolerance {
+        if ahead > settings.tolerance {
             drop(buckets);
             s.refused_rest.fetch_add(1, Ordering::Relaxed);
-            return Err(RetryAfter(ahead - s.tolerance));
+            return Err(RetryAfter(ahead - settings.tolerance));
         }
-        *entry = start.checked_add(s.interval).unwrap_or(start);
+        *entry = start.checked_add(settings.interval).unwrap_or(start);
         Ok(())
     }
 
@@ -389,6 +464,7 @@ impl ClientLimits {
     }
 
     /// How many of `kind` the client of `client` holds.
+    #[allow(dead_code)] // for tests and diagnostics
     pub fn held(&self, kind: LimitKind, client: IpAddr) -> u32 {
         let counts = lock(&self.shared.counts);
         counts
@@ -397,6 +473,7 @@ impl ClientLimits {
     }
 
     /// Clients with a permit held, and clients with a rate bucket not yet full.
+    #[allow(dead_code)] // for tests and diagnostics
     pub fn tracked(&self) -> (usize, usize) {
         let counts = lock(&self.shared.counts).len();
         let buckets = lock(&self.shared.buckets).len();

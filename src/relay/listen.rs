@@ -147,19 +147,29 @@ pub(crate) fn accept_loop(ctx: Arc<Context>, listener: TcpListener, serves: Serv
                             proxy_protocol,
                         } => {
                             ctx.metrics.accepted(index);
+                            // The client is the socket's peer unless a PROXY
+                            // header names another: then its handler takes them.
+                            let permits = if proxy_protocol {
+                                None
+                            } else {
+                                match crate::relay::conn::proxy::client_permits(&ctx, &sock, peer) {
+                                    Some(permits) => Some(permits),
+                                    None => return,
+                                }
+                            };
                             ctx.pool.spawn(move || match tls {
                                 Some(tls) => crate::relay::conn::tls::handle(
                                     conn_ctx,
                                     sock,
                                     peer,
                                     tls,
-                                    proxy_protocol,
+                                    (proxy_protocol, permits),
                                 ),
                                 None => crate::relay::conn::dispatch::handle(
                                     conn_ctx,
                                     sock,
                                     peer,
-                                    proxy_protocol,
+                                    (proxy_protocol, permits),
                                 ),
                             })
                         }

@@ -206,6 +206,9 @@ pub struct Metrics {
     pub associations_expired: AtomicU64,
     /// Pairs closed by the idle timeout.
     pub idle_closed: AtomicU64,
+    /// Parked accepts removed because their peer left (the watch, or a
+    /// connect that found it gone).
+    pub parked_gone: AtomicU64,
     /// Connections refused because a thread could not be started.
     pub spawn_failures: AtomicU64,
     /// REST answers with a 2xx status.

@@ -5,8 +5,6 @@ pub(crate) mod certs;
 pub mod cidr;
 pub mod config;
 pub(crate) mod conn;
-// Not called yet: the connection code takes permits next.
-#[allow(dead_code)]
 pub(crate) mod limits;
 pub(crate) mod listen;
 pub(crate) mod metrics;
@@ -23,6 +21,7 @@ pub(crate) mod stream;
 pub mod systemd;
 pub(crate) mod table;
 pub(crate) mod token;
+pub(crate) mod watch;
 
 pub use certs::fixed_server_config as tls_server_config;
 pub use config::Config;

@@ -59,6 +59,21 @@ pub struct PoolLoad {
     pub limit: usize,
 }
 
+/// A pool thread waiting for the job [`Reserved::run`] hands it.
+pub struct Reserved {
+    job: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl Reserved {
+    /// Runs `job` on the reserved thread. Fails only when the thread is gone
+    /// (the pool closed meanwhile); the job is then dropped unrun.
+    pub fn run(self, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        self.job
+            .send(Box::new(job))
+            .map_err(|_| io::Error::other("the pool is closed"))
+    }
+}
+
 /// A set of threads that each run one job at a time and wait briefly for the next.
 pub struct Pool {
     shared: Arc<Shared>,
@@ -150,6 +165,20 @@ impl Pool {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// A thread for a job that will come later: started (or woken) now and
+    /// waiting for it, so a caller can refuse before promising what it could
+    /// not start (a connect's 200 before its pair's second copy thread).
+    /// Dropping the reservation unused lets the thread go back to the pool.
+    pub fn reserve(&self) -> io::Result<Reserved> {
+        let (job, next) = std::sync::mpsc::sync_channel::<Job>(1);
+        self.spawn(move || {
+            if let Ok(job) = next.recv() {
+                job();
+            }
+        })?;
+        Ok(Reserved { job })
     }
 
     /// Threads running a job, threads waiting for one, and the limit, read
@@ -322,6 +351,22 @@ mod tests {
         gate.wait();
         assert_eq!(pool.close(Duration::from_secs(5)), 0);
         assert!(system_thread_limit() >= MIN_THREADS);
+    }
+
+    #[test]
+    fn a_reserved_thread_runs_the_job_handed_later_and_counts_against_the_limit() {
+        let pool = Pool::with_limit(1);
+        let reserved = pool.reserve().unwrap();
+        assert!(pool.wait_busy(1, Duration::from_secs(5)));
+        assert!(pool.reserve().is_err(), "the one thread is reserved");
+        let (tx, rx) = mpsc::channel();
+        reserved.run(move || tx.send(()).unwrap()).unwrap();
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        // Dropped unused, a reservation gives its thread back.
+        assert!(pool.wait_idle(1, Duration::from_secs(5)));
+        drop(pool.reserve().unwrap());
+        assert!(pool.wait_idle(1, Duration::from_secs(5)));
+        assert_eq!(pool.close(Duration::from_secs(5)), 0);
     }
 
     #[test]

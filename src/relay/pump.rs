@@ -4,6 +4,7 @@
 //! tears both sides down, and the second thread to finish releases the pair.
 
 use crate::error::is_disconnect;
+use crate::relay::pool::Reserved;
 use crate::relay::shared::Context;
 use crate::relay::splice::{self, Pipe};
 use crate::relay::stream::{Reader, Stream, Writer};
@@ -86,13 +87,14 @@ struct Running {
 }
 
 /// Relays a pair until both directions end. Runs one direction on the calling
-/// thread and the other on a pool thread; returns when the calling thread's
-/// direction is done (the other may still run: the last one releases the pair).
+/// thread and the other on `copier`, a pool thread reserved before the
+/// pair's answers went out; returns when the calling thread's direction is
+/// done (the other may still run: the last one releases the pair).
 ///
 /// Each stream is split here: a direction's thread owns the source's read
 /// half and the destination's write half, so neither thread ever waits on a
 /// lock the other holds across a socket call.
-pub fn relay(ctx: Arc<Context>, pair: Pair) {
+pub fn relay(ctx: Arc<Context>, pair: Pair, copier: Reserved) {
     ctx.metrics.pairs_started.fetch_add(1, Ordering::Relaxed);
     let (accept, connect) = (Side::of(&pair.accept), Side::of(&pair.connect));
     let (accept_rx, accept_tx) = pair.accept.split();
@@ -111,17 +113,9 @@ pub fn relay(ctx: Arc<Context>, pair: Pair) {
         first: AtomicU8::new(0),
     });
     let other = Arc::clone(&running);
-    if let Err(e) = running
-        .ctx
-        .pool
-        .spawn(move || copy(&other, Way::AcceptToConnect, accept_rx, connect_tx))
-    {
-        running
-            .ctx
-            .metrics
-            .spawn_failures
-            .fetch_add(1, Ordering::Relaxed);
-        crate::warn!(
+    if let Err(e) = copier.run(move || copy(&other, Way::AcceptToConnect, accept_rx, connect_tx)) {
+        // The reserved thread is gone: the pool closed (shutdown) meanwhile.
+        crate::debug!(
             association:% = running.association,
             candidate:% = running.candidate;
             "cannot start a copy thread: {e}"
@@ -276,6 +270,7 @@ fn copy_spliced(
             return Ok(());
         }
         running.carried(n, counter, total);
+        let _writing = running.stats.writing();
         pipe.drain(dst, n)?;
     }
 }
@@ -313,6 +308,7 @@ fn forward(
     let n = read_some(src, buf)?;
     if n > 0 {
         running.carried(n, counter, total);
+        let _writing = running.stats.writing();
         dst.write_all(&buf[..n])?;
     }
     Ok(n)

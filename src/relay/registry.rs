@@ -1,5 +1,6 @@
 //! Every open connection, so shutdown can close them all, whatever state they are in.
 
+use crate::relay::limits::Permit;
 use std::collections::HashMap;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,13 +17,23 @@ pub struct Registry {
     waiters: AtomicUsize,
 }
 
-/// A connection's entry in the [`Registry`]; dropping it removes the entry.
+/// A connection's entry in the [`Registry`]; dropping it removes the entry
+/// and gives back the client's connection permit, if it holds one.
 pub struct Registration {
     id: u64,
     registry: Arc<Registry>,
+    /// `[client_limits]` `max_connections`: held for the connection's life,
+    /// which ends when the last half of its stream drops this entry. Behind
+    /// a lock because a PROXY header names the client after the entry exists.
+    permit: Mutex<Option<Permit>>,
 }
 
 impl Registration {
+    /// Holds the client's connection permit until the entry drops.
+    pub fn hold(&self, permit: Permit) {
+        *self.permit.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
+    }
+
     /// The connection's number, used in log lines.
     pub fn id(&self) -> u64 {
         self.id
@@ -38,6 +49,7 @@ impl Registry {
         Registration {
             id,
             registry: Arc::clone(self),
+            permit: Mutex::new(None),
         }
     }
 
@@ -89,6 +101,9 @@ impl Registry {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        // The permit goes first: whoever sees the connection gone from the
+        // registry finds its client's count lowered too.
+        drop(self.permit.lock().unwrap_or_else(|e| e.into_inner()).take());
         let mut live = self.registry.lock();
         live.remove(&self.id);
         // Notifying is a system call even with nobody waiting; waiters are

@@ -106,6 +106,8 @@ pub struct Server {
     /// `local_addrs` and gathering never name it.
     metrics_listener: Option<Listener>,
     reaper: Option<JoinHandle<()>>,
+    /// The watch on parked accepts (`relay::watch`).
+    watch: Option<JoinHandle<()>>,
     /// The certificate of each TLS listener (`None` for TCP ones), in
     /// configuration order: a reload swaps what they hold.
     cert_stores: Vec<Option<Arc<CertStore>>>,
@@ -219,6 +221,7 @@ impl Server {
             n => Pool::with_limit(n),
         };
         let table = Table::new(config.max_associations);
+        table.set_parked_limit(parked_limit(&config));
         let config_limits = config.client_limits.clone();
         let ctx = Arc::new(Context::new(
             config,
@@ -241,6 +244,7 @@ impl Server {
             listeners: Vec::new(),
             metrics_listener: None,
             reaper: None,
+            watch: None,
             cert_stores,
         };
         for (index, (url, socket, local, (tls, proxy_protocol, inherited))) in
@@ -292,6 +296,13 @@ impl Server {
                 .name("jet-reaper".into())
                 .spawn(move || crate::relay::reaper::run(reaper_ctx))
                 .map_err(|e| Error::io("starting the reaper thread", e))?,
+        );
+        let watch_ctx = Arc::clone(&server.ctx);
+        server.watch = Some(
+            thread::Builder::new()
+                .name("jet-watch".into())
+                .spawn(move || crate::relay::watch::run(watch_ctx))
+                .map_err(|e| Error::io("starting the parked-accept watch thread", e))?,
         );
         Ok(server)
     }
@@ -428,6 +439,8 @@ impl Server {
         }
         self.ctx.set_verifier(verifier);
         self.ctx.table.set_limit(config.max_associations);
+        self.ctx.table.set_parked_limit(parked_limit(&config));
+        self.ctx.limits.set_config(config.client_limits.clone());
         self.ctx.set_config(config);
         Ok(report)
     }
@@ -491,8 +504,11 @@ impl Server {
             victim.kill();
         }
         self.ctx.registry.kill_all();
-        if let Some(reaper) = self.reaper.take() {
-            let _ = reaper.join();
+        for thread in [self.reaper.take(), self.watch.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = thread.join();
         }
         let left = self.ctx.pool.close(SHUTDOWN_GRACE);
         if left > 0 {
@@ -506,6 +522,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The most accepts parked at once, from `max_parked_accepts` and the
+/// descriptor limit in force now (the relay raised it at start).
+fn parked_limit(config: &Config) -> usize {
+    crate::relay::table::parked_cap(
+        config.max_parked_accepts,
+        crate::relay::table::descriptor_limit(),
+    )
 }
 
 /// The token verifier the configuration asks for: its keys loaded (an error

@@ -31,7 +31,7 @@ pub struct Context {
     /// The association token verifier, when tokens are configured. Behind a
     /// lock so a reload can swap it; readers hold it only to clone the `Arc`.
     pub tokens: RwLock<Option<Arc<Verifier>>>,
-    /// Per-client limits (the REST rate so far).
+    /// Per-client limits: connections, handshakes, parked accepts, the REST rate.
     pub limits: ClientLimits,
     pub(crate) stopping: AtomicBool,
     /// A drain has begun: listeners are closed, `/health` answers 503, and

@@ -3,7 +3,8 @@
 //! `transport::cut`, shared with the peer).
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
 
 /// The listen backlog when the configuration names none: a burst of this many
 /// connections waits in the kernel instead of overflowing into SYN retransmits
@@ -78,6 +79,77 @@ pub fn stop_listening(listener: &TcpListener) -> io::Result<()> {
 /// Cuts a connection with a reset: the one helper the peer shares
 /// (see [`crate::transport::cut`]).
 pub use crate::transport::cut::cut;
+
+/// The indices of the sockets in `socks` whose peer has left, after waiting
+/// at most `limit` for one to: one `poll(2)` over all of them.
+///
+/// A peer has left when the socket shows a hang-up, an error (a reset) or
+/// the peer's FIN (`POLLRDHUP`). `POLLIN` is not asked for: bytes a live peer
+/// sent early keep it set, which would end every poll at once, and those
+/// bytes belong to the relayed stream, so nothing is read here.
+#[cfg(target_os = "linux")]
+pub fn poll_gone(socks: &[&TcpStream], limit: Duration) -> io::Result<Vec<usize>> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds: Vec<PollFd<'_>> = socks
+        .iter()
+        .map(|sock| PollFd::new(*sock, PollFlags::RDHUP))
+        .collect();
+    let timeout = Timespec::try_from(limit).ok();
+    match poll(&mut fds, timeout.as_ref()) {
+        Ok(0) | Err(rustix::io::Errno::INTR) => Ok(Vec::new()),
+        Ok(_) => Ok(fds
+            .iter()
+            .enumerate()
+            .filter(|(_, fd)| left(fd.revents()))
+            .map(|(i, _)| i)
+            .collect()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Nothing to poll with here: no peer is ever seen leaving early.
+#[cfg(not(target_os = "linux"))]
+pub fn poll_gone(socks: &[&TcpStream], limit: Duration) -> io::Result<Vec<usize>> {
+    let _ = socks;
+    std::thread::sleep(limit);
+    Ok(Vec::new())
+}
+
+#[cfg(target_os = "linux")]
+fn left(revents: rustix::event::PollFlags) -> bool {
+    use rustix::event::PollFlags;
+    revents.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::RDHUP | PollFlags::NVAL)
+}
+
+/// True when the peer of a socket nobody reads has left (see [`poll_gone`]),
+/// checked at once, without reading: a connect checks its accept with it
+/// just before pairing. Also true when a peek (`MSG_PEEK`, never consuming)
+/// finds the end of the stream or a reset.
+///
+/// A FIN from a server peer that only half-closed (it has nothing to send)
+/// looks the same as one that left, and counts as gone: such a peer can no
+/// longer send anything, and a parked accept must be a live socket.
+pub fn peer_gone(sock: &TcpStream) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::io::Errno;
+        use rustix::net::{recv, RecvFlags};
+        if poll_gone(&[sock], Duration::ZERO).is_ok_and(|gone| !gone.is_empty()) {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        match recv(sock, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((0, _)) => true,
+            Ok(_) | Err(Errno::AGAIN | Errno::INTR) => false,
+            Err(_) => true,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = sock;
+        false
+    }
+}
 
 #[cfg(test)]
 mod tests {

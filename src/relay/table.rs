@@ -12,9 +12,13 @@ use uuid::Uuid;
 
 mod association;
 mod info;
+mod parked;
 
+use crate::relay::limits::Permit;
 use association::{Association, Candidate, Slot};
 pub use info::*;
+use parked::Parked;
+pub use parked::{descriptor_limit, parked_cap, PARKED_FULL};
 
 /// The association table.
 pub struct Table {
@@ -30,6 +34,12 @@ pub struct Table {
     next_token: AtomicU64,
     /// The most associations the table holds.
     max_associations: AtomicUsize,
+    /// Accepts reserved or parked now, counted by their seats.
+    parked: Arc<AtomicUsize>,
+    /// The most accepts reserved or parked at once (see `parked_cap`).
+    max_parked: AtomicUsize,
+    /// When an accept refused at the cap last reclaimed (see `may_reclaim`).
+    reclaimed_at: AtomicU64,
 }
 
 /// A reserved accept slot, to publish once the 200 is written (or give up).
@@ -64,6 +74,9 @@ impl Table {
             closed: AtomicBool::new(false),
             next_token: AtomicU64::new(1),
             max_associations: AtomicUsize::new(max_associations),
+            parked: Arc::new(AtomicUsize::new(0)),
+            max_parked: AtomicUsize::new(usize::MAX),
+            reclaimed_at: AtomicU64::new(0),
         }
     }
 
@@ -72,46 +85,6 @@ impl Table {
     pub fn set_limit(&self, max_associations: usize) {
         self.max_associations
             .store(max_associations, Ordering::Relaxed);
-    }
-
-    /// The descriptors of every paired connection (both sides of each pair),
-    /// so a drain can tell relaying connections from waiting ones.
-    pub fn paired_descriptors(&self) -> std::collections::HashSet<std::os::fd::RawFd> {
-        let map = self.lock();
-        let mut fds = std::collections::HashSet::new();
-        for assoc in map.values() {
-            for c in &assoc.candidates {
-                if let Slot::Paired {
-                    accept, connect, ..
-                } = &c.slot
-                {
-                    fds.extend(
-                        [accept, connect]
-                            .iter()
-                            .filter_map(|side| side.descriptor()),
-                    );
-                }
-            }
-        }
-        fds
-    }
-
-    /// Closes every parked accept (a drain: its peer is told to go elsewhere)
-    /// and returns their sockets to kill; pairs are left alone.
-    pub fn close_parked(&self) -> Vec<Victim> {
-        let mut victims = Vec::new();
-        let mut map = self.lock();
-        for assoc in map.values_mut() {
-            for c in &mut assoc.candidates {
-                if matches!(c.slot, Slot::Parked(_)) {
-                    if let Slot::Parked(stream) = std::mem::replace(&mut c.slot, Slot::Closed) {
-                        victims.push(Victim::Owned(stream));
-                    }
-                }
-            }
-        }
-        self.notify(map);
-        victims
     }
 
     /// Refuses new associations when the table is closed or full.
@@ -176,6 +149,7 @@ impl Table {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let mut map = self.lock();
         self.admit(&map)?;
+        let seat = self.take_seat()?;
         let id = loop {
             let id = Uuid::new_v4();
             if !map.contains_key(&id) {
@@ -186,7 +160,7 @@ impl Table {
         assoc.candidates.push(Candidate {
             id: V1_CANDIDATE,
             url: None,
-            slot: Slot::Reserved(token),
+            slot: Slot::Reserved(token, seat),
             accept_kind: Some(kind),
             connect_kind: None,
             stats: None,
@@ -215,6 +189,9 @@ impl Table {
         if self.closed.load(Ordering::Acquire) {
             return Err(Reject::Unavailable("the relay is shutting down"));
         }
+        // Taken first, so a refused accept creates nothing; any refusal
+        // below drops it again.
+        let seat = self.take_seat()?;
         if !map.contains_key(&id) {
             if !create_missing {
                 return Err(Reject::NotFound("unknown association"));
@@ -236,11 +213,11 @@ impl Table {
             Some(c) => match c.slot {
                 Slot::Gathered | Slot::Closed => {
                     c.parked_at = Some(Instant::now());
-                    c.slot = Slot::Reserved(token);
+                    c.slot = Slot::Reserved(token, seat);
                     c.accept_kind = Some(kind);
                     c.connect_kind = None;
                 }
-                Slot::Reserved(_) | Slot::Parked(_) => {
+                Slot::Reserved(..) | Slot::Parked(_) => {
                     return Err(Reject::Conflict("candidate already has a parked accept"))
                 }
                 Slot::Paired { .. } => return Err(Reject::Conflict("candidate already paired")),
@@ -254,7 +231,7 @@ impl Table {
             None => assoc.candidates.push(Candidate {
                 id: cand,
                 url: None,
-                slot: Slot::Reserved(token),
+                slot: Slot::Reserved(token, seat),
                 accept_kind: Some(kind),
                 connect_kind: None,
                 stats: None,
@@ -270,16 +247,29 @@ impl Table {
     }
 
     /// Parks the accepting stream on its reserved candidate, once its 200 is
-    /// on the wire. Gives the stream back if the reservation is gone (the
+    /// on the wire, with its client's parked-accept `permit` (held while it
+    /// is parked). Gives the stream back if the reservation is gone (the
     /// association was deleted or expired meanwhile, or the table closed).
-    pub fn publish(&self, reservation: Reservation, stream: Stream) -> Result<(), Stream> {
+    pub fn publish(
+        &self,
+        reservation: Reservation,
+        stream: Stream,
+        permit: Permit,
+    ) -> Result<(), Stream> {
         let mut map = self.lock();
         if self.closed.load(Ordering::Acquire) {
             return Err(stream);
         }
         match Self::reserved_slot(&mut map, reservation) {
             Some(slot) => {
-                *slot = Slot::Parked(stream);
+                let Slot::Reserved(_, seat) = std::mem::replace(slot, Slot::Closed) else {
+                    unreachable!("reserved_slot returns reserved slots only")
+                };
+                *slot = Slot::Parked(Parked {
+                    stream,
+                    _seat: seat,
+                    _permit: permit,
+                });
                 self.notify(map);
                 Ok(())
             }
@@ -304,7 +294,7 @@ impl Table {
             .get_mut(&reservation.association)?
             .candidate(reservation.candidate)?
             .slot;
-        matches!(slot, Slot::Reserved(t) if *t == reservation.token).then_some(slot)
+        matches!(slot, Slot::Reserved(t, _) if *t == reservation.token).then_some(slot)
     }
 
     /// Connect: takes the parked accept of this candidate and records the pair.
@@ -332,7 +322,9 @@ impl Table {
                 .ok_or(Reject::NotFound("no parked accept on this candidate"))?;
             match &c.slot {
                 Slot::Parked(_) => {
-                    let Slot::Parked(accept) = std::mem::replace(&mut c.slot, Slot::Closed) else {
+                    let Slot::Parked(Parked { stream: accept, .. }) =
+                        std::mem::replace(&mut c.slot, Slot::Closed)
+                    else {
                         unreachable!("matched Parked above")
                     };
                     let stats = Arc::new(PairStats {
@@ -348,7 +340,7 @@ impl Table {
                     c.stats = Some(Arc::clone(&stats));
                     return Ok((accept, stats));
                 }
-                Slot::Reserved(_) => {
+                Slot::Reserved(..) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(Reject::NotFound("no parked accept on this candidate"));
@@ -429,7 +421,7 @@ impl Table {
             }
             for c in &assoc.candidates {
                 match &c.slot {
-                    Slot::Reserved(_) | Slot::Parked(_) => counts.parked += 1,
+                    Slot::Reserved(..) | Slot::Parked(_) => counts.parked += 1,
                     Slot::Paired { stats, .. } if stats.total() > 0 => counts.relaying += 1,
                     Slot::Paired { .. } => counts.paired += 1,
                     Slot::Gathered | Slot::Closed => {}
@@ -459,9 +451,9 @@ impl Table {
         assoc.selected = Some(cand);
         for c in assoc.candidates.iter_mut().filter(|c| c.id != cand) {
             match &c.slot {
-                Slot::Parked(_) | Slot::Reserved(_) | Slot::Gathered => {
-                    if let Slot::Parked(stream) = std::mem::replace(&mut c.slot, Slot::Closed) {
-                        victims.push(Victim::Owned(stream));
+                Slot::Parked(_) | Slot::Reserved(..) | Slot::Gathered => {
+                    if let Slot::Parked(p) = std::mem::replace(&mut c.slot, Slot::Closed) {
+                        victims.push(Victim::Owned(p.stream));
                     }
                 }
                 Slot::Paired {

@@ -451,3 +451,54 @@ fn the_rest_rate_limit_counts_the_client_a_header_names_not_the_balancer() {
     // exempt by default) has its own budget.
     assert_eq!(health("198.51.100.9:1000"), 200);
 }
+
+/// A relay behind a balancer (loopback, exempt by default) with these
+/// per-client maxima of connections and parked accepts.
+fn limited_behind_a_balancer(connections: u32, parked: u32) -> TestRelay {
+    TestRelay::with(|c| {
+        c.trusted_proxies = trusting("127.0.0.1/32");
+        c.listeners[0].proxy_protocol = true;
+        c.client_limits.max_connections = connections;
+        c.client_limits.max_parked_accepts = parked;
+        c.client_limits.rest_rate = 0;
+    })
+}
+
+/// An accept on fresh ids for `client`, through the balancer.
+fn accept_for(relay: &TestRelay, client: &str) -> (TcpStream, u16) {
+    let head = v2("accept", Uuid::new_v4(), Uuid::new_v4());
+    let mut sock = dial_with(relay, &client_header(client, relay), &jet(&head));
+    let status = read_response(&mut sock).status;
+    (sock, status)
+}
+
+#[test]
+fn parked_accept_limits_count_the_client_a_header_names_not_the_balancer() {
+    let relay = limited_behind_a_balancer(0, 1);
+    let (_first, status) = accept_for(&relay, "203.0.113.7:1000");
+    assert_eq!(status, 200);
+    let (_second, status) = accept_for(&relay, "203.0.113.7:1001");
+    assert_eq!(status, 503, "the same client's second parked accept");
+    let (_other, status) = accept_for(&relay, "198.51.100.9:1000");
+    assert_eq!(status, 200, "another client behind the same balancer");
+}
+
+#[test]
+fn connection_limits_count_the_client_a_header_names_not_the_balancer() {
+    let relay = limited_behind_a_balancer(1, 0);
+    // A parked accept keeps its connection open: the client's one.
+    let (_parked, status) = accept_for(&relay, "203.0.113.7:1000");
+    assert_eq!(status, 200);
+    let head = v2("accept", Uuid::new_v4(), Uuid::new_v4());
+    let mut refused = dial_with(
+        &relay,
+        &client_header("203.0.113.7:1001", &relay),
+        &jet(&head),
+    );
+    refused
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    assert_closed(&mut refused);
+    let (_other, status) = accept_for(&relay, "198.51.100.9:1000");
+    assert_eq!(status, 200, "another client behind the same balancer");
+}

@@ -264,14 +264,15 @@ fn a_dead_forward_target_resets_the_relayed_stream_and_the_connect_side_fails() 
             )) && accept.stderr.contains("; reset the relayed stream"),
             "{scheme}: {accept:?}"
         );
-        // The accept stays parked on the relay as a reset socket; the
-        // connect pairs with it and must not see a clean, empty stream.
+        // The relay notices the reset parked accept (its watch, or the
+        // connect's own check just before pairing): the connect is refused,
+        // never handed a clean, empty stream.
         let connect = run(&["connect", &relay_url, &a, &c]);
         assert_eq!(connect.code, Some(1), "{scheme}: {connect:?}");
         assert!(
-            connect
-                .stderr
-                .contains("jet-relay: connect: the relayed stream was reset"),
+            connect.stderr.contains(&format!(
+                "the relay refused connect {a} {c}: 404 no parked accept on this candidate"
+            )),
             "{scheme}: {connect:?}"
         );
         assert!(connect.stdout.is_empty(), "{scheme}: {connect:?}");

@@ -112,6 +112,8 @@ fn accept_and_connect_take_ids_or_v1() {
             url: url("tcp://r:1"),
             ids: Some(ids()),
             peer: PeerOptions::default(),
+            jmux: None,
+            rest: Rest::default(),
         }),
     );
     check(
@@ -132,7 +134,10 @@ fn accept_and_connect_take_ids_or_v1() {
                     ca: Some("ca.pem".into()),
                     insecure: false,
                 },
+                proxy: ProxyChoice::default(),
             },
+            jmux: None,
+            rest: Rest::default(),
         }),
     );
     check(
@@ -153,7 +158,10 @@ fn accept_and_connect_take_ids_or_v1() {
                     ca: None,
                     insecure: true,
                 },
+                proxy: ProxyChoice::default(),
             },
+            jmux: None,
+            rest: Rest::default(),
         }),
     );
     check(
@@ -164,6 +172,8 @@ fn accept_and_connect_take_ids_or_v1() {
                 association: A.parse().unwrap(),
             },
             peer: PeerOptions::default(),
+            jmux: None,
+            rest: Rest::default(),
         }),
     );
     check_error(
@@ -231,6 +241,7 @@ fn test_takes_only_the_candidate_and_tls_options() {
                 ca: None,
                 insecure: true,
             },
+            proxy: ProxyChoice::default(),
         }),
     );
     check_error(
@@ -292,6 +303,7 @@ fn offer_and_answer_take_signals_and_their_own_options() {
             peer: PeerOptions {
                 local: LocalSide::Listen("127.0.0.1:0".into()),
                 tls: Tls::default(),
+                proxy: ProxyChoice::default(),
             },
             timeout: negotiate::NEGOTIATION_TIMEOUT,
         }),
@@ -351,4 +363,165 @@ fn offer_and_answer_take_signals_and_their_own_options() {
 #[test]
 fn the_api_key_is_not_in_debug_output() {
     assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(..)");
+}
+
+#[test]
+fn jmux_accept_allows_the_forward_target_and_each_allow() {
+    check(
+        &[
+            "accept",
+            "tcp://r:1",
+            A,
+            C,
+            "--jmux",
+            "--forward",
+            "127.0.0.1:22",
+            "--allow",
+            "db:5432",
+        ],
+        Command::Accept(AcceptArgs {
+            url: url("tcp://r:1"),
+            ids: Some(ids()),
+            peer: PeerOptions::default(),
+            jmux: Some(JmuxServer {
+                allow: vec!["127.0.0.1:22".into(), "db:5432".into()],
+                allow_any: false,
+            }),
+            rest: Rest::default(),
+        }),
+    );
+    check_error(
+        &["accept", "tcp://r:1", A, C, "--jmux"],
+        Topic::Accept,
+        "--forward",
+    );
+    check_error(
+        &["accept", "tcp://r:1", A, C, "--allow", "h:1"],
+        Topic::Accept,
+        "--jmux",
+    );
+    check_error(
+        &["accept", "tcp://r:1", A, C, "--jmux", "--allow", "h"],
+        Topic::Accept,
+        "HOST:PORT",
+    );
+    check_error(
+        &[
+            "accept",
+            "tcp://r:1",
+            A,
+            C,
+            "--jmux",
+            "--allow-any",
+            "--listen",
+            "a:1",
+        ],
+        Topic::Accept,
+        "--listen is for connect",
+    );
+}
+
+#[test]
+fn jmux_connect_takes_listen_pairs_socks5_and_the_rest_options() {
+    check(
+        &[
+            "connect",
+            "wss://r",
+            A,
+            C,
+            "--jmux",
+            "--listen",
+            "127.0.0.1:2222=127.0.0.1:22",
+            "--listen=127.0.0.1:0=db:5432",
+            "--socks5",
+            "127.0.0.1:1080",
+            "--api",
+            "http://r:2",
+            "--api-key",
+            "k",
+            "--proxy",
+            "socks5://p:1080",
+        ],
+        Command::Connect(ConnectArgs {
+            url: url("wss://r"),
+            target: ConnectTarget::V2(ids()),
+            peer: PeerOptions {
+                local: LocalSide::Stdio,
+                tls: Tls::default(),
+                proxy: ProxyChoice {
+                    url: Some("socks5://p:1080".into()),
+                    none: false,
+                },
+            },
+            jmux: Some(JmuxClient {
+                listen: vec![
+                    ("127.0.0.1:2222".into(), "127.0.0.1:22".into()),
+                    ("127.0.0.1:0".into(), "db:5432".into()),
+                ],
+                socks5: vec!["127.0.0.1:1080".into()],
+            }),
+            rest: Rest {
+                api: Some("http://r:2".into()),
+                api_key: Some(Secret("k".into())),
+            },
+        }),
+    );
+    // The `=` form is JMUX only; plain mode keeps its single --listen.
+    check_error(
+        &["connect", "tcp://r:1", A, C, "--listen", "a:1=b:2"],
+        Topic::Connect,
+        "add --jmux",
+    );
+    check_error(
+        &[
+            "connect",
+            "tcp://r:1",
+            A,
+            C,
+            "--listen",
+            "a:1",
+            "--listen",
+            "a:2",
+        ],
+        Topic::Connect,
+        "only with --jmux",
+    );
+    check_error(
+        &["connect", "tcp://r:1", A, C, "--jmux", "--listen", "a:1"],
+        Topic::Connect,
+        "ADDR=HOST:PORT",
+    );
+    check_error(
+        &["connect", "tcp://r:1", A, C, "--socks5", "a:1"],
+        Topic::Connect,
+        "--jmux",
+    );
+    check_error(
+        &["connect", "tcp://r:1", A, C, "--jmux"],
+        Topic::Connect,
+        "--socks5",
+    );
+    check_error(
+        &["test", "tcp://r:1", A, C, "--proxy", "ftp://p:1"],
+        Topic::Test,
+        "--proxy",
+    );
+    check_error(
+        &[
+            "test",
+            "tcp://r:1",
+            A,
+            C,
+            "--proxy",
+            "http://p:1",
+            "--no-proxy",
+        ],
+        Topic::Test,
+        "contradict",
+    );
+    check_error(
+        &["connect", "tcp://r:1", A, C, "--api", "r:2"],
+        Topic::Connect,
+        "--api",
+    );
 }

@@ -4,6 +4,7 @@
 use crate::relay::conn::deadline::{read_exact_by, read_failed, ReadError};
 use crate::relay::conn::proxy::{self, Admitted, Scope};
 use crate::relay::conn::request::{reject, serve_request, Answer, JetAnswer};
+use crate::relay::limits::ClientPermits;
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::Stream;
@@ -14,9 +15,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Serves one accepted TCP connection from its first byte on (its PROXY
-/// header first on a `proxy_protocol` listener).
-pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, proxy_protocol: bool) {
-    let Some((stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
+/// header first on a `proxy_protocol` listener), holding its client's
+/// permits: those the accept loop took, or, after a PROXY header, those of
+/// the client it names.
+pub fn handle(
+    ctx: Arc<Context>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    (proxy_protocol, permits): (bool, Option<ClientPermits>),
+) {
+    let Some((mut stream, conn)) = crate::relay::shared::tcp_stream(&ctx, sock) else {
         return;
     };
     let _scope = crate::log::conn_scope(conn);
@@ -24,6 +32,11 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, proxy_protoc
     let Some(admitted) = proxy::admit(&ctx, stream.socket(), peer, proxy_protocol, deadline) else {
         return;
     };
+    let Some(permits) = proxy::admitted_permits(&ctx, stream.socket(), &admitted, permits) else {
+        return;
+    };
+    stream.hold_connection(permits.connection);
+    stream.hold_handshake(permits.handshake);
     admitted.log_accepted("");
     dispatch(&ctx, conn, stream, deadline, &admitted);
 }
@@ -106,6 +119,8 @@ pub fn serve_jet(
         };
         return answer.refuse(ctx, &mut stream, status, &why);
     }
+    // The request is read: this connection is no handshake in progress now.
+    stream.end_handshake();
     // From here the peer's bytes are relayed data: no more timeouts on reads.
     if let Err(e) = stream.clear_read_deadline() {
         return read_failed(ctx, conn, ReadError::Closed(e));

@@ -114,6 +114,18 @@ pub fn exposition(ctx: &Context) -> String {
         &[("", counts.parked as u64)],
     );
     x.relay(
+        "parked_accepts_limit",
+        "gauge",
+        "The most accepts parked at once (max_parked_accepts, or half the descriptor limit).",
+        &[("", ctx.table.parked_limit() as u64)],
+    );
+    x.relay(
+        "parked_accepts_gone_total",
+        "counter",
+        "Parked accepts removed because their peer left (closed or reset) before a connect came.",
+        &[("", load(&m.parked_gone))],
+    );
+    x.relay(
         "pairs_relaying",
         "gauge",
         "Paired candidates whose relay is running.",
@@ -255,7 +267,10 @@ pub fn exposition(ctx: &Context) -> String {
         "client_limit_refusals_total",
         "counter",
         "Requests refused by a per-client limit, by limit.",
-        &[("limit=\"rest_rate\"", ctx.limits.stats().refused_rest)],
+        &limit_refusals(&ctx.limits.stats())
+            .iter()
+            .map(|(labels, n)| (labels.as_str(), *n))
+            .collect::<Vec<_>>(),
     );
     x.relay(
         "threads",
@@ -290,6 +305,16 @@ pub fn exposition(ctx: &Context) -> String {
     #[cfg(target_os = "linux")]
     process::write(&mut x);
     x.out
+}
+
+/// Refusals per client limit, one label per limit (never per address).
+fn limit_refusals(stats: &crate::relay::limits::LimitStats) -> Vec<(String, u64)> {
+    use crate::relay::limits::LimitKind;
+    let mut samples = vec![("limit=\"rest_rate\"".to_owned(), stats.refused_rest)];
+    for kind in LimitKind::ALL {
+        samples.push((format!("limit=\"{}\"", kind.name()), stats.refused_of(kind)));
+    }
+    samples
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub fn serve(
     for served in 0..MAX_REQUESTS {
         let request = match read_request(&mut stream, &mut buf, deadline) {
             Ok(mut request) => {
+                // A request came whole: no longer a handshake in progress.
+                stream.end_handshake();
                 request.local = stream.socket().local_addr().ok();
                 request
             }

@@ -1,6 +1,7 @@
 //! The PROXY header a balancer sends first on a `proxy_protocol` listener: read exactly, judged, counted.
 
 use crate::relay::conn::deadline::ReadError;
+use crate::relay::limits::ClientPermits;
 use crate::relay::metrics::ProxyFailure;
 use crate::relay::shared::Context;
 use crate::wire::packet::SIGNATURE;
@@ -43,6 +44,42 @@ impl Admitted {
             Scope::Everything => crate::info!("peer={peer} accepted{transport}{via}"),
             Scope::HealthOnly => crate::debug!("peer={peer} accepted{transport}{via}"),
         }
+    }
+}
+
+/// Takes a connection's permits (`[client_limits]` `max_connections` and
+/// `max_handshakes`) for `client`, or cuts it: the protocol has no answer
+/// yet, so the client sees a reset, and on a plain listener the accept loop
+/// asks before the connection costs a thread. Counted in the client-limit
+/// refusals; logged at debug only, since the client decides how often.
+pub fn client_permits(
+    ctx: &Context,
+    sock: &TcpStream,
+    client: SocketAddr,
+) -> Option<ClientPermits> {
+    match ctx.limits.connection_permits(client.ip()) {
+        Ok(permits) => Some(permits),
+        Err(over) => {
+            crate::debug!(peer:% = client; "refused: {over}");
+            crate::relay::socket::cut(sock);
+            None
+        }
+    }
+}
+
+/// The permits of an admitted connection: `taken` by the accept loop (a
+/// plain listener), none for the balancer's own checks (never limited),
+/// else those of the client its PROXY header named.
+pub fn admitted_permits(
+    ctx: &Context,
+    sock: &TcpStream,
+    admitted: &Admitted,
+    taken: Option<ClientPermits>,
+) -> Option<ClientPermits> {
+    match (taken, admitted.scope) {
+        (Some(permits), _) => Some(permits),
+        (None, Scope::HealthOnly) => Some(ClientPermits::untracked()),
+        (None, Scope::Everything) => client_permits(ctx, sock, admitted.peer),
     }
 }
 

@@ -2,13 +2,16 @@
 //! reject, answered through the transport's [`Answer`].
 
 use crate::relay::conn::deadline::{read_failed, ReadError};
+use crate::relay::limits::{LimitExceeded, LimitKind, Permit};
 use crate::relay::metrics::Outcome;
 use crate::relay::pump::{self, Pair};
 use crate::relay::shared::Context;
 use crate::relay::stream::{Stream, Transport};
-use crate::relay::table::Reject;
+use crate::relay::table::{Reject, PARKED_FULL};
+use crate::relay::watch;
 use crate::wire::message::{self, Command, Request};
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -38,6 +41,11 @@ pub trait Answer {
     /// handshake timeout, then closes the connection (lingering so the
     /// refusal is read).
     fn refuse(&self, ctx: &Context, stream: &mut Stream, status: u16, why: &str);
+    /// The status of a refusal for a client over its limit: 503 for JET,
+    /// whose peers know no 429; HTTP overrides it with 429.
+    fn over_limit_status(&self) -> u16 {
+        503
+    }
 }
 
 /// The binary protocol's answers: one JET response packet echoing the version.
@@ -130,18 +138,33 @@ fn accept(
     answer: &dyn Answer,
     deadline: Instant,
 ) {
-    let reserved = match ids {
+    // Taken before the reservation, so a client at its limit changes nothing.
+    let permit = match parked_permit(ctx, &stream) {
+        Ok(permit) => permit,
+        Err(over) => return refuse_over_limit(ctx, &mut stream, answer, &over, deadline),
+    };
+    let kind = stream.kind();
+    let reserve = || match ids {
         None if ctx.config().accept_requires_api() => Err(Reject::NotFound(
             "version 1 accepts cannot name an association created through the API",
         )),
-        None => ctx.table.reserve_v1(stream.kind()),
+        None => ctx.table.reserve_v1(kind),
         Some((association, candidate)) => ctx.table.reserve_accept(
             association,
             candidate,
-            stream.kind(),
+            kind,
             answer.may_create() && !ctx.config().accept_requires_api(),
         ),
     };
+    let mut reserved = reserve();
+    // At the cap, accepts whose peers left since the watch's last round go
+    // first: a burst of dead accepts must not refuse a live one.
+    if reserved == Err(Reject::Unavailable(PARKED_FULL))
+        && ctx.table.may_reclaim()
+        && watch::reclaim(ctx) > 0
+    {
+        reserved = reserve();
+    }
     let reservation = match reserved {
         Ok(reservation) => reservation,
         Err(why) => {
@@ -181,7 +204,7 @@ fn accept(
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
     let kind = stream.kind();
-    match ctx.table.publish(reservation, stream) {
+    match ctx.table.publish(reservation, stream, permit) {
         Ok(()) => {
             ctx.metrics.handshake(Outcome::Parked);
             handshake_done(ctx, deadline);
@@ -210,6 +233,16 @@ fn connect(
     answer: &dyn Answer,
     deadline: Instant,
 ) {
+    // The pair's second copy thread first: if it cannot start, the connect
+    // is refused before anything is promised and the accept stays parked.
+    let copier = match ctx.pool.reserve() {
+        Ok(copier) => copier,
+        Err(e) => {
+            ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
+            let why = format!("cannot start a copy thread: {e}");
+            return reject(ctx, conn, &mut stream, answer, (503, &why), deadline);
+        }
+    };
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .min(PUBLISH_WAIT);
@@ -227,6 +260,14 @@ fn connect(
             );
         }
     };
+    if crate::relay::socket::peer_gone(accept.socket()) {
+        // Its peer left since the watch last looked: never pair with it.
+        ctx.metrics.parked_gone.fetch_add(1, Ordering::Relaxed);
+        accept.kill();
+        ctx.table.release(association, candidate, &stats);
+        let why = "no parked accept on this candidate (its peer left)";
+        return reject(ctx, conn, &mut stream, answer, (404, why), deadline);
+    }
     if let Err(e) = answer.succeed(ctx, &mut stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
         // peer saw the pairing start), so the pair ends here.
@@ -264,6 +305,7 @@ fn connect(
             connect: stream,
             stats,
         },
+        copier,
     );
 }
 
@@ -299,6 +341,33 @@ fn test(
             deadline,
         ),
     }
+}
+
+/// The client's parked-accept permit (`[client_limits]` `max_parked_accepts`).
+fn parked_permit(ctx: &Context, stream: &Stream) -> Result<Permit, LimitExceeded> {
+    match stream.client() {
+        Some(client) => ctx.limits.try_acquire(LimitKind::ParkedAccept, client.ip()),
+        // No address (the socket is already gone): nothing to count against.
+        None => Ok(Permit::untracked()),
+    }
+}
+
+/// Refuses an accept whose client is at its limit of parked accepts: 503
+/// over JET, 429 over HTTP. Counted in the client-limit refusals, not in
+/// the per-status rejections (which know no 429).
+fn refuse_over_limit(
+    ctx: &Context,
+    stream: &mut Stream,
+    answer: &dyn Answer,
+    over: &LimitExceeded,
+    deadline: Instant,
+) {
+    let status = answer.over_limit_status();
+    ctx.metrics.handshake(Outcome::Rejected);
+    let why = format!("{over} (client_limits.max_parked_accepts)");
+    crate::warn!(status = status; "rejected {status}: {why}");
+    handshake_done(ctx, deadline);
+    answer.refuse(ctx, stream, status, &why);
 }
 
 /// Why the table refused a request, as its peer should read it: an unknown

@@ -3,6 +3,7 @@
 
 use crate::error::{is_timeout, Result};
 use crate::relay::conn::deadline::ReadError;
+use crate::relay::limits::ClientPermits;
 use crate::relay::metrics::Outcome;
 use crate::relay::shared::Context;
 use crate::relay::stream::tcp::set_read_deadline;
@@ -28,12 +29,14 @@ enum HandshakeError {
 /// Serves one connection accepted on a TLS listener, on its pool thread: the
 /// TLS handshake within the handshake timeout, then the same dispatch as
 /// plain TCP (JET over TLS, or HTTPS: the REST API and `wss://` upgrades).
+/// The client's permits are taken as for plain TCP
+/// (`dispatch::handle`); its handshake permit covers the TLS handshake too.
 pub fn handle(
     ctx: Arc<Context>,
     sock: TcpStream,
     peer: SocketAddr,
     config: Arc<ServerConfig>,
-    proxy_protocol: bool,
+    (proxy_protocol, permits): (bool, Option<ClientPermits>),
 ) {
     let deadline = Instant::now() + ctx.config().handshake_timeout;
     crate::relay::stream::tcp::nodelay_accepted(&sock);
@@ -48,6 +51,9 @@ pub fn handle(
     // A PROXY header comes before the TLS handshake.
     let proxy = crate::relay::conn::proxy::admit(&ctx, &sock, peer, proxy_protocol, deadline);
     let Some(admitted) = proxy else { return };
+    let proxy = crate::relay::conn::proxy::admitted_permits(&ctx, &sock, &admitted, permits);
+    let Some(permits) = proxy else { return };
+    registration.hold(permits.connection);
     admitted.log_accepted(" (tls)");
     let mut tls = match ServerConnection::new(config) {
         Ok(tls) => tls,
@@ -80,7 +86,8 @@ pub fn handle(
         tls_version = tls.protocol_version().and_then(|v| v.as_str()).unwrap_or("?");
         "TLS established"
     );
-    let stream = Stream::tls(TlsStream::new(sock, tls), registration);
+    let mut stream = Stream::tls(TlsStream::new(sock, tls), registration);
+    stream.hold_handshake(permits.handshake);
     crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline, &admitted);
 }
 

@@ -261,6 +261,10 @@ impl Answer for UpgradeAnswer {
     fn refuse(&self, ctx: &Context, ws: &mut Stream, status: u16, why: &str) {
         refuse_http(ctx, ws, status, why);
     }
+
+    fn over_limit_status(&self) -> u16 {
+        429
+    }
 }
 
 #[cfg(test)]

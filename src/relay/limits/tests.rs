@@ -334,3 +334,31 @@ fn the_config_table_deserializes_with_defaults() {
     );
     assert!(toml::from_str::<LimitsConfig>("max_conections = 1").is_err());
 }
+
+#[test]
+fn new_maxima_apply_to_the_permits_already_held() {
+    let l = limits(1);
+    let client = ip("192.0.2.1");
+    let first = l
+        .try_acquire(ParkedAccept, client)
+        .expect("under the limit");
+    assert!(l.try_acquire(ParkedAccept, client).is_err());
+    l.set_config(LimitsConfig {
+        max_parked_accepts: 2,
+        ..l.config()
+    });
+    let second = l
+        .try_acquire(ParkedAccept, client)
+        .expect("the raised limit");
+    assert_eq!(l.held(ParkedAccept, client), 2, "the first still counts");
+    assert!(l.try_acquire(ParkedAccept, client).is_err());
+    // Lowered below what is held: nothing more until under it again.
+    l.set_config(LimitsConfig {
+        max_parked_accepts: 1,
+        ..l.config()
+    });
+    drop(first);
+    assert!(l.try_acquire(ParkedAccept, client).is_err());
+    drop(second);
+    let _again = l.try_acquire(ParkedAccept, client).expect("under again");
+}

@@ -3,6 +3,7 @@
 
 pub(crate) mod tcp;
 
+use crate::relay::limits::Permit;
 use crate::relay::registry::Registration;
 use crate::transport::tls::{TlsReader, TlsStream, TlsWriter};
 use crate::transport::ws::{self, Role, WsReader, WsWriter};
@@ -24,6 +25,9 @@ pub struct Stream {
     /// usually arrive before they are read and are taken without one, so
     /// lifting it is mostly skipped.
     timed: bool,
+    /// The client's handshake permit (`[client_limits]` `max_handshakes`),
+    /// held until its request has been read.
+    handshake: Option<Permit>,
     /// The client a PROXY header named, when it did: the peer for logs.
     client: Option<std::net::SocketAddr>,
 }
@@ -93,6 +97,16 @@ impl Killer {
             crate::relay::socket::cut(&sock);
         }
     }
+
+    /// The socket while it is open, to poll it (the watch on parked accepts).
+    pub fn socket(&self) -> Option<Arc<TcpStream>> {
+        self.0.upgrade()
+    }
+
+    /// True when both handles are of the same socket.
+    pub fn same(&self, other: &Killer) -> bool {
+        Weak::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Stream {
@@ -118,8 +132,28 @@ impl Stream {
                 _registration: Arc::new(registration),
             },
             timed: false,
+            handshake: None,
             client: None,
         }
+    }
+
+    /// Holds the client's connection permit for as long as the socket is
+    /// open (its registry entry goes with the last half).
+    pub fn hold_connection(&self, permit: Permit) {
+        self.socket._registration.hold(permit);
+    }
+
+    /// Holds the client's handshake permit until [`Stream::end_handshake`]
+    /// (or until the stream is dropped).
+    pub fn hold_handshake(&mut self, permit: Permit) {
+        self.handshake = Some(permit);
+    }
+
+    /// The request has been read: the handshake permit goes back, so a
+    /// parked accept, a relaying pair or a keep-alive REST connection no
+    /// longer counts as a handshake in progress.
+    pub fn end_handshake(&mut self) {
+        self.handshake = None;
     }
 
     /// WebSocket frames (server role) over this stream, whose upgrade is about

@@ -3,7 +3,8 @@
 //! touches it, under the table's lock.
 
 use super::info::*;
-use crate::relay::stream::{Killer, Stream, Transport};
+use super::parked::{Parked, Seat};
+use crate::relay::stream::{Killer, Transport};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -36,8 +37,8 @@ pub(super) enum Slot {
     Gathered,
     /// An accept is writing its 200; it becomes `Parked` right after. The
     /// token tells this reservation from a later one on the same ids.
-    Reserved(u64),
-    Parked(Stream),
+    Reserved(u64, Seat),
+    Parked(Parked),
     Paired {
         accept: Killer,
         connect: Killer,
@@ -71,7 +72,7 @@ impl Association {
         self.candidates.iter().any(|c| {
             matches!(
                 c.slot,
-                Slot::Reserved(_) | Slot::Parked(_) | Slot::Paired { .. }
+                Slot::Reserved(..) | Slot::Parked(_) | Slot::Paired { .. }
             )
         })
     }
@@ -88,7 +89,7 @@ impl Association {
     pub(super) fn take_victims(&mut self, victims: &mut Vec<Victim>, reason: EndReason) {
         for c in &mut self.candidates {
             match std::mem::replace(&mut c.slot, Slot::Closed) {
-                Slot::Parked(stream) => victims.push(Victim::Owned(stream)),
+                Slot::Parked(p) => victims.push(Victim::Owned(p.stream)),
                 Slot::Paired {
                     accept,
                     connect,
@@ -122,7 +123,7 @@ impl Association {
                     });
                     let state = match &c.slot {
                         Slot::Gathered => CandidateState::Gathered,
-                        Slot::Reserved(_) | Slot::Parked(_) => CandidateState::Parked,
+                        Slot::Reserved(..) | Slot::Parked(_) => CandidateState::Parked,
                         Slot::Paired { .. } if a2c + c2a > 0 => CandidateState::Relaying,
                         Slot::Paired { .. } => CandidateState::Paired,
                         Slot::Closed => CandidateState::Closed,

@@ -3,7 +3,7 @@
 //! a caller must close outside the lock.
 
 use crate::relay::stream::{Killer, Stream, Transport};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use uuid::Uuid;
 
@@ -141,6 +141,9 @@ pub struct PairStats {
     /// Bytes relayed from the connecting peer to the accepting peer.
     pub connect_to_accept: AtomicU64,
     pub(super) last_active_ms: AtomicU64,
+    /// Directions blocked writing toward a peer right now: bytes wait to
+    /// move, so the pair is not idle however long the peer takes to read.
+    pub(super) writing: AtomicU32,
     pub(super) closing: AtomicBool,
     /// An [`EndReason`] once something cut the pair (0: nothing did).
     pub(super) end: AtomicU8,
@@ -156,6 +159,7 @@ impl PairStats {
             accept_to_connect: AtomicU64::new(0),
             connect_to_accept: AtomicU64::new(0),
             last_active_ms: AtomicU64::new(0),
+            writing: AtomicU32::new(0),
             closing: AtomicBool::new(false),
             end: AtomicU8::new(0),
             epoch,
@@ -185,15 +189,41 @@ impl PairStats {
         EndReason::from_u8(self.end.load(Ordering::Acquire))
     }
 
+    /// Marks a direction as writing until the guard drops: the reaper does
+    /// not count a pair idle while one of its directions is blocked in a
+    /// write, and idleness counts from the end of the write.
+    pub fn writing(&self) -> Writing<'_> {
+        self.writing.fetch_add(1, Ordering::Relaxed);
+        Writing(self)
+    }
+
     /// Total bytes both ways.
     pub fn total(&self) -> u64 {
         self.accept_to_connect.load(Ordering::Relaxed)
             + self.connect_to_accept.load(Ordering::Relaxed)
     }
 
+    /// How long the pair has neither moved a byte nor had one waiting to be
+    /// written: zero while a direction is blocked writing toward a peer that
+    /// does not read (back-pressure is not idleness).
     pub(super) fn idle_for(&self, now: Instant) -> Duration {
+        if self.writing.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
         let last = Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed));
         now.saturating_duration_since(self.epoch + last)
+    }
+}
+
+/// A direction's write in progress (see [`PairStats::writing`]).
+pub struct Writing<'a>(&'a PairStats);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        // Touched before the count drops, so the reaper never sees a
+        // finished write with the old activity time.
+        self.0.touch();
+        self.0.writing.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
