@@ -22,6 +22,7 @@ mod report;
 mod stats;
 mod targets;
 mod throughput;
+mod tokens;
 
 use options::{parse_options, Options, USAGE};
 use pattern::Pattern;

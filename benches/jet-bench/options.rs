@@ -1,6 +1,7 @@
 //! The command line: the usage text, and the options parsed from it.
 
 use crate::targets::Transport;
+use crate::tokens::Algorithm;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
@@ -21,6 +22,9 @@ Usage: jet-bench --relay PATH [options]
   --c-count N           (c) round trips per message size and round (5000)
   --d-seconds S         (d) seconds per concurrency and round (2)
   --d-concurrency LIST  (d) concurrent peers, comma-separated (4,32)
+  --tokens ALG         (d) also on a relay requiring JET v3 tokens signed
+                        with es256, rs256 or eddsa (pre-signed, one per
+                        association and peer), beside the token-less run
   --e-pairs LIST        (e) idle pair counts, comma-separated (1000,10000)
   --j-bytes N           (j) bytes one way per throughput run (512MiB);
                         its round trips take --c-count
@@ -46,6 +50,7 @@ pub struct Options {
     pub d_seconds: f64,
     pub d_concurrency: Vec<usize>,
     pub e_pairs: Vec<usize>,
+    pub tokens: Option<Algorithm>,
     pub j_bytes: u64,
 }
 
@@ -90,6 +95,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
         } else {
             vec![1000, 10000]
         },
+        tokens: None,
         j_bytes: if quick { 64 << 20 } else { 512 << 20 },
     };
     let mut it = args.iter();
@@ -115,6 +121,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
                     .map_err(|_| format!("{arg}: not a number"))?
             }
             "--d-concurrency" => o.d_concurrency = parse_list(&value()?, |s| number(s.to_owned()))?,
+            "--tokens" => o.tokens = Some(Algorithm::parse(&value()?)?),
             "--j-bytes" => o.j_bytes = parse_size(&value()?)?,
             "--e-pairs" => o.e_pairs = parse_list(&value()?, |s| number(s.to_owned()))?,
             // Cargo passes --bench to harness=false benches.

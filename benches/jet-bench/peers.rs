@@ -2,6 +2,7 @@
 
 // The only module that names `jet_relay`: its module paths are moving.
 use crate::targets::{Target, Transport, TransportExt};
+use crate::tokens::Signed;
 use jet_relay::peer::{Connector, JetRequest, Relayed, TlsOptions};
 use jet_relay::transport::tls::{TlsReader, TlsStream, TlsWriter};
 use jet_relay::wire::message::{self, Method};
@@ -145,9 +146,9 @@ impl Endpoint {
                 match transport {
                     Transport::Tcp | Transport::Tls => {
                         let server =
-                            self.jet_request(addr, Method::Accept, association, candidate)?;
+                            self.jet_request(addr, Method::Accept, association, candidate, None)?;
                         let client =
-                            self.jet_request(addr, Method::Connect, association, candidate)?;
+                            self.jet_request(addr, Method::Connect, association, candidate, None)?;
                         Ok((server, client))
                     }
                     Transport::Ws | Transport::Wss => {
@@ -174,6 +175,27 @@ impl Endpoint {
         }
     }
 
+    /// Ids for `count` associations of their own (pre-signed tokens name
+    /// them): the base and the first number.
+    pub fn reserve_ids(&self, count: usize) -> (u128, u64) {
+        (
+            self.id_base,
+            self.next_id.fetch_add(count as u64, Ordering::Relaxed),
+        )
+    }
+
+    /// A pair over binary JET on the association `signed` names, each
+    /// request carrying its own token (`Authorization: Bearer`).
+    pub fn pair_signed(&self, signed: &Signed) -> io::Result<(Peer, Peer)> {
+        let addr = self
+            .relay
+            .ok_or_else(|| io::Error::other("tokens need a relay target"))?;
+        let (a, c) = (signed.association, signed.candidate);
+        let server = self.jet_request(addr, Method::Accept, a, c, Some(&signed.accept))?;
+        let client = self.jet_request(addr, Method::Connect, a, c, Some(&signed.connect))?;
+        Ok((server, client))
+    }
+
     /// A connection to the relay, TLS on TLS listeners.
     fn dial(&self, addr: SocketAddr) -> io::Result<Peer> {
         let sock = TcpStream::connect(addr)?;
@@ -196,9 +218,15 @@ impl Endpoint {
         method: Method,
         association: Uuid,
         candidate: Uuid,
+        token: Option<&str>,
     ) -> io::Result<Peer> {
         let peer = self.dial(addr)?;
-        let head = message::request_head(method, 2, "bench", Some(association), candidate);
+        let mut head = message::request_head(method, 2, "bench", Some(association), candidate);
+        if let Some(token) = token {
+            // Before the blank line that ends the head.
+            head.truncate(head.len() - 2);
+            head.push_str(&format!("Authorization: Bearer {token}\r\n\r\n"));
+        }
         (&peer).write_all(
             &packet::encode(head.as_bytes(), packet::WRITE_MASK)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,

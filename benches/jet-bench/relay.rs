@@ -22,6 +22,15 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     pub fn start(opts: &Options, transport: Transport) -> io::Result<RelayProcess> {
+        RelayProcess::start_with(opts, transport, "")
+    }
+
+    /// A relay whose config also holds the top-level lines `extra`.
+    pub fn start_with(
+        opts: &Options,
+        transport: Transport,
+        extra: &str,
+    ) -> io::Result<RelayProcess> {
         let config = std::env::temp_dir().join(format!("jet-bench-{}.toml", Uuid::new_v4()));
         let scheme = transport.listener_scheme();
         let tls = if transport.is_tls() {
@@ -43,7 +52,7 @@ impl RelayProcess {
         std::fs::write(
             &config,
             format!(
-                "instance = \"bench\"\nlog_level = \"warn\"\n{zero_copy}\n[[listeners]]\nurl = \"{scheme}://127.0.0.1:0\"\n{tls}"
+                "instance = \"bench\"\nlog_level = \"warn\"\n{zero_copy}{extra}\n[[listeners]]\nurl = \"{scheme}://127.0.0.1:0\"\n{tls}"
             ),
         )?;
         let mut child = Command::new(&opts.relay)

@@ -174,6 +174,10 @@ impl Histogram {
     }
 }
 
+/// The close codes a WebSocket connection is failed with: protocol error,
+/// invalid UTF-8, too big.
+pub const WS_CLOSE_CODES: [u16; 3] = [1002, 1007, 1009];
+
 /// Counters and histograms of the whole relay.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -221,6 +225,9 @@ pub struct Metrics {
     /// headers or path), answered 400 or 426 before any upgrade. Unknown
     /// associations (404) and taken candidates (409) are ordinary rejections.
     pub ws_upgrade_failures: AtomicU64,
+    /// WebSocket connections failed for a frame RFC 6455 says to reject, by
+    /// the close code sent ([`WS_CLOSE_CODES`]).
+    ws_protocol_errors: [AtomicU64; 3],
     proxy_failures: [AtomicU64; 8],
     /// Connections whose PROXY header was LOCAL (the balancer's own) and that
     /// asked for `/health`, which was answered.
@@ -262,6 +269,21 @@ impl Metrics {
     pub fn pair_ended(&self, lifetime: Duration) {
         self.pairs_ended.fetch_add(1, Ordering::Relaxed);
         self.pair_lifetime.observe(lifetime);
+    }
+
+    /// Counts a WebSocket connection failed with close `code` (1002, 1007
+    /// or 1009; any other counts as 1002, the generic protocol error).
+    pub fn ws_protocol_error(&self, code: u16) {
+        let at = WS_CLOSE_CODES.iter().position(|c| *c == code).unwrap_or(0);
+        self.ws_protocol_errors[at].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many WebSocket connections were failed with close `code`.
+    pub fn ws_protocol_errors(&self, code: u16) -> u64 {
+        WS_CLOSE_CODES
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |at| self.ws_protocol_errors[at].load(Ordering::Relaxed))
     }
 
     /// Counts a handshake outcome.

@@ -175,6 +175,27 @@ fn copy(running: &Running, way: Way, mut src: Reader, mut dst: Writer) {
                 dst.kill();
             }
         }
+        Err(e) if crate::transport::ws::close_code(&e).is_some() => {
+            // The peer broke RFC 6455: its close frame is out (or owed), so
+            // its socket ends after a short linger instead of a reset, while
+            // the other peer's is cut at once.
+            let code = crate::transport::ws::close_code(&e).unwrap_or(1002);
+            running.ctx.metrics.ws_protocol_error(code);
+            crate::debug!(
+                association:% = running.association,
+                candidate:% = running.candidate,
+                direction = way.as_str();
+                "copy ended: {e}"
+            );
+            let _ = running.failed.compare_exchange(
+                0,
+                EndReason::Error as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            dst.kill();
+            src.close_failed_websocket();
+        }
         Err(e) => {
             let reason = if is_disconnect(&e) {
                 EndReason::PeerReset

@@ -12,6 +12,8 @@ pub mod ws;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod ws_tests;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};

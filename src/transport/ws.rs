@@ -10,8 +10,9 @@
 //! handed to the write side without waiting for it.
 
 use super::{lock, TimedRead};
-use crate::wire::websocket::{self, Opcode, MAX_CONTROL_PAYLOAD, MAX_HEADER};
+use crate::wire::websocket::{self, Opcode, Utf8Stream, Violation, MAX_HEADER};
 use std::io::{self, IoSlice, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Instant;
 
@@ -33,6 +34,11 @@ pub enum Role {
 /// The read half: the payload of data frames (binary, text, continuation);
 /// `Ok(0)` at the peer's close frame. Pings are answered, and not data.
 ///
+/// Strict (RFC 6455 §5, §7): a frame a conforming endpoint must reject fails
+/// the connection: the close frame with its code (see [`close_code`]) goes
+/// to the write side, and this read and every later one fail. Text is
+/// checked as UTF-8 as it streams through; binary payloads are not looked at.
+///
 /// The peer's close frame ends only its direction, as a TCP FIN would: our
 /// own close frame goes out when our write half shuts down, after the data
 /// we still have to send. That is how far WebSocket lets a half-close go.
@@ -51,6 +57,14 @@ pub struct WsReader<R> {
     offset: usize,
     /// A close frame arrived: the stream has ended.
     closed: bool,
+    /// A data frame without FIN came, and its message's last frame has not.
+    message_open: bool,
+    /// The current data frame is its message's last.
+    frame_fin: bool,
+    /// The UTF-8 check of the current message, when it is text.
+    text: Option<Utf8Stream>,
+    /// The violation that failed the connection: every later read repeats it.
+    failed: Option<Violation>,
 }
 
 /// The write half: one binary frame per write; [`WsWriter::shutdown`] sends
@@ -65,6 +79,10 @@ struct Link<W> {
     out: Mutex<Out<W>>,
     /// The payload of the latest ping not yet answered.
     pong: Mutex<Option<Vec<u8>>>,
+    /// The payload of the close frame failing the connection, until sent.
+    failure: Mutex<Option<Vec<u8>>>,
+    /// The reader failed the connection: its close frame is owed or sent.
+    failed: AtomicBool,
 }
 
 struct Out<W> {
@@ -81,6 +99,9 @@ struct Out<W> {
 /// The write side as the reader sees it: somewhere to leave a pong.
 trait Control: Send + Sync {
     fn owe_pong(&self, payload: Vec<u8>);
+    /// Owes the close frame failing the connection: sent at once, or by the
+    /// writer holding the write lock when it lets go.
+    fn fail(&self, payload: Vec<u8>);
 }
 
 /// Wraps a read half and a write half whose upgrade is (about to be)
@@ -100,6 +121,8 @@ pub fn new<R: Read, W: Write + Send + 'static>(
             close_sent: false,
         }),
         pong: Mutex::new(None),
+        failure: Mutex::new(None),
+        failed: AtomicBool::new(false),
     });
     let end = leftover.len();
     let mut buf = leftover;
@@ -115,12 +138,41 @@ pub fn new<R: Read, W: Write + Send + 'static>(
         mask: None,
         offset: 0,
         closed: false,
+        message_open: false,
+        frame_fin: false,
+        text: None,
+        failed: None,
     };
     (reader, WsWriter { link })
 }
 
-fn protocol_error(why: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, why.into())
+/// The error of a read that failed the connection: a frame RFC 6455 says
+/// to reject. [`close_code`] finds its code in an `io::Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolViolation(pub Violation);
+
+impl std::fmt::Display for ProtocolViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WebSocket failed with close code {}: {}",
+            self.0.code, self.0.reason
+        )
+    }
+}
+
+impl std::error::Error for ProtocolViolation {}
+
+/// The close code a read error failed the WebSocket with, if it is one of
+/// ours (1002, 1007, 1009); `None` for I/O errors and clean ends.
+pub fn close_code(e: &io::Error) -> Option<u16> {
+    e.get_ref()?
+        .downcast_ref::<ProtocolViolation>()
+        .map(|v| v.0.code)
+}
+
+fn protocol_error(violation: Violation) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, ProtocolViolation(violation))
 }
 
 fn truncated(what: &str) -> io::Error {
@@ -151,7 +203,54 @@ impl<R: Read> WsReader<R> {
             self.offset = (self.offset + n) % 4;
         }
         self.remaining -= n as u64;
+        // Text only: binary payloads pass untouched. A piece that breaks
+        // UTF-8 is not handed out.
+        if let Some(text) = &mut self.text {
+            let mut checked = text.feed(&out[..n]);
+            if checked.is_ok() && self.remaining == 0 && self.frame_fin {
+                checked = text.finish();
+            }
+            if let Err(violation) = checked {
+                return Err(self.fail(violation));
+            }
+        }
+        if self.remaining == 0 && self.frame_fin {
+            self.text = None;
+        }
         Ok(n)
+    }
+
+    /// Fails the connection: owes the close frame with the violation's code
+    /// and reason, and makes this and every later read fail.
+    fn fail(&mut self, violation: Violation) -> io::Error {
+        if self.failed.is_none() {
+            self.failed = Some(violation);
+            self.control
+                .fail(websocket::close_payload(violation.code, violation.reason));
+        }
+        protocol_error(violation)
+    }
+
+    /// Takes a data frame's header: checks it against the message in
+    /// progress and starts reading its payload.
+    fn start_data_frame(&mut self, header: &websocket::Header) -> Result<(), Violation> {
+        match header.opcode {
+            Opcode::Text => self.text = Some(Utf8Stream::default()),
+            Opcode::Binary => self.text = None,
+            _ => {}
+        }
+        self.message_open = !header.fin;
+        self.frame_fin = header.fin;
+        self.remaining = header.len;
+        self.mask = header.mask;
+        self.offset = 0;
+        // An empty last frame ends its message here: no payload read will.
+        if header.len == 0 && header.fin {
+            if let Some(mut text) = self.text.take() {
+                text.finish()?;
+            }
+        }
+        Ok(())
     }
 
     /// Reads more bytes into the frame buffer; false at the end of the stream.
@@ -178,14 +277,19 @@ impl<R: Read> Read for WsReader<R> {
         // Each pass returns data, consumes a frame header or control frame,
         // or reads more bytes from the stream.
         loop {
+            if let Some(violation) = self.failed {
+                return Err(protocol_error(violation));
+            }
             if self.closed {
                 return Ok(0);
             }
             if self.remaining > 0 {
                 return self.read_payload(out);
             }
-            let parsed = websocket::decode_header(&self.buf[self.start..self.end])
-                .map_err(protocol_error)?;
+            let parsed = match websocket::decode_header(&self.buf[self.start..self.end]) {
+                Ok(parsed) => parsed,
+                Err(violation) => return Err(self.fail(violation)),
+            };
             let Some((header, header_len)) = parsed else {
                 let partial = self.start < self.end;
                 if !self.fill()? {
@@ -197,33 +301,16 @@ impl<R: Read> Read for WsReader<R> {
                 }
                 continue;
             };
-            match (self.role, header.mask) {
-                (Role::Server, None) => {
-                    return Err(protocol_error("unmasked frame from a WebSocket client"))
-                }
-                (Role::Client, Some(_)) => {
-                    return Err(protocol_error("masked frame from a WebSocket server"))
-                }
-                _ => {}
+            let masked = self.role == Role::Server;
+            if let Err(violation) = websocket::check_header(&header, masked, self.message_open) {
+                return Err(self.fail(violation));
             }
-            if header.rsv != 0 {
-                return Err(protocol_error("reserved bits set without an extension"));
-            }
-            match header.opcode {
-                Opcode::Continuation | Opcode::Text | Opcode::Binary => {
-                    self.start += header_len;
-                    self.remaining = header.len;
-                    self.mask = header.mask;
-                    self.offset = 0;
-                    continue;
+            if !header.opcode.is_control() {
+                self.start += header_len;
+                if let Err(violation) = self.start_data_frame(&header) {
+                    return Err(self.fail(violation));
                 }
-                Opcode::Reserved(code) => {
-                    return Err(protocol_error(format!("reserved opcode {code:#x}")))
-                }
-                Opcode::Close | Opcode::Ping | Opcode::Pong => {}
-            }
-            if header.len > MAX_CONTROL_PAYLOAD || !header.fin {
-                return Err(protocol_error("oversized or fragmented control frame"));
+                continue;
             }
             let len = header.len as usize;
             if self.end - self.start < header_len + len {
@@ -240,7 +327,12 @@ impl<R: Read> Read for WsReader<R> {
             }
             match header.opcode {
                 Opcode::Ping => self.control.owe_pong(payload),
-                Opcode::Close => self.closed = true,
+                Opcode::Close => {
+                    if let Err(violation) = websocket::check_close_payload(&payload) {
+                        return Err(self.fail(violation));
+                    }
+                    self.closed = true;
+                }
                 _ => {}
             }
         }
@@ -260,6 +352,12 @@ impl<W: Write + Send> Control for Link<W> {
         *lock(&self.pong) = Some(payload);
         self.flush_control();
     }
+
+    fn fail(&self, payload: Vec<u8>) {
+        *lock(&self.failure) = Some(payload);
+        self.failed.store(true, Ordering::Release);
+        self.flush_control();
+    }
 }
 
 impl<W: Write> Link<W> {
@@ -270,7 +368,7 @@ impl<W: Write> Link<W> {
     fn flush_control(&self) {
         // Each pass finds nothing owed, finds the lock taken, or sends the pong.
         loop {
-            if lock(&self.pong).is_none() {
+            if lock(&self.pong).is_none() && lock(&self.failure).is_none() {
                 return;
             }
             let mut out = match self.out.try_lock() {
@@ -278,11 +376,16 @@ impl<W: Write> Link<W> {
                 Err(TryLockError::WouldBlock) => return,
                 Err(TryLockError::Poisoned(e)) => e.into_inner(),
             };
-            let Some(payload) = lock(&self.pong).take() else {
-                return;
-            };
             // A failed pong shows up as a failed read or write soon after.
-            let _ = out.send(Opcode::Pong, &payload);
+            if let Some(payload) = lock(&self.pong).take() {
+                let _ = out.send(Opcode::Pong, &payload);
+            }
+            // The failing close frame is the last frame: later writes fail.
+            if let Some(payload) = lock(&self.failure).take() {
+                let _ = out.send(Opcode::Close, &payload);
+                out.close_sent = true;
+                let _ = out.inner.flush();
+            }
         }
     }
 }
@@ -324,6 +427,13 @@ impl<W: Write> Out<W> {
 }
 
 impl<W: Write> WsWriter<W> {
+    /// True once the read half failed the connection (a frame RFC 6455 says
+    /// to reject): its close frame is sent or owed, and whoever ends the
+    /// connection should let it go out rather than reset it.
+    pub fn failed(&self) -> bool {
+        self.link.failed.load(Ordering::Acquire)
+    }
+
     /// Runs `f` on the write half underneath, between frames: for the
     /// upgrade's answer before any frame, or the socket's write timeout.
     pub fn with_inner<T>(&self, f: impl FnOnce(&mut W) -> T) -> T {
@@ -333,6 +443,11 @@ impl<W: Write> WsWriter<W> {
     /// Sends the close frame (code 1000): the end of our direction. Frames
     /// from the other end are still read until its own close frame.
     pub fn shutdown(&mut self) -> io::Result<()> {
+        if self.failed() {
+            // The failing close frame, not a normal one, ends this stream.
+            self.link.flush_control();
+            return Ok(());
+        }
         let mut out = lock(&self.link.out);
         if out.close_sent {
             return Ok(());

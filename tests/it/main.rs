@@ -25,3 +25,4 @@ mod support;
 mod tokens;
 mod transports;
 mod tunnel;
+mod websocket;

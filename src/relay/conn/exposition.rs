@@ -5,7 +5,7 @@
 #[cfg(target_os = "linux")]
 mod process;
 
-use crate::relay::metrics::{Histogram, Outcome, ProxyFailure, PREFIX};
+use crate::relay::metrics::{Histogram, Outcome, ProxyFailure, PREFIX, WS_CLOSE_CODES};
 use crate::relay::shared::Context;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,6 +203,17 @@ pub fn exposition(ctx: &Context) -> String {
         "counter",
         "Malformed WebSocket upgrades refused before any upgrade (bad key, version or path).",
         &[("", load(&m.ws_upgrade_failures))],
+    );
+    let ws_errors: Vec<(String, u64)> = WS_CLOSE_CODES
+        .iter()
+        .map(|code| (format!("code=\"{code}\""), m.ws_protocol_errors(*code)))
+        .collect();
+    let ws_errors: Vec<(&str, u64)> = ws_errors.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    x.relay(
+        "websocket_protocol_errors_total",
+        "counter",
+        "WebSocket connections failed for a frame RFC 6455 says to reject, by the close code sent.",
+        &ws_errors,
     );
     x.relay(
         "associations_expired_total",

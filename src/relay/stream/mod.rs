@@ -358,7 +358,47 @@ impl Reader {
     pub fn kill(&self) {
         crate::relay::socket::cut(&self.socket.sock);
     }
+
+    /// Ends a WebSocket whose read half failed it (see [`ws::close_code`]):
+    /// a FIN after the close frame, so the frame is not lost to a reset, then
+    /// up to [`WS_FAIL_LINGER`] for the peer to close its side (what it still
+    /// sends is dropped unread), then a cut. A close frame still owed by a
+    /// writer blocked on a peer that does not read is given up.
+    pub fn close_failed_websocket(&self) {
+        let sock = &*self.socket.sock;
+        let _ = sock.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + WS_FAIL_LINGER;
+        let mut scratch = [0u8; 4096];
+        let mut peer_closed = false;
+        // Bounded by the deadline: each read waits at most what is left.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match (&*sock).read(&mut scratch) {
+                Ok(0) => {
+                    peer_closed = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if peer_closed {
+            // Both sides sent their FIN: the descriptor closes cleanly when
+            // its last owner drops it; this wakes any owner still blocked.
+            let _ = sock.shutdown(Shutdown::Both);
+        } else {
+            crate::relay::socket::cut(sock);
+        }
+    }
 }
+
+/// How long a WebSocket failed for a protocol violation waits for its peer
+/// to close after the relay's close frame and FIN.
+pub const WS_FAIL_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Writer {
     /// Writes all of `buf` (one WebSocket frame).
@@ -386,8 +426,17 @@ impl Writer {
         matches!(self.half, WriteHalf::Tcp).then_some(&*self.socket.sock)
     }
 
-    /// Cuts the connection (see [`Stream::kill`]).
+    /// Cuts the connection (see [`Stream::kill`]), unless it is a WebSocket
+    /// its read half failed: the reading thread ends that one after its
+    /// close frame ([`Reader::close_failed_websocket`]).
     pub fn kill(&self) {
-        crate::relay::socket::cut(&self.socket.sock);
+        let failed = match &self.half {
+            WriteHalf::Ws(w) => w.failed(),
+            WriteHalf::Wss(w) => w.failed(),
+            WriteHalf::Tcp | WriteHalf::Tls(_) => false,
+        };
+        if !failed {
+            crate::relay::socket::cut(&self.socket.sock);
+        }
     }
 }
