@@ -127,14 +127,7 @@ fn accept(parser: &mut lexopt::Parser) -> Parsed<AcceptArgs> {
     let mut server = JmuxServer::default();
     let mut rest = Rest::default();
     let mut positional = Vec::new();
-    while let Some(arg) = parser.next()? {
-        let option = match arg {
-            Value(value) => {
-                positional.push(string(value)?);
-                continue;
-            }
-            other => name(other),
-        };
+    while let Some(option) = next_option(parser, &mut positional)? {
         match option.as_str() {
             "--v1" => v1 = true,
             "--jmux" => jmux = true,
@@ -200,14 +193,7 @@ fn connect(parser: &mut lexopt::Parser) -> Parsed<ConnectArgs> {
     let mut rest = Rest::default();
     let mut association = None;
     let mut positional = Vec::new();
-    while let Some(arg) = parser.next()? {
-        let option = match arg {
-            Value(value) => {
-                positional.push(string(value)?);
-                continue;
-            }
-            other => name(other),
-        };
+    while let Some(option) = next_option(parser, &mut positional)? {
         match option.as_str() {
             "--v1" => v1 = true,
             "--jmux" => jmux = true,
@@ -284,14 +270,7 @@ fn test(parser: &mut lexopt::Parser) -> Parsed<TestArgs> {
     let mut tls = Tls::default();
     let mut proxy = ProxyChoice::default();
     let mut positional = Vec::new();
-    while let Some(arg) = parser.next()? {
-        let option = match arg {
-            Value(value) => {
-                positional.push(string(value)?);
-                continue;
-            }
-            other => name(other),
-        };
+    while let Some(option) = next_option(parser, &mut positional)? {
         match option.as_str() {
             "--v1" => return bad("version 1 has no test request"),
             _ => {
@@ -550,6 +529,21 @@ impl SignalParser {
 
 /// An option's name as typed, `--name` or `-c`, owned so that a helper can
 /// ask the parser for the option's value.
+/// The next option's name (`--name` or `-c`), collecting the positional
+/// arguments met on the way; `None` at the end of the arguments.
+fn next_option(
+    parser: &mut lexopt::Parser,
+    positional: &mut Vec<String>,
+) -> Parsed<Option<String>> {
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Value(value) => positional.push(string(value)?),
+            other => return Ok(Some(name(other))),
+        }
+    }
+    Ok(None)
+}
+
 fn name(arg: lexopt::Arg<'_>) -> String {
     match arg {
         Long(name) => format!("--{name}"),
