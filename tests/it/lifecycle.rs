@@ -100,6 +100,23 @@ fn tcp_pair(url: &str) -> (TcpStream, TcpStream) {
     (server, client)
 }
 
+/// A relay with `drain_timeout` (seconds, as written in relay.toml), ready,
+/// and a pair on it that has carried a byte (so it is selected and relaying).
+fn relaying(drain_timeout: &str) -> (NotifySocket, RelayProcess, impl Drop, TcpStream, TcpStream) {
+    let notify = NotifySocket::new();
+    let (relay, file) = start(
+        &format!("drain_timeout = {drain_timeout}\n{ON_PORT_0}"),
+        &notify,
+        1,
+    );
+    notify.expect("READY=1");
+    let (mut server, mut client) = tcp_pair(&relay.url);
+    client.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    server.read_exact(&mut one).unwrap();
+    (notify, relay, file, server, client)
+}
+
 #[track_caller]
 fn assert_reset(sock: &mut TcpStream, what: &str) {
     let mut buf = [0u8; 64];
@@ -174,13 +191,7 @@ fn a_drain_lets_a_running_transfer_finish_refuses_new_connections_and_exits_zero
 
 #[test]
 fn the_drain_timeout_cuts_the_pairs_left_with_a_reset() {
-    let notify = NotifySocket::new();
-    let (mut relay, _file) = start(&format!("drain_timeout = 0.5\n{ON_PORT_0}"), &notify, 1);
-    notify.expect("READY=1");
-    let (mut server, mut client) = tcp_pair(&relay.url);
-    client.write_all(b"before").unwrap();
-    let mut buf = [0u8; 6];
-    server.read_exact(&mut buf).unwrap();
+    let (notify, mut relay, _file, mut server, mut client) = relaying("0.5");
     let signalled = Instant::now();
     relay.signal("TERM");
     assert_reset(&mut server, "the server peer after the drain timeout");
@@ -195,13 +206,7 @@ fn the_drain_timeout_cuts_the_pairs_left_with_a_reset() {
 
 #[test]
 fn a_second_signal_cuts_at_once() {
-    let notify = NotifySocket::new();
-    let (mut relay, _file) = start(&format!("drain_timeout = 300\n{ON_PORT_0}"), &notify, 1);
-    notify.expect("READY=1");
-    let (mut server, mut client) = tcp_pair(&relay.url);
-    client.write_all(b"x").unwrap();
-    let mut one = [0u8; 1];
-    server.read_exact(&mut one).unwrap();
+    let (notify, mut relay, _file, mut server, mut client) = relaying("300");
     relay.signal("TERM");
     notify.expect("STOPPING=1");
     relay.signal("INT");
