@@ -191,7 +191,7 @@ fn a_drain_lets_a_running_transfer_finish_refuses_new_connections_and_exits_zero
 
 #[test]
 fn the_drain_timeout_cuts_the_pairs_left_with_a_reset() {
-    let (notify, mut relay, _file, mut server, mut client) = relaying("0.5");
+    let (_notify, mut relay, _file, mut server, mut client) = relaying("0.5");
     let signalled = Instant::now();
     relay.signal("TERM");
     assert_reset(&mut server, "the server peer after the drain timeout");
