@@ -160,15 +160,7 @@ impl fmt::Display for EndReason {
 }
 
 /// Cuts a local socket so its peer sees a reset, not a clean end, and any
-/// thread blocked on it returns: SO_LINGER 0 plus disconnect sends RST at once.
+/// thread blocked on it returns (see `transport::cut`).
 pub(crate) fn reset_socket(socket: &TcpStream) {
-    #[cfg(target_os = "linux")]
-    {
-        let _ = rustix::net::sockopt::set_socket_linger(socket, Some(Duration::ZERO));
-        if rustix::net::connect_unspec(socket).is_ok() {
-            return;
-        }
-    }
-    // Elsewhere (or if the kernel refuses): at least unblock the threads.
-    let _ = socket.shutdown(Shutdown::Both);
+    crate::transport::cut::cut(socket);
 }
