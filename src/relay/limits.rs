@@ -369,7 +369,7 @@ impl ClientLimits {
     }
 
     /// The configuration in force.
-    #[allow(dead_code)] // for tests and diagnostics
+    #[cfg(test)]
     pub fn config(&self) -> LimitsConfig {
         self.settings().config.clone()
     }
@@ -464,7 +464,7 @@ impl ClientLimits {
     }
 
     /// How many of `kind` the client of `client` holds.
-    #[allow(dead_code)] // for tests and diagnostics
+    #[cfg(test)]
     pub fn held(&self, kind: LimitKind, client: IpAddr) -> u32 {
         let counts = lock(&self.shared.counts);
         counts
@@ -473,7 +473,7 @@ impl ClientLimits {
     }
 
     /// Clients with a permit held, and clients with a rate bucket not yet full.
-    #[allow(dead_code)] // for tests and diagnostics
+    #[cfg(test)]
     pub fn tracked(&self) -> (usize, usize) {
         let counts = lock(&self.shared.counts).len();
         let buckets = lock(&self.shared.buckets).len();

@@ -277,8 +277,10 @@ fn copy_spliced(
         if n == 0 {
             return Ok(());
         }
-        running.carried(n, counter, total);
+        // Not idle from the read until the write is out (the guard touches
+        // the pair's activity when it drops).
         let _writing = running.stats.writing();
+        running.carried(n, counter, total);
         pipe.drain(dst, n)?;
     }
 }
@@ -315,8 +317,8 @@ fn forward(
 ) -> io::Result<usize> {
     let n = read_some(src, buf)?;
     if n > 0 {
-        running.carried(n, counter, total);
         let _writing = running.stats.writing();
+        running.carried(n, counter, total);
         dst.write_all(&buf[..n])?;
     }
     Ok(n)
@@ -342,11 +344,11 @@ impl Running {
         self.moved();
     }
 
-    /// Called with every chunk read: keeps the pair from idling out, and the
-    /// first chunk selects the candidate.
+    /// Called with every chunk read: the first chunk selects the candidate.
     fn moved(&self) {
-        self.stats.touch();
-        if !self.selected.swap(true, Ordering::Relaxed) {
+        // Activity is recorded by the writing guard each chunk holds; the
+        // shared flag is only written by the first chunk.
+        if !self.selected.load(Ordering::Relaxed) && !self.selected.swap(true, Ordering::Relaxed) {
             let victims = self
                 .ctx
                 .table

@@ -133,12 +133,3 @@ fn timed_out() -> io::Error {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// Whether a write failed only because the socket's write timeout passed
-/// (the bytes not taken are kept for the next write).
-fn is_write_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}

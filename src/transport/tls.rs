@@ -12,7 +12,8 @@
 //! lock across a blocking read is the shape that deadlocked tiny_http's TLS
 //! stream, issue #144.)
 
-use super::{is_write_timeout, lock, Deadline, TimedRead};
+use super::{lock, Deadline, TimedRead};
+use crate::error::is_timeout;
 use rustls::Connection;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -335,7 +336,7 @@ impl TlsWriter {
             self.shared.send(&mut out)?;
             let n = give(&mut lock(&self.shared.tls).writer())?;
             match self.shared.send(&mut out) {
-                Err(e) if n > 0 && is_write_timeout(&e) => {}
+                Err(e) if n > 0 && is_timeout(&e) => {}
                 other => other?,
             }
             n

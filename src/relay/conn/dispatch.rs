@@ -125,14 +125,17 @@ pub fn serve_jet(
     if let Err(e) = stream.clear_read_deadline() {
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
-    let (association, candidate) = ids(request.command);
-    crate::debug!(
-        method = request.method().as_str(),
-        version = request.version,
-        association = association.as_str(),
-        candidate = candidate.as_str();
-        "request"
-    );
+    if log::log_enabled!(log::Level::Debug) {
+        // Only formatted when debug lines are written: this runs per request.
+        let (association, candidate) = ids(request.command);
+        crate::debug!(
+            method = request.method().as_str(),
+            version = request.version,
+            association = association.as_str(),
+            candidate = candidate.as_str();
+            "request"
+        );
+    }
     let answer = JetAnswer {
         version: request.version,
     };

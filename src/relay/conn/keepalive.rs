@@ -40,12 +40,14 @@ pub fn serve(
     }
     let mut buf = prefix.to_vec();
     let mut deadline = deadline;
+    // The address every request of this connection arrived on.
+    let local = stream.socket().local_addr().ok();
     for served in 0..MAX_REQUESTS {
         let request = match read_request(&mut stream, &mut buf, deadline) {
             Ok(mut request) => {
                 // A request came whole: no longer a handshake in progress.
                 stream.end_handshake();
-                request.local = stream.socket().local_addr().ok();
+                request.local = local;
                 request
             }
             Err(Failure::Read(ReadError::Closed(_))) if served > 0 && buf.is_empty() => return,

@@ -170,22 +170,25 @@ fn accept(
         Err(why) => return refuse(ctx, conn, &mut stream, answer, why, deadline),
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
-    let timeout = ctx
-        .config()
-        .association_ttl
-        .as_secs_f64()
-        .ceil()
-        .to_string();
-    let association_text = association.to_string();
-    let instance = ctx.instance_for(stream.socket().local_addr().ok());
-    let extra: &[(&str, &str)] = if version == 1 {
-        &[
-            ("Jet-Association", &association_text),
-            ("Jet-Instance", &instance),
-            ("Jet-Timeout", &timeout),
-        ]
-    } else {
-        &[]
+    // Version 1 answers name the association, the instance and the TTL;
+    // later versions answer with the status alone, so nothing is built for them.
+    let v1_headers = (version == 1).then(|| {
+        let timeout = ctx
+            .config()
+            .association_ttl
+            .as_secs_f64()
+            .ceil()
+            .to_string();
+        let instance = ctx.instance_for(stream.socket().local_addr().ok());
+        [association.to_string(), instance, timeout]
+    });
+    let extra: &[(&str, &str)] = match &v1_headers {
+        Some([association, instance, timeout]) => &[
+            ("Jet-Association", association),
+            ("Jet-Instance", instance),
+            ("Jet-Timeout", timeout),
+        ],
+        None => &[],
     };
     // The success answer goes out before the candidate is visible to
     // connects, so a fast connect can never relay bytes ahead of it.
@@ -193,7 +196,6 @@ fn accept(
         ctx.table.unreserve(reservation);
         return read_failed(ctx, conn, ReadError::Closed(e));
     }
-    let kind = stream.kind();
     match ctx.table.publish(reservation, stream, permit) {
         Ok(()) => {
             ctx.metrics.handshake(Outcome::Parked);
