@@ -69,7 +69,7 @@ pub fn read_some_by(
 }
 
 /// Counts and logs a handshake that ended before a whole request arrived.
-pub fn read_failed(ctx: &Context, _conn: u64, e: ReadError) {
+pub fn read_failed(ctx: &Context, e: ReadError) {
     match e {
         ReadError::Timeout => {
             ctx.metrics.handshake(Outcome::Timeout);

@@ -38,7 +38,7 @@ pub fn handle(
     stream.hold_connection(permits.connection);
     stream.hold_handshake(permits.handshake);
     admitted.log_accepted("");
-    dispatch(&ctx, conn, stream, deadline, &admitted);
+    dispatch(&ctx, stream, deadline, &admitted);
 }
 
 /// Reads the first bytes of a connection's stream (plain TCP, or TLS after its
@@ -48,13 +48,7 @@ pub fn handle(
 /// logs and per-client limits); one limited to [`Scope::HealthOnly`] (the balancer's
 /// own, after a PROXY LOCAL header) gets `/health` and nothing else: the rest
 /// is closed quietly and counted.
-pub fn dispatch(
-    ctx: &Arc<Context>,
-    conn: u64,
-    mut stream: Stream,
-    deadline: Instant,
-    from: &Admitted,
-) {
+pub fn dispatch(ctx: &Arc<Context>, mut stream: Stream, deadline: Instant, from: &Admitted) {
     let scope = from.scope;
     // The pair's end line names the client, not a balancer in front of it.
     stream.set_client(from.peer);
@@ -64,21 +58,20 @@ pub fn dispatch(
             // A layer 4 check: the LOCAL header alone, then a close.
             return proxy::local_closed(ctx, "nothing after the header");
         }
-        return read_failed(ctx, conn, e);
+        return read_failed(ctx, e);
     }
     if header[..4] != SIGNATURE {
-        return crate::relay::conn::keepalive::serve(ctx, conn, stream, &header, deadline, from);
+        return crate::relay::conn::keepalive::serve(ctx, stream, &header, deadline, from);
     }
     if scope == Scope::HealthOnly {
         return proxy::local_closed(ctx, "a JET packet");
     }
-    serve_jet(ctx, conn, stream, &header, deadline);
+    serve_jet(ctx, stream, &header, deadline);
 }
 
 /// Serves a connection whose first 8 bytes are a JET header.
 pub fn serve_jet(
     ctx: &Arc<Context>,
-    conn: u64,
     mut stream: Stream,
     header: &[u8; HEADER_LEN],
     deadline: Instant,
@@ -93,7 +86,7 @@ pub fn serve_jet(
     };
     let mut payload = vec![0; len];
     if let Err(e) = read_exact_by(&mut stream, &mut payload, deadline) {
-        return read_failed(ctx, conn, e);
+        return read_failed(ctx, e);
     }
     packet::unmask(&mut payload, header[7]);
     let request = match message::parse_request(&payload) {
@@ -106,7 +99,7 @@ pub fn serve_jet(
         Err(RequestError::BadRequest(why)) => {
             let version = message::requested_version(&payload);
             let answer = JetAnswer { version };
-            return reject(ctx, conn, &mut stream, &answer, (400, &why), deadline);
+            return reject(ctx, &mut stream, &answer, (400, &why), deadline);
         }
     };
     if let Err((status, why)) = crate::relay::conn::auth::check_jet(ctx, &payload, &request) {
@@ -123,7 +116,7 @@ pub fn serve_jet(
     stream.end_handshake();
     // From here the peer's bytes are relayed data: no more timeouts on reads.
     if let Err(e) = stream.clear_read_deadline() {
-        return read_failed(ctx, conn, ReadError::Closed(e));
+        return read_failed(ctx, ReadError::Closed(e));
     }
     if log::log_enabled!(log::Level::Debug) {
         // Only formatted when debug lines are written: this runs per request.
@@ -139,7 +132,7 @@ pub fn serve_jet(
     let answer = JetAnswer {
         version: request.version,
     };
-    serve_request(ctx, conn, stream, &request, &answer, deadline);
+    serve_request(ctx, stream, &request, &answer, deadline);
 }
 
 /// A command's association and candidate for a log line (empty when the

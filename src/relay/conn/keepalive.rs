@@ -18,7 +18,6 @@ use std::time::Instant;
 /// handshake timeout.
 pub fn serve(
     ctx: &Arc<Context>,
-    conn: u64,
     mut stream: Stream,
     prefix: &[u8; HEADER_LEN],
     deadline: Instant,
@@ -55,7 +54,7 @@ pub fn serve(
                 crate::debug!("keep-alive connection idle, closed");
                 return;
             }
-            Err(Failure::Read(e)) => return read_failed(ctx, conn, e),
+            Err(Failure::Read(e)) => return read_failed(ctx, e),
             Err(Failure::Reject(response)) => {
                 ctx.metrics.handshake(Outcome::Malformed);
                 crate::warn!(
@@ -78,7 +77,6 @@ pub fn serve(
             let answered = served > 0;
             return crate::relay::conn::upgrade::serve_upgrade(
                 ctx,
-                conn,
                 stream,
                 &request.head,
                 leftover,

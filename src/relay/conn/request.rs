@@ -84,20 +84,18 @@ impl Answer for JetAnswer {
 /// peer's bytes are relayed data.
 pub fn serve_request(
     ctx: &Arc<Context>,
-    conn: u64,
     stream: Stream,
     request: &Request,
     answer: &dyn Answer,
     deadline: Instant,
 ) {
     match request.command {
-        Command::AcceptNew => accept(ctx, conn, stream, (request.version, None), answer, deadline),
+        Command::AcceptNew => accept(ctx, stream, (request.version, None), answer, deadline),
         Command::Accept {
             association,
             candidate,
         } => accept(
             ctx,
-            conn,
             stream,
             (request.version, Some((association, candidate))),
             answer,
@@ -108,7 +106,6 @@ pub fn serve_request(
             candidate,
         } => connect(
             ctx,
-            conn,
             stream,
             (request.version, association, candidate),
             answer,
@@ -117,14 +114,7 @@ pub fn serve_request(
         Command::Test {
             association,
             candidate,
-        } => test(
-            ctx,
-            conn,
-            stream,
-            (association, candidate),
-            answer,
-            deadline,
-        ),
+        } => test(ctx, stream, (association, candidate), answer, deadline),
     }
 }
 
@@ -132,7 +122,6 @@ pub fn serve_request(
 /// on the one candidate of an association the relay creates for it.
 fn accept(
     ctx: &Arc<Context>,
-    conn: u64,
     mut stream: Stream,
     (version, ids): (u8, Option<(Uuid, Uuid)>),
     answer: &dyn Answer,
@@ -167,7 +156,7 @@ fn accept(
     }
     let reservation = match reserved {
         Ok(reservation) => reservation,
-        Err(why) => return refuse(ctx, conn, &mut stream, answer, why, deadline),
+        Err(why) => return refuse(ctx, &mut stream, answer, why, deadline),
     };
     let (association, candidate) = (reservation.association, reservation.candidate);
     // Version 1 answers name the association, the instance and the TTL;
@@ -194,7 +183,7 @@ fn accept(
     // connects, so a fast connect can never relay bytes ahead of it.
     if let Err(e) = answer.succeed(ctx, &mut stream, extra) {
         ctx.table.unreserve(reservation);
-        return read_failed(ctx, conn, ReadError::Closed(e));
+        return read_failed(ctx, ReadError::Closed(e));
     }
     match ctx.table.publish(reservation, stream, permit) {
         Ok(()) => {
@@ -219,7 +208,6 @@ fn accept(
 
 fn connect(
     ctx: &Arc<Context>,
-    conn: u64,
     mut stream: Stream,
     (version, association, candidate): (u8, Uuid, Uuid),
     answer: &dyn Answer,
@@ -232,7 +220,7 @@ fn connect(
         Err(e) => {
             ctx.metrics.spawn_failures.fetch_add(1, Ordering::Relaxed);
             let why = format!("cannot start a copy thread: {e}");
-            return reject(ctx, conn, &mut stream, answer, (503, &why), deadline);
+            return reject(ctx, &mut stream, answer, (503, &why), deadline);
         }
     };
     let wait = deadline
@@ -240,7 +228,7 @@ fn connect(
         .min(PUBLISH_WAIT);
     let (accept, stats) = match ctx.table.pair(association, candidate, &stream, wait) {
         Ok(pair) => pair,
-        Err(why) => return refuse(ctx, conn, &mut stream, answer, why, deadline),
+        Err(why) => return refuse(ctx, &mut stream, answer, why, deadline),
     };
     if crate::relay::socket::peer_gone(accept.socket()) {
         // Its peer left since the watch last looked: never pair with it.
@@ -248,7 +236,7 @@ fn connect(
         accept.kill();
         ctx.table.release(association, candidate, &stats);
         let why = "no parked accept on this candidate (its peer left)";
-        return reject(ctx, conn, &mut stream, answer, (404, why), deadline);
+        return reject(ctx, &mut stream, answer, (404, why), deadline);
     }
     if let Err(e) = answer.succeed(ctx, &mut stream, &[]) {
         // The connecting peer left; the accept cannot be parked again (its
@@ -293,7 +281,6 @@ fn connect(
 
 fn test(
     ctx: &Arc<Context>,
-    conn: u64,
     mut stream: Stream,
     (association, candidate): (Uuid, Uuid),
     answer: &dyn Answer,
@@ -314,7 +301,7 @@ fn test(
                 linger_close(&mut stream);
             }
         }
-        Err(why) => refuse(ctx, conn, &mut stream, answer, why, deadline),
+        Err(why) => refuse(ctx, &mut stream, answer, why, deadline),
     }
 }
 
@@ -364,22 +351,14 @@ fn explain(ctx: &Context, answer: &dyn Answer, why: Reject) -> String {
 }
 
 /// Refuses a request the table turned down, with the reason the peer is told.
-fn refuse(
-    ctx: &Context,
-    conn: u64,
-    stream: &mut Stream,
-    answer: &dyn Answer,
-    why: Reject,
-    deadline: Instant,
-) {
+fn refuse(ctx: &Context, stream: &mut Stream, answer: &dyn Answer, why: Reject, deadline: Instant) {
     let text = explain(ctx, answer, why);
-    reject(ctx, conn, stream, answer, (why.status(), &text), deadline);
+    reject(ctx, stream, answer, (why.status(), &text), deadline);
 }
 
 /// Answers a well-formed request with an error status, then closes.
 pub(crate) fn reject(
     ctx: &Context,
-    _conn: u64,
     stream: &mut Stream,
     answer: &dyn Answer,
     (status, why): (u16, &str),

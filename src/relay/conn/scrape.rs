@@ -20,7 +20,7 @@ pub fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr) {
     let (response, head_only) = match read_request(&mut stream, &mut buf, deadline) {
         Ok(request) => (answer(&ctx, &request), request.method == "HEAD"),
         Err(Failure::Reject(response)) => (response, false),
-        Err(Failure::Read(e)) => return read_failed(&ctx, conn, e),
+        Err(Failure::Read(e)) => return read_failed(&ctx, e),
     };
     crate::debug!("conn={conn} peer={peer} metrics -> {}", response.status);
     ctx.metrics.http_response(response.status);

@@ -65,10 +65,10 @@ pub fn handle(
     match complete_handshake(&sock, &mut tls, deadline) {
         Ok(()) => {}
         Err(HandshakeError::Timeout) => {
-            return crate::relay::conn::deadline::read_failed(&ctx, conn, ReadError::Timeout)
+            return crate::relay::conn::deadline::read_failed(&ctx, ReadError::Timeout)
         }
         Err(HandshakeError::Closed(e)) => {
-            return crate::relay::conn::deadline::read_failed(&ctx, conn, ReadError::Closed(e))
+            return crate::relay::conn::deadline::read_failed(&ctx, ReadError::Closed(e))
         }
         Err(HandshakeError::Tls(why)) => {
             ctx.metrics
@@ -80,7 +80,7 @@ pub fn handle(
         }
     }
     if let Err(e) = sock.set_write_timeout(None) {
-        return crate::relay::conn::deadline::read_failed(&ctx, conn, ReadError::Closed(e));
+        return crate::relay::conn::deadline::read_failed(&ctx, ReadError::Closed(e));
     }
     crate::debug!(
         tls_version = tls.protocol_version().and_then(|v| v.as_str()).unwrap_or("?");
@@ -88,7 +88,7 @@ pub fn handle(
     );
     let mut stream = Stream::tls(TlsStream::new(sock, tls), registration);
     stream.hold_handshake(permits.handshake);
-    crate::relay::conn::dispatch::dispatch(&ctx, conn, stream, deadline, &admitted);
+    crate::relay::conn::dispatch::dispatch(&ctx, stream, deadline, &admitted);
 }
 
 /// Runs the server side of the TLS handshake before `deadline`, however

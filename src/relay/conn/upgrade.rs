@@ -30,7 +30,6 @@ pub const MAX_KEY_LEN: usize = 64;
 /// is parked, paired or tested exactly like a JET request.
 pub fn serve_upgrade(
     ctx: &Arc<Context>,
-    conn: u64,
     mut stream: Stream,
     head: &[u8],
     leftover: Vec<u8>,
@@ -72,7 +71,6 @@ pub fn serve_upgrade(
     if let Err(e) = stream.clear_read_deadline() {
         return crate::relay::conn::deadline::read_failed(
             ctx,
-            conn,
             crate::relay::conn::deadline::ReadError::Closed(e),
         );
     }
@@ -95,7 +93,7 @@ pub fn serve_upgrade(
         protocol: upgrade.protocol,
         answered,
     };
-    crate::relay::conn::request::serve_request(ctx, conn, ws, &request, &answer, deadline);
+    crate::relay::conn::request::serve_request(ctx, ws, &request, &answer, deadline);
 }
 
 /// A valid upgrade request.
