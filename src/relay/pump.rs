@@ -165,12 +165,7 @@ fn copy(running: &Running, way: Way, mut src: Reader, mut dst: Writer) {
                 // this very write may have collected, leaving the opposite
                 // direction to read a plain end): cut both, so the reset
                 // reaches this peer as a reset and never as a clean end.
-                let _ = running.failed.compare_exchange(
-                    0,
-                    EndReason::PeerReset as u8,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
+                running.fail(EndReason::PeerReset);
                 src.kill();
                 dst.kill();
             }
@@ -179,20 +174,16 @@ fn copy(running: &Running, way: Way, mut src: Reader, mut dst: Writer) {
             // The peer broke RFC 6455: its close frame is out (or owed), so
             // its socket ends after a short linger instead of a reset, while
             // the other peer's is cut at once.
-            let code = crate::transport::ws::close_code(&e).unwrap_or(1002);
-            running.ctx.metrics.ws_protocol_error(code);
+            if let Some(code) = crate::transport::ws::close_code(&e) {
+                running.ctx.metrics.ws_protocol_error(code);
+            }
             crate::debug!(
                 association:% = running.association,
                 candidate:% = running.candidate,
                 direction = way.as_str();
                 "copy ended: {e}"
             );
-            let _ = running.failed.compare_exchange(
-                0,
-                EndReason::Error as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            running.fail(EndReason::Error);
             dst.kill();
             src.close_failed_websocket();
         }
@@ -208,12 +199,7 @@ fn copy(running: &Running, way: Way, mut src: Reader, mut dst: Writer) {
                 );
                 EndReason::Error
             };
-            let _ = running.failed.compare_exchange(
-                0,
-                reason as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            running.fail(reason);
             src.kill();
             dst.kill();
         }
@@ -335,6 +321,13 @@ fn read_some(src: &mut Reader, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 impl Running {
+    /// Records why a direction failed; the first failure is the pair's.
+    fn fail(&self, reason: EndReason) {
+        let _ = self
+            .failed
+            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
+    }
+
     /// Counts `n` bytes read from one side. Counted before they are written:
     /// selection asks whether a candidate carried anything, and these bytes
     /// are on their way.
