@@ -1,6 +1,7 @@
 //! JET v3 association tokens for (d): a test authority (ES256, EdDSA keys made at start, RS256 from tests/data/jwt/) that signs one token per association and peer ahead of the timed loop.
 
 use crate::peers::test_data;
+use jet_relay::wire::base64::Alphabet;
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use rustls::pki_types::pem::PemObject;
@@ -218,32 +219,11 @@ impl Drop for Authority {
     }
 }
 
-const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const STANDARD: Alphabet = Alphabet::Standard;
+const URL: Alphabet = Alphabet::Url;
 
 /// Base64 with `alphabet`, padded or not (JWTs: URL-safe, unpadded).
-fn base64(data: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
-    let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(alphabet[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-        if pad {
-            out.push_str(&"=".repeat(3 - chunk.len()));
-        }
-    }
-    if pad {
-        // PEM bodies: lines of 64 characters.
-        let lines: Vec<String> = out
-            .as_bytes()
-            .chunks(64)
-            .map(|l| String::from_utf8_lossy(l).into_owned())
-            .collect();
-        return lines.join("\n");
-    }
-    out
+/// Base64 in the library's encoder (`alphabet` is `STANDARD` or `URL`).
+fn base64(data: &[u8], alphabet: Alphabet, pad: bool) -> String {
+    jet_relay::wire::base64::encode(data, alphabet, pad)
 }

@@ -4,6 +4,7 @@
 
 use crate::support::*;
 use jet_relay::relay::config::Config;
+use jet_relay::wire::base64::Alphabet;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
@@ -22,25 +23,13 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
 /// The kid of the authority: its key file's name without the extension.
 const KID: &str = "authority";
 
-fn base64(data: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(alphabet[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-        if pad {
-            out.push_str(&"=".repeat(3 - chunk.len()));
-        }
-    }
-    out
+/// Base64 in the library's encoder (`alphabet` is `STANDARD` or `URL`).
+fn base64(data: &[u8], alphabet: Alphabet, pad: bool) -> String {
+    jet_relay::wire::base64::encode(data, alphabet, pad)
 }
 
-const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const STANDARD: Alphabet = Alphabet::Standard;
+const URL: Alphabet = Alphabet::Url;
 
 fn b64url(data: &[u8]) -> String {
     base64(data, URL, false)

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::b64::{self, Alphabet};
+use crate::wire::base64::{self as b64, Alphabet};
 
 /// Largest key file read; a public key PEM is well under 2 KiB even for RSA-8192.
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;

@@ -1,6 +1,5 @@
 //! JET association tokens: JWS-signed JWTs (RFC 7515/7519) checked against the authority's public keys.
 
-mod b64;
 mod keys;
 mod replay;
 #[cfg(test)]
@@ -14,7 +13,7 @@ use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use b64::Alphabet;
+use crate::wire::base64::{self as b64, Alphabet};
 pub use keys::{KeyFileError, KeyType, TokenKey, TokenKeys};
 use replay::{Refusal, ReplayCache};
 

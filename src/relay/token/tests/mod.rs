@@ -8,8 +8,8 @@ use ring::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKey
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::b64::{encode, Alphabet};
 use super::*;
+use crate::wire::base64::{encode, Alphabet};
 
 /// The verification time of every test: fixed, so no test depends on the clock.
 const NOW_SECS: u64 = 1_800_000_000;
@@ -99,7 +99,7 @@ impl Signer {
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
-    let mut body = encode(der, Alphabet::Standard);
+    let mut body = encode(der, Alphabet::Standard, false);
     while body.len() % 4 != 0 {
         body.push('=');
     }
@@ -115,14 +115,14 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 fn b64url_json(value: &Value) -> String {
-    encode(value.to_string().as_bytes(), Alphabet::Url)
+    encode(value.to_string().as_bytes(), Alphabet::Url, false)
 }
 
 /// A token with `header` and `claims`, signed by `signer`.
 fn signed(signer: &Signer, header: Value, claims: &Value) -> String {
     let input = format!("{}.{}", b64url_json(&header), b64url_json(claims));
     let signature = signer.sign(input.as_bytes());
-    format!("{input}.{}", encode(&signature, Alphabet::Url))
+    format!("{input}.{}", encode(&signature, Alphabet::Url, false))
 }
 
 /// A token signed by `signer` under `kid`, with its own algorithm.

@@ -138,9 +138,9 @@ fn token_tampered_signature_is_refused() {
         let t = token(signer, kid, &claims());
         let (input, signature) = t.rsplit_once('.').expect("three segments");
         let mut raw =
-            super::b64::decode(signature.as_bytes(), Alphabet::Url).expect("own encoding");
+            crate::wire::base64::decode(signature.as_bytes(), Alphabet::Url).expect("own encoding");
         raw[10] ^= 0x01;
-        let tampered = format!("{input}.{}", encode(&raw, Alphabet::Url));
+        let tampered = format!("{input}.{}", encode(&raw, Alphabet::Url, false));
         assert_eq!(
             f.verify(&tampered),
             Err(TokenError::BadSignature),
@@ -200,7 +200,7 @@ fn token_malformed_shapes_are_refused() {
     assert_malformed(f.verify(""), "1 segments");
     assert_malformed(f.verify(&format!("{h}!.{p}.{s}")), "header: byte 0x21");
     assert_malformed(f.verify(&format!("{h}.{p}.{s}=")), "signature: padding");
-    let not_json = encode(b"{\"alg\":", Alphabet::Url);
+    let not_json = encode(b"{\"alg\":", Alphabet::Url, false);
     assert_malformed(f.verify(&format!("{not_json}.{p}.{s}")), "header: EOF");
 }
 
@@ -210,11 +210,11 @@ fn token_non_json_claims_are_refused() {
     let input = format!(
         "{}.{}",
         b64url_json(&json!({"alg": "EdDSA", "kid": "ed"})),
-        encode(b"hello", Alphabet::Url)
+        encode(b"hello", Alphabet::Url, false)
     );
     let t = format!(
         "{input}.{}",
-        encode(&f.ed.sign(input.as_bytes()), Alphabet::Url)
+        encode(&f.ed.sign(input.as_bytes()), Alphabet::Url, false)
     );
     assert_malformed(f.verify(&t), "claims: expected value");
 }
@@ -229,11 +229,11 @@ fn token_duplicate_claims_are_refused() {
     let input = format!(
         "{}.{}",
         b64url_json(&json!({"alg": "EdDSA", "kid": "ed"})),
-        encode(c.as_bytes(), Alphabet::Url)
+        encode(c.as_bytes(), Alphabet::Url, false)
     );
     let t = format!(
         "{input}.{}",
-        encode(&f.ed.sign(input.as_bytes()), Alphabet::Url)
+        encode(&f.ed.sign(input.as_bytes()), Alphabet::Url, false)
     );
     assert_malformed(f.verify(&t), "duplicate field `exp`");
 }
@@ -348,7 +348,7 @@ fn token_key_parse_refuses_other_curves_short_rsa_and_bad_der() {
     assert!(err.contains("RSA key is 1024 bits"), "{err}");
     let ed = Signer::ed25519().public_pem();
     let b64_body: String = ed.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = super::b64::decode(
+    let der = crate::wire::base64::decode(
         b64_body.trim_end_matches('=').as_bytes(),
         Alphabet::Standard,
     )

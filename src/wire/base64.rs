@@ -1,8 +1,9 @@
-//! Strict base64 decoding: base64url without padding for JWS, standard base64 for PEM.
+//! Base64 (RFC 4648): strict decoding (base64url without padding for JWS,
+//! standard for PEM) and encoding, with or without padding.
 
 /// The two alphabets of RFC 4648: `+/` (section 4) and `-_` (section 5).
 #[derive(Clone, Copy)]
-pub(crate) enum Alphabet {
+pub enum Alphabet {
     /// Standard base64, used inside PEM armour.
     Standard,
     /// URL- and filename-safe base64, used by JWS compact serialization.
@@ -15,7 +16,7 @@ pub(crate) enum Alphabet {
 /// bits left over in the last character. RFC 7515 section 2 requires
 /// base64url without padding; refusing the non-canonical forms means a token
 /// has exactly one spelling, so a jti replay cannot hide behind a variant.
-pub(crate) fn decode(input: &[u8], alphabet: Alphabet) -> Result<Vec<u8>, String> {
+pub fn decode(input: &[u8], alphabet: Alphabet) -> Result<Vec<u8>, String> {
     if input.len() % 4 == 1 {
         return Err(format!("{} characters is not a base64 length", input.len()));
     }
@@ -60,9 +61,9 @@ fn value(c: u8, alphabet: Alphabet) -> Option<u8> {
     }
 }
 
-/// Encodes bytes as base64 without padding; only the tests sign tokens.
-#[cfg(test)]
-pub(crate) fn encode(input: &[u8], alphabet: Alphabet) -> String {
+/// Encodes bytes in `alphabet`, with `=` padding to a multiple of 4 when
+/// `padded` (HTTP Basic credentials, PEM) or without (JWS).
+pub fn encode(input: &[u8], alphabet: Alphabet, padded: bool) -> String {
     const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let table = match alphabet {
@@ -80,6 +81,11 @@ pub(crate) fn encode(input: &[u8], alphabet: Alphabet) -> String {
         for i in 0..=chunk.len() {
             out.push(char::from(table[(n >> (18 - 6 * i) & 63) as usize]));
         }
+        if padded {
+            for _ in chunk.len()..3 {
+                out.push('=');
+            }
+        }
     }
     out
 }
@@ -92,14 +98,14 @@ mod tests {
     fn token_b64_round_trips_every_length() {
         let data: Vec<u8> = (0..=255u8).collect();
         for len in 0..40 {
-            let text = encode(&data[..len], Alphabet::Url);
+            let text = encode(&data[..len], Alphabet::Url, false);
             assert_eq!(
                 decode(text.as_bytes(), Alphabet::Url).as_deref(),
                 Ok(&data[..len])
             );
         }
-        assert_eq!(encode(b"\xfb\xff", Alphabet::Url), "-_8");
-        assert_eq!(encode(b"\xfb\xff", Alphabet::Standard), "+/8");
+        assert_eq!(encode(b"\xfb\xff", Alphabet::Url, false), "-_8");
+        assert_eq!(encode(b"\xfb\xff", Alphabet::Standard, false), "+/8");
     }
 
     #[test]
