@@ -14,7 +14,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_jet-relay");
+use crate::process::BIN;
 
 /// A peer process with piped stdio; its stderr lines arrive on a channel so a
 /// test can wait for one with a timeout. Killed on drop if still running.

@@ -266,7 +266,7 @@ mod selection {
     use std::sync::mpsc;
     use uuid::Uuid;
 
-    const BIN: &str = env!("CARGO_BIN_EXE_jet-relay");
+    use crate::process::BIN;
 
     /// The relay binary with its stderr log lines forwarded to a channel.
     struct RelayProcess {

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 use uuid::Uuid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_jet-relay");
+use crate::process::BIN;
 
 /// How a peer command ended.
 #[derive(Debug)]

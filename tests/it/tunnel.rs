@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Instant;
 use uuid::Uuid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_jet-relay");
+use crate::process::BIN;
 const KEY: &str = "tunnel-test-key-0123456789";
 
 /// A peer process whose stderr and stdout lines arrive on channels; killed on drop.
