@@ -9,7 +9,6 @@ pub use dial::{dial, MAX_CONNECT_HEAD};
 pub use no_proxy::NoProxy;
 
 use std::fmt;
-use std::net::Ipv6Addr;
 
 /// The port of an `http://` proxy URL that leaves it out.
 pub const DEFAULT_HTTP_PROXY_PORT: u16 = 80;
@@ -216,41 +215,7 @@ fn mask_userinfo(text: &str) -> String {
 }
 
 fn split_host_port(hostport: &str) -> Result<(&str, Option<&str>), String> {
-    let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
-        let (addr, after) = inner
-            .split_once(']')
-            .ok_or("unclosed '[' around an IPv6 address")?;
-        if addr.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("{addr:?} is not an IPv6 address"));
-        }
-        let port = match after {
-            "" => None,
-            _ => Some(
-                after
-                    .strip_prefix(':')
-                    .ok_or("expected ':PORT' after the IPv6 address")?,
-            ),
-        };
-        return Ok((addr, port));
-    } else {
-        match hostport.split_once(':') {
-            Some((_, port)) if port.contains(':') => {
-                return Err("an IPv6 address must be written in brackets".into())
-            }
-            Some((host, port)) => (host, Some(port)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("the host is empty".into());
-    }
-    if !host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-    {
-        return Err(format!("{host:?} is not a host name or address"));
-    }
-    Ok((host, port))
+    crate::wire::candidate::split_authority(hostport)
 }
 
 fn parse_port(port: &str) -> Result<u16, String> {

@@ -122,40 +122,7 @@ impl CandidateUrl {
         if authority.contains('@') {
             return Err(bad("a candidate URL has no user info"));
         }
-        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
-            let (addr, after) = inner
-                .split_once(']')
-                .ok_or_else(|| bad("unclosed '[' around an IPv6 address"))?;
-            if addr.parse::<Ipv6Addr>().is_err() {
-                return Err(bad(&format!("{addr:?} is not an IPv6 address")));
-            }
-            let port = match after {
-                "" => None,
-                _ => Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| bad("expected ':PORT' after the IPv6 address"))?,
-                ),
-            };
-            (addr, port)
-        } else {
-            match authority.split_once(':') {
-                Some((_, port)) if port.contains(':') => {
-                    return Err(bad("an IPv6 address must be written in brackets"));
-                }
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("the host is empty"));
-        }
-        if !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
-        {
-            return Err(bad(&format!("{host:?} is not a host name or address")));
-        }
+        let (host, port) = split_authority(authority).map_err(|e| bad(&e))?;
         let (port, explicit_port) = match port {
             Some(port) => match port.parse::<u16>() {
                 Ok(0) => return Err(bad("port 0 cannot be connected to")),
@@ -252,6 +219,46 @@ impl CandidateUrl {
         url.query.clone_from(&self.query);
         Ok(url)
     }
+}
+
+/// Splits `HOST[:PORT]` (an IPv6 host in brackets) and checks the host's
+/// characters; the port, if any, is left for the caller to parse. Shared by
+/// candidate URLs and proxy URLs.
+pub fn split_authority(authority: &str) -> Result<(&str, Option<&str>), String> {
+    if let Some(inner) = authority.strip_prefix('[') {
+        let (addr, after) = inner
+            .split_once(']')
+            .ok_or("unclosed '[' around an IPv6 address")?;
+        if addr.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("{addr:?} is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or("expected ':PORT' after the IPv6 address")?,
+            ),
+        };
+        return Ok((addr, port));
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((_, port)) if port.contains(':') => {
+            return Err("an IPv6 address must be written in brackets".into())
+        }
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(format!("{host:?} is not a host name or address"));
+    }
+    Ok((host, port))
 }
 
 impl fmt::Display for CandidateUrl {
