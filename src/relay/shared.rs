@@ -5,7 +5,7 @@ use crate::relay::config::{Config, ListenUrl};
 use crate::relay::limits::ClientLimits;
 use crate::relay::metrics::Metrics;
 use crate::relay::pool::Pool;
-use crate::relay::registry::Registry;
+use crate::relay::registry::{Registration, Registry};
 use crate::relay::stream::Stream;
 use crate::relay::table::Table;
 use crate::relay::token::Verifier;
@@ -190,14 +190,22 @@ impl BoundListener {
 /// registering and the snapshot take the registry lock: a socket registered
 /// after the snapshot therefore sees the flag here.
 pub(crate) fn tcp_stream(ctx: &Context, sock: TcpStream) -> Option<(Stream, u64)> {
+    let (sock, registration) = register(ctx, sock)?;
+    let id = registration.id();
+    Some((Stream::tcp(sock, registration), id))
+}
+
+/// An accepted socket with Nagle off (where the listener did not pass that
+/// on), registered for shutdown; `None` when shutdown has begun (see
+/// [`tcp_stream`]). TLS connections start here too, before their handshake.
+pub(crate) fn register(ctx: &Context, sock: TcpStream) -> Option<(Arc<TcpStream>, Registration)> {
     crate::relay::stream::tcp::nodelay_accepted(&sock);
     let sock = Arc::new(sock);
     let registration = ctx.registry.register(&sock);
     if ctx.stopping() {
         return None;
     }
-    let id = registration.id();
-    Some((Stream::tcp(sock, registration), id))
+    Some((sock, registration))
 }
 
 #[cfg(test)]

@@ -29,10 +29,10 @@ pub fn handle(
     };
     let _scope = crate::log::conn_scope(conn);
     let deadline = Instant::now() + ctx.config().handshake_timeout;
-    let Some(admitted) = proxy::admit(&ctx, stream.socket(), peer, proxy_protocol, deadline) else {
-        return;
-    };
-    let Some(permits) = proxy::admitted_permits(&ctx, stream.socket(), &admitted, permits) else {
+    let from = (proxy_protocol, permits);
+    let Some((admitted, permits)) =
+        proxy::admit_client(&ctx, stream.socket(), peer, from, deadline)
+    else {
         return;
     };
     stream.hold_connection(permits.connection);

@@ -70,6 +70,21 @@ pub fn client_permits(
 /// The permits of an admitted connection: `taken` by the accept loop (a
 /// plain listener), none for the balancer's own checks (never limited),
 /// else those of the client its PROXY header named.
+/// The connection's client (after its PROXY header on a `proxy_protocol`
+/// listener) and the permits it holds: those the accept loop took, or those
+/// of the client the header names. `None`: the connection is closed.
+pub fn admit_client(
+    ctx: &Context,
+    sock: &TcpStream,
+    peer: SocketAddr,
+    (proxy_protocol, taken): (bool, Option<ClientPermits>),
+    deadline: Instant,
+) -> Option<(Admitted, ClientPermits)> {
+    let admitted = admit(ctx, sock, peer, proxy_protocol, deadline)?;
+    let permits = admitted_permits(ctx, sock, &admitted, taken)?;
+    Some((admitted, permits))
+}
+
 pub fn admitted_permits(
     ctx: &Context,
     sock: &TcpStream,

@@ -39,20 +39,18 @@ pub fn handle(
     (proxy_protocol, permits): (bool, Option<ClientPermits>),
 ) {
     let deadline = Instant::now() + ctx.config().handshake_timeout;
-    crate::relay::stream::tcp::nodelay_accepted(&sock);
-    let sock = Arc::new(sock);
-    let registration = ctx.registry.register(&sock);
-    let conn = registration.id();
-    let _scope = crate::log::conn_scope(conn);
-    if ctx.stopping() {
-        // Registered after shutdown closed every socket: nobody would close this one.
+    // Registered after shutdown closed every socket: closed here, as nobody
+    // else would close it.
+    let Some((sock, registration)) = crate::relay::shared::register(&ctx, sock) else {
         return;
-    }
+    };
+    let _scope = crate::log::conn_scope(registration.id());
     // A PROXY header comes before the TLS handshake.
-    let proxy = crate::relay::conn::proxy::admit(&ctx, &sock, peer, proxy_protocol, deadline);
-    let Some(admitted) = proxy else { return };
-    let proxy = crate::relay::conn::proxy::admitted_permits(&ctx, &sock, &admitted, permits);
-    let Some(permits) = proxy else { return };
+    let from = (proxy_protocol, permits);
+    let admitted = crate::relay::conn::proxy::admit_client(&ctx, &sock, peer, from, deadline);
+    let Some((admitted, permits)) = admitted else {
+        return;
+    };
     registration.hold(permits.connection);
     admitted.log_accepted(" (tls)");
     let mut tls = match ServerConnection::new(config) {
