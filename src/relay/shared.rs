@@ -68,8 +68,9 @@ impl Context {
         }
     }
 
-    /// The configuration in force. Each connection takes it once and keeps
-    /// that copy: a reload applies to connections that start after it.
+    /// The configuration in force: one whole configuration (a reload swaps
+    /// it whole). Callers read it where they need a setting; a connection
+    /// mid-handshake during a reload sees the new one from then on.
     pub fn config(&self) -> Arc<Config> {
         Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
     }
