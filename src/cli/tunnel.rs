@@ -5,7 +5,6 @@ use crate::cli::peer::api_key;
 use jet_relay::peer::tunnels::{self, Allowed, Client, Notify, Rendezvous};
 use jet_relay::peer::Connector;
 use jet_relay::{Error, Result};
-use std::io::Write;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
@@ -92,12 +91,5 @@ pub fn connect(
 
 /// Binds a local listener and prints its `listening tcp://ADDR` line.
 fn bind(addr: &str) -> Result<TcpListener> {
-    let listener = TcpListener::bind(addr).map_err(|e| Error::io(format!("binding {addr}"), e))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::io("reading the listening address", e))?;
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "listening tcp://{local}");
-    let _ = stdout.flush();
-    Ok(listener)
+    jet_relay::peer::bridge::bind_announced(addr)
 }

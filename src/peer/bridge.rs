@@ -231,20 +231,28 @@ pub enum Local {
 /// Binds `--listen ADDR`, prints `listening tcp://ADDRESS` on stdout (the
 /// address actually bound) and accepts one connection.
 pub fn listen_once(addr: &str) -> Result<TcpStream> {
-    let listener = TcpListener::bind(addr).map_err(|e| Error::io(format!("binding {addr}"), e))?;
+    let listener = bind_announced(addr)?;
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("reading the listening address", e))?;
-    {
-        let mut stdout = io::stdout().lock();
-        let _ = writeln!(stdout, "listening tcp://{local}");
-        let _ = stdout.flush();
-    }
     let (sock, _) = listener
         .accept()
         .map_err(|e| Error::io(format!("accepting on {local}"), e))?;
     let _ = sock.set_nodelay(true);
     Ok(sock)
+}
+
+/// Binds a local listener on `addr` and prints its `listening tcp://ADDR`
+/// line (the bound address, port 0 resolved), which scripts and tests read.
+pub fn bind_announced(addr: &str) -> Result<TcpListener> {
+    let listener = TcpListener::bind(addr).map_err(|e| Error::io(format!("binding {addr}"), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the listening address", e))?;
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "listening tcp://{local}");
+    let _ = stdout.flush();
+    Ok(listener)
 }
 
 /// `--listen` for a command that knows its relay: checks first that the
