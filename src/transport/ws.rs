@@ -77,12 +77,20 @@ pub struct WsWriter<W> {
 struct Link<W> {
     /// Orders frames on the wire; held by whoever writes one.
     out: Mutex<Out<W>>,
-    /// The payload of the latest ping not yet answered.
-    pong: Mutex<Option<Vec<u8>>>,
-    /// The payload of the close frame failing the connection, until sent.
-    failure: Mutex<Option<Vec<u8>>>,
+    /// The control frames the reader owes, behind one lock a write checks
+    /// once.
+    owed: Mutex<Owed>,
     /// The reader failed the connection: its close frame is owed or sent.
     failed: AtomicBool,
+}
+
+/// Control frames the reader owes the other end, until a writer sends them.
+#[derive(Default)]
+struct Owed {
+    /// The payload of the latest ping not yet answered.
+    pong: Option<Vec<u8>>,
+    /// The payload of the close frame failing the connection.
+    failure: Option<Vec<u8>>,
 }
 
 struct Out<W> {
@@ -120,8 +128,7 @@ pub fn new<R: Read, W: Write + Send + 'static>(
             staging: Vec::new(),
             close_sent: false,
         }),
-        pong: Mutex::new(None),
-        failure: Mutex::new(None),
+        owed: Mutex::new(Owed::default()),
         failed: AtomicBool::new(false),
     });
     let end = leftover.len();
@@ -349,12 +356,12 @@ impl<R: TimedRead> TimedRead for WsReader<R> {
 
 impl<W: Write + Send> Control for Link<W> {
     fn owe_pong(&self, payload: Vec<u8>) {
-        *lock(&self.pong) = Some(payload);
+        lock(&self.owed).pong = Some(payload);
         self.flush_control();
     }
 
     fn fail(&self, payload: Vec<u8>) {
-        *lock(&self.failure) = Some(payload);
+        lock(&self.owed).failure = Some(payload);
         self.failed.store(true, Ordering::Release);
         self.flush_control();
     }
@@ -368,20 +375,24 @@ impl<W: Write> Link<W> {
     fn flush_control(&self) {
         // Each pass finds nothing owed, finds the lock taken, or sends the pong.
         loop {
-            if lock(&self.pong).is_none() && lock(&self.failure).is_none() {
-                return;
+            {
+                let owed = lock(&self.owed);
+                if owed.pong.is_none() && owed.failure.is_none() {
+                    return;
+                }
             }
             let mut out = match self.out.try_lock() {
                 Ok(out) => out,
                 Err(TryLockError::WouldBlock) => return,
                 Err(TryLockError::Poisoned(e)) => e.into_inner(),
             };
+            let owed = std::mem::take(&mut *lock(&self.owed));
             // A failed pong shows up as a failed read or write soon after.
-            if let Some(payload) = lock(&self.pong).take() {
+            if let Some(payload) = owed.pong {
                 let _ = out.send(Opcode::Pong, &payload);
             }
             // The failing close frame is the last frame: later writes fail.
-            if let Some(payload) = lock(&self.failure).take() {
+            if let Some(payload) = owed.failure {
                 let _ = out.send(Opcode::Close, &payload);
                 out.close_sent = true;
                 let _ = out.inner.flush();
