@@ -199,14 +199,7 @@ impl Drop for Fifos {
     }
 }
 
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::closed_port;
 
 /// An echo service for one connection: echoes until EOF, then half-closes.
 fn echo_server() -> (SocketAddr, JoinHandle<()>) {

@@ -5,7 +5,7 @@
 use crate::support::{TestRelay, WAIT};
 use jet_relay::relay::config::{ApiKey, Config};
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -69,14 +69,7 @@ fn run(args: &[&str]) -> Ran {
     }
 }
 
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::closed_port;
 
 /// The two schemes a relay's TCP listener serves.
 const SCHEMES: [&str; 2] = ["tcp", "ws"];

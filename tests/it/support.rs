@@ -723,3 +723,12 @@ pub fn open_tcp_candidate(
         _ => panic!("{url:?} is not a tcp:// candidate"),
     }
 }
+
+/// A port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
